@@ -1,0 +1,34 @@
+# `make demo`: set up .venv and run the main job on the bundled data; `make test`: the test suite.
+# Both bootstrap the virtual environment on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+# The builds this machine keeps on disk; override for another platform, e.g.
+#   make setup TORCH="torch==2.9.1 torchvision==0.24.1"   (aarch64)
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+BIN     = $(VENV)/bin
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/alexsuite train --epochs 8 --out runs/train/demo
+	$(BIN)/alexsuite eval runs/train/demo --ten-crop
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/relu_vs_tanh.py
+	$(BIN)/python benchmarks/train_fashion_mnist.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,27 @@
+"""Errors a user can cause. The CLI prints them as one line and exits non-zero;
+any other exception is a bug and keeps its traceback."""
+
+
+class AlexsuiteError(Exception):
+    """Base class: the message says what went wrong and how to fix it."""
+
+
+class DataError(AlexsuiteError):
+    """A dataset, folder or annotation that cannot be used."""
+
+
+class ImageDecodeError(DataError):
+    """One file that is not a readable image."""
+
+    def __init__(self, path, reason):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class CheckpointError(AlexsuiteError):
+    """A checkpoint that is missing, corrupt, or made for another model."""
+
+
+class ConfigError(AlexsuiteError):
+    """Options that contradict each other or name something unknown."""
