@@ -1,0 +1,102 @@
+"""The one image decoder: any file Pillow reads, in any colour mode, becomes RGB uint8.
+
+Every failure a user's file can cause (not an image, truncated, corrupt, absurdly large)
+raises ImageDecodeError naming the file, so callers can skip-and-count or stop (--strict).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+from ..errors import ImageDecodeError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+# Decoding is bounded by `draft` and resizing, so allow large photos (Pillow's default bomb
+# guard, 89 MP, rejects real panoramas) but keep a ceiling against decompression bombs.
+MAX_PIXELS = 400_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey half-image
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit (and 32-bit integer) greyscale: scale by the type's range, not by clipping.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo if hi > lo else 1.0) * 255.0
+        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Transparent pixels become white, as a viewer shows them on a page.
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGB
+
+
+def decode_image(path, min_side: int | None = None) -> np.ndarray:
+    """Decode `path` to an HxWx3 uint8 RGB array, honouring EXIF orientation.
+
+    `min_side`: the caller will shrink the image until its shorter side is this long, so
+    JPEG decoding may use DCT scaling (`draft`) to skip work on huge photos.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if min_side and img.format == "JPEG":
+                    scale = min(img.size) / min_side
+                    if scale >= 2:
+                        img.draft("RGB", (img.size[0] // int(scale), img.size[1] // int(scale)))
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                rgb = _to_rgb(img)
+    except FileNotFoundError:
+        raise ImageDecodeError(path, "no such file") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(path, "is a directory, not an image") from None
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError(path, "not an image file (unknown format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageDecodeError(path, f"image too large (over {MAX_PIXELS:,} pixels)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageDecodeError(path, f"corrupt or truncated image ({e})") from None
+    arr = np.asarray(rgb, dtype=np.uint8)
+    if arr.ndim != 3 or min(arr.shape[:2]) == 0:
+        raise ImageDecodeError(path, f"empty image of shape {arr.shape}")
+    return arr
+
+
+def resize_shorter_side(arr: np.ndarray, size: int) -> np.ndarray:
+    """Scale so the shorter side is `size` (area filter when shrinking, as Caffe's tools did)."""
+    h, w = arr.shape[:2]
+    scale = size / min(h, w)
+    new = (max(size, round(w * scale)), max(size, round(h * scale)))
+    if new == (w, h):
+        return arr
+    img = Image.fromarray(arr)
+    return np.asarray(img.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0 if scale < 1 else None))
+
+
+def center_square(arr: np.ndarray, size: int) -> np.ndarray:
+    h, w = arr.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return arr[top:top + size, left:left + size]
+
+
+def load_square(path, size: int) -> np.ndarray:
+    """Paper Section 2: rescale so the shorter side is `size`, then take the central square."""
+    return center_square(resize_shorter_side(decode_image(path, min_side=size), size), size)

@@ -1,0 +1,121 @@
+"""The paper's augmentation and test-time crops, applied to whole uint8 batches as tensor ops
+(on the training device), so one code path serves in-memory arrays and decoded folders.
+
+Paper Section 4.1: random crop_size crops of base_size images and their horizontal
+reflections; PCA colour augmentation with alpha ~ N(0, 0.1). Section 2: mean subtraction.
+Test: the centre crop, or the ten crops (four corners + centre, and their reflections).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+PCA_ALPHA_STD = 0.1  # paper Section 4.1
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Everything that turns stored pixels into network input; saved with every model."""
+    base_size: int                       # images are stored / resized to base x base
+    crop_size: int                       # network input
+    mean: tuple[float, float, float]     # per channel, on the 0-1 scale
+    std: tuple[float, float, float]
+    eigval: tuple[float, float, float] = (0.0, 0.0, 0.0)   # RGB covariance PCA (0-1 scale)
+    eigvec: tuple[tuple[float, float, float], ...] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        return cls(d["base_size"], d["crop_size"], tuple(d["mean"]), tuple(d["std"]),
+                   tuple(d.get("eigval", (0.0, 0.0, 0.0))),
+                   tuple(tuple(r) for r in d.get("eigvec", ((1, 0, 0), (0, 1, 0), (0, 0, 1)))))
+
+
+# torchvision's ImageNet statistics and fb.resnet.torch's ImageNet RGB PCA (0-1 scale).
+IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                eigval=(0.2175, 0.0188, 0.0045),
+                eigvec=((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203)))
+
+
+def rgb(images: torch.Tensor) -> torch.Tensor:
+    """Greyscale batches (C=1) are stored once and seen by the network as three equal channels."""
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+def pixel_statistics(images: torch.Tensor, max_pixels: int = 2_000_000, seed: int = 0) -> dict:
+    """Per-channel mean/std and the eigen-decomposition of the RGB covariance (paper Section
+    4.1 used the whole training set; a uniform sample of pixels estimates it to ~3 digits)."""
+    flat = rgb(images).permute(0, 2, 3, 1).reshape(-1, 3)
+    if len(flat) > max_pixels:
+        g = torch.Generator().manual_seed(seed)
+        flat = flat[torch.randint(len(flat), (max_pixels,), generator=g)]
+    x = flat.double() / 255.0
+    mean = x.mean(0)
+    cov = torch.cov(x.T)
+    eigval, eigvec = torch.linalg.eigh(cov)
+    std = x.std(0).clamp_min(1e-3)
+    return dict(mean=tuple(mean.tolist()), std=tuple(std.tolist()),
+                eigval=tuple(eigval.clamp_min(0).tolist()),
+                eigvec=tuple(tuple(r) for r in eigvec.tolist()))  # columns are eigenvectors
+
+
+def normalize(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    x = rgb(images).float().div_(255.0)
+    mean = torch.tensor(pre.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _crop_at(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
+    """Per-sample crops: images (B,C,H,W), top/left (B,) -> (B,C,size,size)."""
+    ar = torch.arange(size, device=images.device)
+    rows = (top[:, None] + ar)[:, None, :, None]        # B,1,size,1
+    cols = (left[:, None] + ar)[:, None, None, :]       # B,1,1,size
+    b = torch.arange(images.shape[0], device=images.device)[:, None, None, None]
+    c = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+    return images[b, c, rows, cols]
+
+
+def augment_params(batch_size: int, pre: Preprocess, seed: int, epoch: int, step: int) -> dict:
+    """Random draws for one *global* batch, from a generator keyed by (seed, epoch, step), so
+    DDP ranks and resumed runs draw exactly what an uninterrupted single process would."""
+    g = torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_003 + step) % 2**63)
+    span = pre.base_size - pre.crop_size + 1
+    return dict(top=torch.randint(span, (batch_size,), generator=g),
+                left=torch.randint(span, (batch_size,), generator=g),
+                flip=torch.rand(batch_size, generator=g) < 0.5,
+                alpha=torch.randn(batch_size, 3, generator=g) * PCA_ALPHA_STD)
+
+
+def augment(images: torch.Tensor, pre: Preprocess, params: dict, pca: bool = True) -> torch.Tensor:
+    """Random crop + horizontal flip + PCA lighting + normalisation of a uint8 batch."""
+    dev = images.device
+    x = _crop_at(rgb(images), params["top"].to(dev), params["left"].to(dev), pre.crop_size)
+    x = torch.where(params["flip"].to(dev)[:, None, None, None], x.flip(3), x)
+    x = x.float().div_(255.0)
+    if pca:
+        # I += [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T, one draw of alpha per image (paper 4.1).
+        eigvec = torch.tensor(pre.eigvec, device=dev)               # 3x3, columns = p_i
+        eigval = torch.tensor(pre.eigval, device=dev)
+        shift = (params["alpha"].to(dev) * eigval) @ eigvec.T       # B x 3
+        x = x + shift[:, :, None, None]
+    mean = torch.tensor(pre.mean, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std, device=dev).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def center_crop(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    o = (pre.base_size - pre.crop_size) // 2
+    return normalize(images[:, :, o:o + pre.crop_size, o:o + pre.crop_size], pre)
+
+
+def ten_crops(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    """(10, B, 3, crop, crop): corners and centre, then their reflections (paper Section 4.1)."""
+    s, c = pre.base_size, pre.crop_size
+    o = (s - c) // 2
+    corners = [(0, 0), (0, s - c), (s - c, 0), (s - c, s - c), (o, o)]
+    crops = [normalize(images[:, :, t:t + c, l:l + c], pre) for t, l in corners]
+    return torch.stack(crops + [x.flip(3) for x in crops])
