@@ -1,0 +1,129 @@
+"""Checkpoints: atomic writes, weights-only loading, clear errors, and the one model loader
+that every command (eval, index, detect) uses.
+
+A checkpoint is a plain dict of tensors, numbers and strings, so `torch.load(weights_only=True)`
+reads it and no pickle code ever runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.transforms import IMAGENET, Preprocess
+from ..errors import CheckpointError
+from ..models.alexnet import AlexNet, create_model, load_torchvision_state_dict
+
+FORMAT = "alexsuite-checkpoint/1"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write via a temp file in the same folder + fsync + rename: a crash leaves the old file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    atomic_write_bytes(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
+
+
+def resolve_checkpoint_path(path) -> Path:
+    """A checkpoint file, or a run directory (its best.pt, else last.pt)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"{p}: no best.pt or last.pt in this folder (is it a run directory?)")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file or run directory")
+    return p
+
+
+def read_checkpoint(path) -> dict:
+    p = resolve_checkpoint_path(path)
+    try:
+        data = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated, foreign or pickled files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{p}: not a loadable weights-only checkpoint ({first[:200]})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{p}: expected a dict of weights, found {type(data).__name__}")
+    return data
+
+
+@dataclass
+class LoadedModel:
+    model: AlexNet
+    preprocess: Preprocess
+    classes: list[str]
+    arch: str
+    source: Path
+    checkpoint: dict
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable id of these weights (an index refuses vectors from any other model)."""
+        import hashlib
+        h = hashlib.sha256()
+        for k, v in sorted(self.model.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def _is_torchvision_alexnet(state: dict) -> bool:
+    return "features.0.weight" in state and "classifier.6.weight" in state
+
+
+def load_model(path, device="cpu", expect_arch: str | None = None) -> LoadedModel:
+    """Rebuild the model a checkpoint describes; also accepts torchvision's AlexNet state dict."""
+    data = read_checkpoint(path)
+    source = resolve_checkpoint_path(path)
+    if data.get("format") == FORMAT:
+        arch, classes = data["arch"], list(data["classes"])
+        pre = Preprocess.from_dict(json.loads(data["preprocess"]))
+        cfg = json.loads(data.get("config", "{}"))
+        model = create_model(arch, len(classes), dropout=cfg.get("dropout", 0.5),
+                             activation=cfg.get("activation", "relu"))
+        state = data["model"]
+    elif _is_torchvision_alexnet(data):
+        arch, classes = "alexnet-tv", [f"imagenet-{i}" for i in range(data["classifier.6.weight"].shape[0])]
+        pre = Preprocess(256, 224, IMAGENET["mean"], IMAGENET["std"], IMAGENET["eigval"], IMAGENET["eigvec"])
+        model, state = create_model(arch, len(classes)), None
+        try:
+            load_torchvision_state_dict(model, data)
+        except RuntimeError as e:
+            raise CheckpointError(f"{source}: torchvision-style state dict does not fit AlexNet ({str(e)[:200]})") from None
+    else:
+        raise CheckpointError(f"{source}: not an alexsuite checkpoint nor torchvision AlexNet weights")
+    if expect_arch and arch != expect_arch:
+        raise CheckpointError(f"{source}: checkpoint is for --arch {arch}, not {expect_arch}")
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{source}: weights do not fit {arch} ({str(e).splitlines()[0][:200]})") from None
+    model.eval().to(device)
+    return LoadedModel(model, pre, classes, arch, source, data)

@@ -1,0 +1,72 @@
+"""One training epoch, the same for a single process and for each torchrun (DDP) process."""
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from ..data import batching, transforms
+from ..evaluation.classification import topk_correct
+from .distributed import DistContext
+
+
+def autocast_for(device: torch.device, enabled: bool):
+    """--amp: fp16 on CUDA (with a GradScaler), bf16 on CPU; off means plain fp32."""
+    if not enabled:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+
+
+def train_one_epoch(model, dataset, pre: transforms.Preprocess, optimizer, *, epoch: int,
+                    batch_size: int, seed: int, device: torch.device, ctx: DistContext = DistContext(),
+                    workers: int = 0, pca: bool = True, amp: bool = False, scaler=None,
+                    step_scheduler=None, strict: bool = False, on_batch=None) -> dict:
+    """Train over one epoch's global batches (each rank its slice); returns summed statistics."""
+    model.train()
+    plan = batching.epoch_batches(len(dataset), batch_size, epoch, seed)
+    n = c1 = 0
+    loss_sum = 0.0
+    skipped = []
+    start = time.perf_counter()
+    for batch in batching.iterate(dataset, plan, ctx.rank, ctx.world, workers, strict):
+        skipped += batch.failures
+        if len(batch.labels) == 0:
+            continue
+        params = augment_slice(len(plan[batch.step]), pre, seed, epoch, batch.step, ctx, batch)
+        images = transforms.augment(batch.images.to(device, non_blocking=True), pre, params, pca)
+        labels = batch.labels.to(device, non_blocking=True)
+        with autocast_for(device, amp):
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if step_scheduler is not None:
+            step_scheduler.step()
+        loss_sum += float(loss.detach()) * len(labels)
+        c1 += topk_correct(logits.detach().float(), labels, ks=(1,))[0]
+        n += len(labels)
+        if on_batch:
+            on_batch(len(labels), float(loss.detach()))
+    seconds = time.perf_counter() - start
+    n, c1, loss_sum, n_skipped = ctx.all_sum([n, c1, loss_sum, len(skipped)])
+    return {"loss": loss_sum / max(n, 1), "top1": c1 / max(n, 1), "images": int(n),
+            "seconds": seconds, "images_per_s": n / seconds if seconds else 0.0,
+            "skipped": int(n_skipped), "skipped_examples": [str(e) for e in skipped[:3]]}
+
+
+def augment_slice(global_size: int, pre, seed: int, epoch: int, step: int, ctx: DistContext, batch) -> dict:
+    """This rank's share of the global batch's random draws (see transforms.augment_params).
+    When files failed to decode the batch is shorter: it uses the first draws of the share."""
+    params = {k: v[ctx.rank::ctx.world] for k, v in
+              transforms.augment_params(global_size, pre, seed, epoch, step).items()}
+    if batch.failures:
+        params = {k: v[:len(batch.labels)] for k, v in params.items()}
+    return params

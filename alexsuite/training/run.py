@@ -1,0 +1,237 @@
+"""A training run: data, model, optimiser and schedule from a TrainConfig, the epoch loop, and a
+run directory holding config.json, last.pt/best.pt, metrics.csv/json, curves.png and
+conv1_filters.png. The same code runs alone or as one torchrun (DDP) process."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import viz
+from ..data import transforms
+from ..data.datasets import ArrayDataset, FolderDataset, resolve_classification
+from ..data.decode import load_square
+from ..devices import resolve_device
+from ..errors import CheckpointError, ConfigError, DataError, ImageDecodeError
+from ..evaluation.classification import evaluate
+from ..models.alexnet import count_parameters, create_model, load_torchvision_state_dict
+from . import distributed
+from .checkpoint import atomic_write_bytes, atomic_write_text, read_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .engine import train_one_epoch
+
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
+                 "seconds", "images_per_s", "skipped"]
+
+
+class Reporter:
+    """What a run tells its caller; the CLI's subclass prints, the default stays silent."""
+
+    def start(self, info: dict) -> None: ...
+    def progress(self, total: int, desc: str):  # returns a callable(n, loss=None) and a close()
+        return _NoProgress()
+    def epoch(self, row: dict) -> None: ...
+    def warn(self, message: str) -> None: ...
+
+
+class _NoProgress:
+    def __call__(self, n, loss=None): ...
+    def close(self): ...
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    best_top1: float
+    history: list[dict]
+
+
+def next_run_dir(root: Path = Path("runs/train"), name: str = "exp") -> Path:
+    """runs/train/exp, exp2, exp3, ... (the first that does not exist yet)."""
+    i = 1
+    while (root / (name if i == 1 else f"{name}{i}")).exists():
+        i += 1
+    return root / (name if i == 1 else f"{name}{i}")
+
+
+def _preprocess_for(cfg: TrainConfig, train) -> transforms.Preprocess:
+    """Mean/std and RGB PCA of the training images (paper 4.1); ImageNet's for torchvision weights."""
+    if cfg.weights or cfg.pretrained:
+        stats = transforms.IMAGENET
+    elif isinstance(train, ArrayDataset):
+        stats = transforms.pixel_statistics(train.images, seed=cfg.seed)
+    else:  # a few hundred decoded images estimate the statistics of a folder well
+        g = torch.Generator().manual_seed(cfg.seed)
+        pick = torch.randperm(len(train), generator=g)[:256].tolist()
+        arrays = []
+        for i in pick:
+            try:
+                arrays.append(torch.from_numpy(load_square(train.paths[i], 64)).permute(2, 0, 1))
+            except ImageDecodeError:
+                continue
+        if not arrays:
+            raise DataError(f"{train.source}: none of {len(pick)} sampled images could be decoded")
+        stats = transforms.pixel_statistics(torch.stack(arrays), seed=cfg.seed)
+    return transforms.Preprocess(cfg.base_size, cfg.crop_size, **stats)
+
+
+def _build_model(cfg: TrainConfig, num_classes: int):
+    model = create_model(cfg.arch, num_classes, cfg.dropout, cfg.activation)
+    if cfg.weights or cfg.pretrained:
+        if cfg.weights:
+            state = read_checkpoint(cfg.weights)
+            state = state.get("model", state)
+        else:
+            try:
+                from torchvision.models import AlexNet_Weights, alexnet
+                state = alexnet(weights=AlexNet_Weights.IMAGENET1K_V1).state_dict()
+            except Exception as e:
+                raise DataError(
+                    f"--pretrained needs torchvision's download, which failed ({str(e).splitlines()[0][:120]}). "
+                    "Fix: download alexnet-owt-7be5be79.pth elsewhere and pass --weights FILE") from None
+        head = {k: v for k, v in state.items() if k.startswith("classifier.6.")}
+        if head and head["classifier.6.weight"].shape[0] != num_classes:
+            # Keep the ImageNet features, start a fresh fc8 for this dataset's classes.
+            fresh = model.classifier[6].state_dict()
+            state = {**state, "classifier.6.weight": fresh["weight"], "classifier.6.bias": fresh["bias"]}
+        try:
+            load_torchvision_state_dict(model, state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{cfg.weights or 'pretrained'}: not torchvision AlexNet weights "
+                                  f"({str(e).splitlines()[0][:160]})") from None
+    return model
+
+
+def _scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
+    """(per-epoch scheduler, per-step scheduler): exactly one of them is set."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "plateau":
+        # Paper Section 5: lr divided by 10 when the validation error stopped improving.
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=0.1, patience=cfg.plateau_patience), None
+    if cfg.schedule == "cosine":
+        return None, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return None, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
+
+
+def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+    atomic_write_text(run_dir / "metrics.json", json.dumps(history, indent=1))
+    atomic_write_bytes(run_dir / "curves.png", lambda f: viz.training_curves(history, f))
+
+
+def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = None,
+          reporter: Reporter = Reporter()) -> RunResult:
+    """Train (or resume) a run; returns where it is and how it went."""
+    state = None
+    if resume is not None:
+        resume = Path(resume)
+        ckpt_path = resume / "last.pt" if resume.is_dir() else resume
+        state = read_checkpoint(ckpt_path)
+        if "optimizer" not in state:
+            raise CheckpointError(f"{ckpt_path}: has no optimiser state to resume (is it best.pt? use last.pt)")
+        saved = TrainConfig.from_json(state["config"])
+        if saved.schedule != "plateau" and cfg.epochs != saved.epochs:
+            raise ConfigError(f"a {saved.schedule} run is planned over its {saved.epochs} epochs; "
+                              "resume it without changing --epochs")
+        # Only what does not change the result may differ on resume: length, device, workers.
+        saved.epochs, saved.device, saved.workers = cfg.epochs, cfg.device, cfg.workers
+        cfg, run_dir = saved, ckpt_path.parent
+    cfg.validate()
+    run_dir = Path(run_dir) if run_dir else next_run_dir()
+
+    device = resolve_device(cfg.device)
+    ctx, device = distributed.init_from_env(device)
+    torch.manual_seed(cfg.seed + ctx.rank)  # dropout masks; augmentation has its own keyed RNG
+
+    train_set, val_set = resolve_classification(cfg.data, cfg.base_size, cfg.val_split, cfg.seed)
+    if len(train_set) < ctx.world:
+        raise DataError(f"{cfg.data}: {len(train_set)} training images for {ctx.world} processes")
+    pre = (transforms.Preprocess.from_dict(json.loads(state["preprocess"])) if state
+           else _preprocess_for(cfg, train_set))
+    model = _build_model(cfg, len(train_set.classes)).to(device)
+    raw_model = model
+    if ctx.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(train_set) // cfg.batch_size)
+    epoch_sched, step_sched = _scheduler(cfg, optimizer, steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+
+    start_epoch, best, history = 0, -1.0, []
+    if state:
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        (epoch_sched or step_sched).load_state_dict(state["scheduler"])
+        start_epoch, best = int(state["epoch"]) + 1, float(state["best_top1"])
+        history = json.loads(state["history"])
+        torch.set_rng_state(state["rng"][ctx.rank] if ctx.rank < len(state["rng"]) else state["rng"][0])
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.json", cfg.to_json())
+        atomic_write_text(run_dir / "preprocess.json", json.dumps(pre.to_dict(), indent=2))
+    skipped_scan = getattr(train_set, "skipped_files", []) + getattr(val_set, "skipped_files", [])
+    if skipped_scan and ctx.is_main:
+        reporter.warn(f"ignored {len(skipped_scan)} non-image file(s), e.g. {skipped_scan[0]}")
+    if ctx.is_main:
+        reporter.start({"run_dir": str(run_dir), "arch": cfg.arch, "parameters": count_parameters(raw_model),
+                        "train": len(train_set), "val": len(val_set), "classes": len(train_set.classes),
+                        "device": str(device), "world": ctx.world, "start_epoch": start_epoch,
+                        "epochs": cfg.epochs})
+
+    for epoch in range(start_epoch, cfg.epochs):
+        bar = reporter.progress(steps_per_epoch * cfg.batch_size // ctx.world if ctx.is_main else 0,
+                                f"epoch {epoch + 1}/{cfg.epochs}") if ctx.is_main else _NoProgress()
+        lr = optimizer.param_groups[0]["lr"]
+        stats = train_one_epoch(model, train_set, pre, optimizer, epoch=epoch, batch_size=cfg.batch_size,
+                                seed=cfg.seed, device=device, ctx=ctx, workers=cfg.workers,
+                                pca=cfg.pca_lighting, amp=cfg.amp, scaler=scaler,
+                                step_scheduler=step_sched, strict=cfg.strict, on_batch=bar)
+        bar.close()
+        val = evaluate(raw_model, val_set, pre, device, batch_size=cfg.eval_batch_size,
+                       workers=cfg.workers, ctx=ctx, strict=cfg.strict)
+        if epoch_sched is not None:
+            epoch_sched.step(val["top1"])
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"], "train_top1": stats["top1"],
+               "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+               "seconds": stats["seconds"], "images_per_s": stats["images_per_s"],
+               "skipped": stats["skipped"] + val["skipped"]}
+        history.append(row)
+        improved = val["top1"] > best
+        best = max(best, val["top1"])
+        rng = [torch.get_rng_state()]
+        if ctx.enabled:
+            gathered = [None] * ctx.world
+            torch.distributed.all_gather_object(gathered, rng[0])
+            rng = gathered
+        if ctx.is_main:
+            payload = {"arch": cfg.arch, "classes": list(train_set.classes),
+                       "preprocess": json.dumps(pre.to_dict()), "config": cfg.to_json(),
+                       "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scheduler": (epoch_sched or step_sched).state_dict(), "epoch": epoch,
+                       "best_top1": best, "history": json.dumps(history), "rng": rng}
+            save_checkpoint(run_dir / "last.pt", payload)
+            if improved:  # best.pt carries weights only: small, and enough for eval/index/detect
+                save_checkpoint(run_dir / "best.pt", {k: v for k, v in payload.items()
+                                                      if k not in ("optimizer", "scheduler", "rng")})
+            _write_metrics(run_dir, history)
+            atomic_write_bytes(run_dir / "conv1_filters.png",
+                               lambda f: viz.filter_grid(raw_model.body[0].weight, f))
+            if row["skipped"]:
+                reporter.warn(f"epoch {epoch + 1}: skipped {row['skipped']} unreadable image(s), e.g. "
+                              f"{(stats['skipped_examples'] + val['skipped_examples'])[0]} "
+                              "(use --strict to stop instead)")
+            reporter.epoch(row)
+        ctx.barrier()
+    distributed.shutdown()
+    return RunResult(run_dir, best, history)

@@ -1,0 +1,69 @@
+"""Pictures: training curves and conv1 filter grids (more come with retrieval and detection).
+Every function writes a PNG to a path or a binary file object."""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def training_curves(history: list[dict], out) -> None:
+    """Loss (left) and top-1 error (right) per epoch, train and validation."""
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
+    ax_err.plot(epochs, [1 - r["train_top1"] for r in history], "o-", label="train")
+    ax_err.plot(epochs, [1 - r["val_top1"] for r in history], "o-", label="validation top-1")
+    ax_err.plot(epochs, [1 - r["val_top5"] for r in history], "s--", label="validation top-5", alpha=0.6)
+    ax_err.set(xlabel="epoch", ylabel="error rate", title="Error")
+    for ax in (ax_loss, ax_err):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+
+
+def filter_grid(weight: torch.Tensor, out, scale: int | None = None, pad: int = 1) -> None:
+    """conv1 kernels as RGB tiles, each stretched to its own range (the paper's Figure 3)."""
+    w = weight.detach().float().cpu()
+    n, c, kh, kw = w.shape
+    if c == 1:
+        w = w.expand(-1, 3, -1, -1)
+    lo = w.amin(dim=(1, 2, 3), keepdim=True)
+    hi = w.amax(dim=(1, 2, 3), keepdim=True)
+    tiles = ((w - lo) / (hi - lo).clamp_min(1e-8) * 255).byte().permute(0, 2, 3, 1).numpy()
+    cols = min(n, 16 if n > 48 else 8)
+    rows = math.ceil(n / cols)
+    scale = scale or max(1, 64 // kh)
+    th, tw = kh * scale, kw * scale
+    canvas = np.full((rows * (th + pad) + pad, cols * (tw + pad) + pad, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        r, q = divmod(i, cols)
+        big = tile.repeat(scale, 0).repeat(scale, 1)
+        canvas[pad + r * (th + pad):pad + r * (th + pad) + th, pad + q * (tw + pad):pad + q * (tw + pad) + tw] = big
+    Image.fromarray(canvas).save(out, format="PNG")
+
+
+def error_curves(series: dict[str, list[float]], out, threshold: float | None = None,
+                 xlabel: str = "epoch", ylabel: str = "training error rate", title: str = "") -> None:
+    """Several error-rate curves on one axis (e.g. the paper's Figure 1, ReLU vs tanh)."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for name, values in series.items():
+        ax.plot(range(1, len(values) + 1), values, "o-", label=name)
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", ls="--", lw=1, label=f"{threshold:.0%} error")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, format="png")
+    plt.close(fig)
