@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/alexsuite train --epochs 8 --out runs/train/demo
-	$(BIN)/alexsuite eval runs/train/demo --ten-crop
+	$(BIN)/alexsuite eval runs/train/demo/last.pt --ten-crop
 
 test: setup
 	$(BIN)/python -m pytest -q

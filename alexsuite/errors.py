@@ -18,6 +18,9 @@ class ImageDecodeError(DataError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # DataLoader workers send these back to the main process by pickling
+        return (type(self), (self.path, self.reason))
+
 
 class CheckpointError(AlexsuiteError):
     """A checkpoint that is missing, corrupt, or made for another model."""

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -25,6 +26,7 @@ def training_curves(history: list[dict], out) -> None:
     ax_err.plot(epochs, [1 - r["val_top5"] for r in history], "s--", label="validation top-5", alpha=0.6)
     ax_err.set(xlabel="epoch", ylabel="error rate", title="Error")
     for ax in (ax_loss, ax_err):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -32,9 +34,14 @@ def training_curves(history: list[dict], out) -> None:
     plt.close(fig)
 
 
-def filter_grid(weight: torch.Tensor, out, scale: int | None = None, pad: int = 1) -> None:
-    """conv1 kernels as RGB tiles, each stretched to its own range (the paper's Figure 3)."""
+def filter_grid(weight: torch.Tensor, out, scale: int | None = None, pad: int = 1,
+                grayscale: bool = False) -> None:
+    """conv1 kernels as RGB tiles, each stretched to its own range (the paper's Figure 3).
+    grayscale: the net only ever saw equal R, G and B, so show what a kernel does to a grey
+    image, the sum over its input channels (the per-channel differences are untrained noise)."""
     w = weight.detach().float().cpu()
+    if grayscale:
+        w = w.sum(1, keepdim=True)
     n, c, kh, kw = w.shape
     if c == 1:
         w = w.expand(-1, 3, -1, -1)

@@ -5,9 +5,9 @@ import json
 
 import click
 
-from alexsuite.data.datasets import DEFAULT_DATASET, resolve_eval
+from alexsuite.data.datasets import DEFAULT_DATASET
 from alexsuite.devices import resolve_device
-from alexsuite.evaluation.classification import check_classes, evaluate
+from alexsuite.evaluation.classification import evaluate, evaluation_set
 from alexsuite.training.checkpoint import load_model
 
 from .main import main
@@ -19,9 +19,9 @@ from .progress import Bar
 @click.argument("data", required=False, default=DEFAULT_DATASET)
 @click.option("--split", default=None, help="Folder data: evaluate DATA/SPLIT (default: DATA/val if present, else DATA).")
 @click.option("--ten-crop", is_flag=True, help="Average the 10 crops (corners, centre, and reflections) as the paper did.")
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with top1, top5, loss, images.")
 def evaluate_cmd(checkpoint, data, split, ten_crop, batch_size, device, workers, strict, as_json):
@@ -35,8 +35,7 @@ def evaluate_cmd(checkpoint, data, split, ten_crop, batch_size, device, workers,
     """
     dev = resolve_device(device)
     loaded = load_model(checkpoint, dev)
-    dataset = resolve_eval(data, loaded.preprocess.base_size, split)
-    check_classes(dataset.classes, loaded.classes, dataset.source)
+    dataset = evaluation_set(loaded, data, split)
     bar = Bar(len(dataset), "eval", enabled=not as_json)
     result = evaluate(loaded.model, dataset, loaded.preprocess, dev, ten_crop=ten_crop,
                       batch_size=batch_size, workers=workers, strict=strict, on_batch=bar)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
 
 from alexsuite.data.datasets import DEFAULT_DATASET
-from alexsuite.training.checkpoint import read_checkpoint
 from alexsuite.training.config import INPUT_SIZES, SCHEDULES, TrainConfig
+from alexsuite.training.run import saved_config
 from alexsuite.training.run import train as run_training
 
 from .main import main
@@ -20,8 +21,8 @@ from .progress import ConsoleReporter
 @click.option("--arch", type=click.Choice(list(INPUT_SIZES)), default="alexnet-small",
               help="alexnet: the paper's net (227 px); alexnet-tv: torchvision's layout; "
                    "alexnet-small: same topology for 28-64 px images, trains on a CPU.")
-@click.option("--epochs", type=int, default=None, help="Epochs to train to. [default: 10, or the resumed run's]")
-@click.option("--batch-size", type=int, default=128, help="Global batch (split over torchrun processes).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs to train to. [default: 10, or the resumed run's]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, help="Global batch (split over torchrun processes).")
 @click.option("--lr", type=float, default=0.01, help="Initial learning rate.")
 @click.option("--momentum", type=float, default=0.9)
 @click.option("--weight-decay", type=float, default=5e-4)
@@ -36,7 +37,7 @@ from .progress import ConsoleReporter
               help="Start alexnet-tv from torchvision weights, e.g. alexnet-owt-7be5be79.pth.")
 @click.option("--pretrained", is_flag=True, help="Start alexnet-tv from torchvision's ImageNet weights (downloads; needs network).")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", type=int, default=2, help="Image-decoding processes for image folders.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, help="Image-decoding processes for image folders.")
 @click.option("--amp", is_flag=True, help="Mixed precision (fp16 on CUDA, bf16 on CPU).")
 @click.option("--seed", type=int, default=0)
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")
@@ -63,12 +64,13 @@ def train(data, epochs, no_pca_lighting, out, resume, as_json, quiet, **options)
     Writes a run directory with config.json, last.pt / best.pt, metrics.csv, curves.png and
     conv1_filters.png.
     """
-    if resume:
-        saved = json.loads(read_checkpoint(Path(resume) / "last.pt" if Path(resume).is_dir() else resume)["config"])
-        epochs = epochs or saved["epochs"]
-    cfg = TrainConfig(data=data, epochs=epochs or 10, pca_lighting=not no_pca_lighting, **options)
+    if epochs is None:
+        epochs = saved_config(Path(resume)).epochs if resume else 10
+    cfg = TrainConfig(data=data, epochs=epochs, pca_lighting=not no_pca_lighting, **options)
     result = run_training(cfg, Path(out) if out else None, Path(resume) if resume else None,
                           ConsoleReporter(quiet=quiet))
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 reports
     last = result.history[-1] if result.history else {}
     summary = {"run_dir": str(result.run_dir), "best_top1": result.best_top1,
                "epochs": len(result.history), **{k: last.get(k) for k in ("val_top1", "val_top5")}}

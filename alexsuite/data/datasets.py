@@ -160,6 +160,8 @@ def resolve_eval(data: str, base_size: int, split: str | None = None) -> ArrayDa
     """The labelled set `alexsuite eval` measures: a name's test split, a folder's val/
     (or `split`), or a folder of class subfolders itself."""
     if data in NAMED:
+        if split not in (None, "train", "test"):
+            raise DataError(f"{data} has the splits train and test, not {split!r}")
         return NAMED[data](split or "test", base_size)
     root = Path(data).expanduser()
     if split:

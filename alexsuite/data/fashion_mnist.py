@@ -36,7 +36,7 @@ def read_idx(path: Path) -> np.ndarray:
                 dims = struct.unpack(">II", f.read(8))
             else:
                 raise DataError(f"{path}: not an idx ubyte file (magic number {magic})")
-            data = np.frombuffer(f.read(), dtype=np.uint8)
+            data = np.frombuffer(bytearray(f.read()), dtype=np.uint8)  # writable, for torch
     except (OSError, EOFError, struct.error) as e:
         raise DataError(f"{path}: unreadable idx file ({e})") from None
     if data.size != n * int(np.prod(dims or (1,))):

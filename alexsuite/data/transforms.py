@@ -112,10 +112,13 @@ def center_crop(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     return normalize(images[:, :, o:o + pre.crop_size, o:o + pre.crop_size], pre)
 
 
-def ten_crops(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
-    """(10, B, 3, crop, crop): corners and centre, then their reflections (paper Section 4.1)."""
+def ten_crops(images: torch.Tensor, pre: Preprocess):
+    """Yield the ten (B, 3, crop, crop) crops, one at a time to bound memory: corners and
+    centre, then their reflections (paper Section 4.1)."""
     s, c = pre.base_size, pre.crop_size
     o = (s - c) // 2
     corners = [(0, 0), (0, s - c), (s - c, 0), (s - c, s - c), (o, o)]
-    crops = [normalize(images[:, :, t:t + c, l:l + c], pre) for t, l in corners]
-    return torch.stack(crops + [x.flip(3) for x in crops])
+    for flip in (False, True):
+        for t, left in corners:
+            crop = normalize(images[:, :, t:t + c, left:left + c], pre)
+            yield crop.flip(3) if flip else crop

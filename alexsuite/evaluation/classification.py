@@ -23,6 +23,25 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[
     return [int(hits[:, :min(k, kmax)].any(1).sum()) for k in ks]
 
 
+def evaluation_set(loaded, data: str, split: str | None = None):
+    """The labelled images to score `loaded` (a LoadedModel) on. A run trained with
+    --val-split on this same folder is scored on its own hold-out, never on its training images."""
+    import json
+    from pathlib import Path
+
+    from ..data.datasets import folder_dataset, resolve_eval, split_holdout
+    cfg = json.loads(loaded.checkpoint.get("config", "{}"))
+    base = loaded.preprocess.base_size
+    same_folder = (cfg.get("val_split") and not split and Path(data).expanduser().is_dir()
+                   and Path(cfg.get("data", "")).expanduser().resolve() == Path(data).expanduser().resolve())
+    if same_folder:
+        dataset = split_holdout(folder_dataset(Path(data).expanduser(), base), cfg["val_split"], cfg.get("seed", 0))[1]
+    else:
+        dataset = resolve_eval(data, base, split)
+    check_classes(dataset.classes, loaded.classes, dataset.source)
+    return dataset
+
+
 @torch.no_grad()
 def evaluate(model, dataset, pre: transforms.Preprocess, device, ten_crop: bool = False,
              batch_size: int = 256, workers: int = 0, ctx: DistContext = DistContext(),

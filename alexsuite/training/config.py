@@ -42,8 +42,12 @@ class TrainConfig:
             raise ConfigError(f"unknown --arch {self.arch!r}: choose one of {', '.join(INPUT_SIZES)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown --schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1 or self.lr <= 0:
             raise ConfigError("--epochs, --batch-size and --lr must be positive")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.momentum < 0 or self.weight_decay < 0 or self.workers < 0:
+            raise ConfigError("--momentum, --weight-decay and --workers cannot be negative")
         if (self.weights or self.pretrained) and self.arch != "alexnet-tv":
             raise ConfigError("--weights/--pretrained load torchvision's AlexNet: use --arch alexnet-tv")
 

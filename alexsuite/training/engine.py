@@ -32,14 +32,23 @@ def train_one_epoch(model, dataset, pre: transforms.Preprocess, optimizer, *, ep
     start = time.perf_counter()
     for batch in batching.iterate(dataset, plan, ctx.rank, ctx.world, workers, strict):
         skipped += batch.failures
-        if len(batch.labels) == 0:
-            continue
+        if len(batch.labels) == 0 and not ctx.enabled:
+            continue  # every file of this batch failed to decode
         params = augment_slice(len(plan[batch.step]), pre, seed, epoch, batch.step, ctx, batch)
-        images = transforms.augment(batch.images.to(device, non_blocking=True), pre, params, pca)
+        images = (transforms.augment(batch.images.to(device, non_blocking=True), pre, params, pca)
+                  if len(batch.labels) else torch.zeros(0, 3, pre.crop_size, pre.crop_size, device=device))
         labels = batch.labels.to(device, non_blocking=True)
         with autocast_for(device, amp):
             logits = model(images)
-            loss = F.cross_entropy(logits, labels)
+            loss = F.cross_entropy(logits, labels, reduction="sum")
+        # DDP averages gradients over ranks; scaling each rank's summed loss by world / global
+        # count makes that average the mean over the global batch even when ranks hold
+        # different numbers of samples (files that failed to decode), and an empty rank still
+        # joins the gradient all-reduce instead of leaving the others waiting.
+        global_n = ctx.all_sum([float(len(labels))])[0]
+        if global_n == 0:
+            continue
+        loss = loss * (ctx.world / global_n)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -50,11 +59,13 @@ def train_one_epoch(model, dataset, pre: transforms.Preprocess, optimizer, *, ep
             optimizer.step()
         if step_scheduler is not None:
             step_scheduler.step()
-        loss_sum += float(loss.detach()) * len(labels)
+        if len(labels) == 0:
+            continue
+        loss_sum += float(loss.detach()) * global_n / ctx.world
         c1 += topk_correct(logits.detach().float(), labels, ks=(1,))[0]
         n += len(labels)
         if on_batch:
-            on_batch(len(labels), float(loss.detach()))
+            on_batch(len(labels), float(loss.detach()) * global_n / ctx.world / len(labels))
     seconds = time.perf_counter() - start
     n, c1, loss_sum, n_skipped = ctx.all_sum([n, c1, loss_sum, len(skipped)])
     return {"loss": loss_sum / max(n, 1), "top1": c1 / max(n, 1), "images": int(n),

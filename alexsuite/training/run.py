@@ -70,7 +70,7 @@ def _preprocess_for(cfg: TrainConfig, train) -> transforms.Preprocess:
         arrays = []
         for i in pick:
             try:
-                arrays.append(torch.from_numpy(load_square(train.paths[i], 64)).permute(2, 0, 1))
+                arrays.append(torch.tensor(load_square(train.paths[i], 64)).permute(2, 0, 1))
             except ImageDecodeError:
                 continue
         if not arrays:
@@ -115,7 +115,9 @@ def _scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
             optimizer, mode="max", factor=0.1, patience=cfg.plateau_patience), None
     if cfg.schedule == "cosine":
         return None, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-    return None, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
+    # cycle_momentum=False: keep the paper's momentum 0.9 rather than OneCycle's 0.85-0.95 cycle.
+    return None, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
+                                                     cycle_momentum=False)
 
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
@@ -128,16 +130,27 @@ def _write_metrics(run_dir: Path, history: list[dict]) -> None:
     atomic_write_bytes(run_dir / "curves.png", lambda f: viz.training_curves(history, f))
 
 
+def resume_checkpoint(path: Path) -> tuple[Path, dict]:
+    """(last.pt path, its contents) for a run directory or checkpoint to continue."""
+    path = Path(path)
+    ckpt_path = path / "last.pt" if path.is_dir() else path
+    state = read_checkpoint(ckpt_path)
+    if "optimizer" not in state or "config" not in state:
+        raise CheckpointError(f"{ckpt_path}: not a resumable alexsuite checkpoint (resume from a run "
+                              "directory or its last.pt; best.pt holds weights only)")
+    return ckpt_path, state
+
+
+def saved_config(path: Path) -> TrainConfig:
+    return TrainConfig.from_json(resume_checkpoint(path)[1]["config"])
+
+
 def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = None,
           reporter: Reporter = Reporter()) -> RunResult:
     """Train (or resume) a run; returns where it is and how it went."""
     state = None
     if resume is not None:
-        resume = Path(resume)
-        ckpt_path = resume / "last.pt" if resume.is_dir() else resume
-        state = read_checkpoint(ckpt_path)
-        if "optimizer" not in state:
-            raise CheckpointError(f"{ckpt_path}: has no optimiser state to resume (is it best.pt? use last.pt)")
+        ckpt_path, state = resume_checkpoint(resume)
         saved = TrainConfig.from_json(state["config"])
         if saved.schedule != "plateau" and cfg.epochs != saved.epochs:
             raise ConfigError(f"a {saved.schedule} run is planned over its {saved.epochs} epochs; "
@@ -153,11 +166,13 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
     torch.manual_seed(cfg.seed + ctx.rank)  # dropout masks; augmentation has its own keyed RNG
 
     train_set, val_set = resolve_classification(cfg.data, cfg.base_size, cfg.val_split, cfg.seed)
-    if len(train_set) < ctx.world:
-        raise DataError(f"{cfg.data}: {len(train_set)} training images for {ctx.world} processes")
+    if cfg.batch_size % ctx.world:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch: make it a multiple of "
+                          f"the {ctx.world} processes")
     pre = (transforms.Preprocess.from_dict(json.loads(state["preprocess"])) if state
            else _preprocess_for(cfg, train_set))
-    model = _build_model(cfg, len(train_set.classes)).to(device)
+    model = (create_model(cfg.arch, len(train_set.classes), cfg.dropout, cfg.activation) if state
+             else _build_model(cfg, len(train_set.classes))).to(device)  # resume: weights come from last.pt
     raw_model = model
     if ctx.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -175,7 +190,12 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
         (epoch_sched or step_sched).load_state_dict(state["scheduler"])
         start_epoch, best = int(state["epoch"]) + 1, float(state["best_top1"])
         history = json.loads(state["history"])
-        torch.set_rng_state(state["rng"][ctx.rank] if ctx.rank < len(state["rng"]) else state["rng"][0])
+        rng = state["rng"][ctx.rank] if ctx.rank < len(state["rng"]) else state["rng"][0]
+        torch.set_rng_state(rng["cpu"])
+        if device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"], device)
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", cfg.to_json())
@@ -189,6 +209,7 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
                         "device": str(device), "world": ctx.world, "start_epoch": start_epoch,
                         "epochs": cfg.epochs})
 
+    grayscale = isinstance(train_set, ArrayDataset) and train_set.images.shape[1] == 1
     for epoch in range(start_epoch, cfg.epochs):
         bar = reporter.progress(steps_per_epoch * cfg.batch_size // ctx.world if ctx.is_main else 0,
                                 f"epoch {epoch + 1}/{cfg.epochs}") if ctx.is_main else _NoProgress()
@@ -209,7 +230,8 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
         history.append(row)
         improved = val["top1"] > best
         best = max(best, val["top1"])
-        rng = [torch.get_rng_state()]
+        rng = [{"cpu": torch.get_rng_state(),
+                **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})}]
         if ctx.enabled:
             gathered = [None] * ctx.world
             torch.distributed.all_gather_object(gathered, rng[0])
@@ -219,18 +241,19 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
                        "preprocess": json.dumps(pre.to_dict()), "config": cfg.to_json(),
                        "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                        "scheduler": (epoch_sched or step_sched).state_dict(), "epoch": epoch,
-                       "best_top1": best, "history": json.dumps(history), "rng": rng}
+                       "best_top1": best, "history": json.dumps(history), "rng": rng,
+                       **({"scaler": scaler.state_dict()} if scaler is not None else {})}
             save_checkpoint(run_dir / "last.pt", payload)
             if improved:  # best.pt carries weights only: small, and enough for eval/index/detect
                 save_checkpoint(run_dir / "best.pt", {k: v for k, v in payload.items()
-                                                      if k not in ("optimizer", "scheduler", "rng")})
+                                                      if k not in ("optimizer", "scheduler", "rng", "scaler")})
             _write_metrics(run_dir, history)
             atomic_write_bytes(run_dir / "conv1_filters.png",
-                               lambda f: viz.filter_grid(raw_model.body[0].weight, f))
+                               lambda f: viz.filter_grid(raw_model.body[0].weight, f, grayscale=grayscale))
             if row["skipped"]:
-                reporter.warn(f"epoch {epoch + 1}: skipped {row['skipped']} unreadable image(s), e.g. "
-                              f"{(stats['skipped_examples'] + val['skipped_examples'])[0]} "
-                              "(use --strict to stop instead)")
+                examples = stats["skipped_examples"] + val["skipped_examples"]  # this rank's only
+                reporter.warn(f"epoch {epoch + 1}: skipped {row['skipped']} unreadable image(s)"
+                              + (f", e.g. {examples[0]}" if examples else "") + " (use --strict to stop instead)")
             reporter.epoch(row)
         ctx.barrier()
     distributed.shutdown()
