@@ -1,0 +1,60 @@
+import json
+
+from click.testing import CliRunner
+
+from alexsuite import __version__
+from alexsuite.cli.main import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_help_and_version_teach():
+    result = run("--help")
+    assert result.exit_code == 0 and "alexsuite train" in result.output
+    assert __version__ in run("--version").output
+    train_help = run("train", "--help").output
+    assert "Examples:" in train_help and "torchrun" in train_help and "--resume" in train_help
+    assert "--ten-crop" in run("eval", "--help").output
+
+
+def test_train_then_eval_json(shapes_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run("train", shapes_dir, "--epochs", "1", "--batch-size", "12", "--workers", "0",
+                 "--out", out, "--json", "-q")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["run_dir"] == str(out) and summary["epochs"] == 1
+    result = run("eval", out, shapes_dir, "--json", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert 0 <= metrics["top1"] <= metrics["top5"] <= 1 and metrics["images"] == 24
+    ten = json.loads(run("eval", out / "best.pt", shapes_dir, "--ten-crop", "--json", "--workers", "0").stdout)
+    assert ten["ten_crop"] is True and ten["images"] == 24
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path, trained_run):
+    cases = [
+        ("train", tmp_path / "missing"),
+        ("eval", tmp_path / "missing.pt"),
+        ("train", "fashion-mnist-mini", "--arch", "alexnet-small", "--weights", tmp_path / "w.pt"),
+        ("eval", trained_run, "fashion-mnist-mini"),  # classes do not match the checkpoint
+        ("train", "--resume", trained_run / "best.pt"),  # weights only: nothing to resume
+        ("eval", trained_run, "fashion-mnist-mini", "--split", "val"),
+    ]
+    for args in cases:
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_a_val_split_run_is_evaluated_on_its_hold_out_only(shapes_dir, tmp_path):
+    folder = shapes_dir / "train"  # 3 classes x 24 images
+    result = run("train", folder, "--val-split", "0.25", "--epochs", "1", "--batch-size", "18",
+                 "--workers", "0", "--out", tmp_path / "r", "-q")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(run("eval", tmp_path / "r", folder, "--json", "--workers", "0").stdout)
+    assert metrics["images"] == 18  # the 6-per-class hold-out, not all 72 images
