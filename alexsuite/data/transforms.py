@@ -69,14 +69,10 @@ def normalize(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     return (x - mean) / std
 
 
-def _crop_at(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
-    """Per-sample crops: images (B,C,H,W), top/left (B,) -> (B,C,size,size)."""
-    ar = torch.arange(size, device=images.device)
-    rows = (top[:, None] + ar)[:, None, :, None]        # B,1,size,1
-    cols = (left[:, None] + ar)[:, None, None, :]       # B,1,1,size
-    b = torch.arange(images.shape[0], device=images.device)[:, None, None, None]
-    c = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
-    return images[b, c, rows, cols]
+def _crop_at(images: torch.Tensor, top: list[int], left: list[int], size: int) -> torch.Tensor:
+    """Per-sample crops: images (B,C,H,W) -> (B,C,size,size). Stacking B views copies each crop
+    once; 4-D advanced indexing was 13% of the paper net's CPU training step."""
+    return torch.stack([img[:, t:t + size, l:l + size] for img, t, l in zip(images, top, left)])
 
 
 def augment_params(batch_size: int, pre: Preprocess, seed: int, epoch: int, step: int) -> dict:
@@ -93,18 +89,22 @@ def augment_params(batch_size: int, pre: Preprocess, seed: int, epoch: int, step
 def augment(images: torch.Tensor, pre: Preprocess, params: dict, pca: bool = True) -> torch.Tensor:
     """Random crop + horizontal flip + PCA lighting + normalisation of a uint8 batch."""
     dev = images.device
-    x = _crop_at(rgb(images), params["top"].to(dev), params["left"].to(dev), pre.crop_size)
-    x = torch.where(params["flip"].to(dev)[:, None, None, None], x.flip(3), x)
-    x = x.float().div_(255.0)
+    x = _crop_at(rgb(images), params["top"].tolist(), params["left"].tolist(), pre.crop_size)
+    flip = params["flip"].to(dev)
+    if flip.any():
+        x[flip] = x[flip].flip(3)
+    # One fused pass: ((x / 255 + shift) - mean) / std = x * scale + offset, per image and channel.
+    mean = torch.tensor(pre.mean, device=dev)
+    std = torch.tensor(pre.std, device=dev)
+    shift = torch.zeros(len(x), 3, device=dev)
     if pca:
         # I += [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T, one draw of alpha per image (paper 4.1).
         eigvec = torch.tensor(pre.eigvec, device=dev)               # 3x3, columns = p_i
         eigval = torch.tensor(pre.eigval, device=dev)
         shift = (params["alpha"].to(dev) * eigval) @ eigvec.T       # B x 3
-        x = x + shift[:, :, None, None]
-    mean = torch.tensor(pre.mean, device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(pre.std, device=dev).view(1, 3, 1, 1)
-    return (x - mean) / std
+    scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
+    offset = ((shift - mean) / std)[:, :, None, None]
+    return torch.addcmul(offset, x.float(), scale)
 
 
 def center_crop(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
