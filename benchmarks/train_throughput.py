@@ -48,7 +48,7 @@ def plain_loop(arch, images, labels, steps):
     F.cross_entropy(model(transforms.center_crop(images[:BATCH], pre)), labels[:BATCH]).backward()
     opt.zero_grad()  # the untimed warm-up step
     start = time.perf_counter()
-    for i in range(steps):
+    for _ in range(steps):
         idx = torch.randperm(len(labels))[:BATCH]
         x, y = transforms.center_crop(images[idx], pre), labels[idx]
         loss = F.cross_entropy(model(x), y)

@@ -79,6 +79,14 @@ def test_checkpoints_refuse_other_architectures_garbage_and_pickles(trained_run,
         load_model(tmp_path / "mislabelled.pt")
 
 
+def test_fingerprint_identifies_the_weights(trained_run):
+    a, b = load_model(trained_run), load_model(trained_run / "best.pt")
+    assert a.fingerprint == b.fingerprint and len(a.fingerprint) == 16
+    with torch.no_grad():
+        b.model.classifier[-1].bias[0] += 1e-3
+    assert a.fingerprint != b.fingerprint
+
+
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     target = tmp_path / "last.pt"
     save_checkpoint(target, {"epoch": 1})

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ImageDecodeError
 from .datasets import ArrayDataset, FolderDataset
 
 
@@ -60,5 +59,3 @@ def iterate(dataset: ArrayDataset | FolderDataset, batches: list[torch.Tensor], 
             raise failures[0]
         yield Batch(images, labels, failures, step)
 
-
-__all__ = ["Batch", "ImageDecodeError", "epoch_batches", "iterate"]

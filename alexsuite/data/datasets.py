@@ -13,7 +13,7 @@ import torch
 
 from ..errors import DataError, ImageDecodeError
 from . import fashion_mnist
-from .decode import decode_image, is_image_path, load_square
+from .decode import is_image_path, load_square
 
 
 @dataclass

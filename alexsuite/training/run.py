@@ -13,7 +13,7 @@ import torch
 
 from .. import viz
 from ..data import transforms
-from ..data.datasets import ArrayDataset, FolderDataset, resolve_classification
+from ..data.datasets import ArrayDataset, resolve_classification
 from ..data.decode import load_square
 from ..devices import resolve_device
 from ..errors import CheckpointError, ConfigError, DataError, ImageDecodeError
