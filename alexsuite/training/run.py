@@ -145,6 +145,39 @@ def saved_config(path: Path) -> TrainConfig:
     return TrainConfig.from_json(resume_checkpoint(path)[1]["config"])
 
 
+def _restore(state: dict, model, optimizer, scheduler, scaler, ctx, device) -> tuple[int, float, list]:
+    """Put a resumed run back exactly where last.pt left it; returns (next epoch, best, history)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rng = state["rng"][ctx.rank] if ctx.rank < len(state["rng"]) else state["rng"][0]
+    torch.set_rng_state(rng["cpu"])
+    if device.type == "cuda" and "cuda" in rng:
+        torch.cuda.set_rng_state(rng["cuda"], device)
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    return int(state["epoch"]) + 1, float(state["best_top1"]), json.loads(state["history"])
+
+
+def _rng_states(ctx, device) -> list[dict]:
+    """Every rank's RNG state (dropout masks differ per rank), gathered for rank 0 to save."""
+    mine = {"cpu": torch.get_rng_state(),
+            **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})}
+    if not ctx.enabled:
+        return [mine]
+    gathered = [None] * ctx.world
+    torch.distributed.all_gather_object(gathered, mine)
+    return gathered
+
+
+def _save_epoch(run_dir: Path, payload: dict, improved: bool, history: list[dict]) -> None:
+    save_checkpoint(run_dir / "last.pt", payload)
+    if improved:  # best.pt carries weights only: small, and enough for eval/index/detect
+        save_checkpoint(run_dir / "best.pt", {k: v for k, v in payload.items()
+                                              if k not in ("optimizer", "scheduler", "rng", "scaler")})
+    _write_metrics(run_dir, history)
+
+
 def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = None,
           reporter: Reporter = Reporter()) -> RunResult:
     """Train (or resume) a run; returns where it is and how it went."""
@@ -185,17 +218,8 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
 
     start_epoch, best, history = 0, -1.0, []
     if state:
-        raw_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        (epoch_sched or step_sched).load_state_dict(state["scheduler"])
-        start_epoch, best = int(state["epoch"]) + 1, float(state["best_top1"])
-        history = json.loads(state["history"])
-        rng = state["rng"][ctx.rank] if ctx.rank < len(state["rng"]) else state["rng"][0]
-        torch.set_rng_state(rng["cpu"])
-        if device.type == "cuda" and "cuda" in rng:
-            torch.cuda.set_rng_state(rng["cuda"], device)
-        if scaler is not None and "scaler" in state:
-            scaler.load_state_dict(state["scaler"])
+        start_epoch, best, history = _restore(state, raw_model, optimizer, epoch_sched or step_sched,
+                                              scaler, ctx, device)
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", cfg.to_json())
@@ -230,12 +254,7 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
         history.append(row)
         improved = val["top1"] > best
         best = max(best, val["top1"])
-        rng = [{"cpu": torch.get_rng_state(),
-                **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})}]
-        if ctx.enabled:
-            gathered = [None] * ctx.world
-            torch.distributed.all_gather_object(gathered, rng[0])
-            rng = gathered
+        rng = _rng_states(ctx, device)  # a collective: every rank takes part
         if ctx.is_main:
             payload = {"arch": cfg.arch, "classes": list(train_set.classes),
                        "preprocess": json.dumps(pre.to_dict()), "config": cfg.to_json(),
@@ -243,11 +262,7 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
                        "scheduler": (epoch_sched or step_sched).state_dict(), "epoch": epoch,
                        "best_top1": best, "history": json.dumps(history), "rng": rng,
                        **({"scaler": scaler.state_dict()} if scaler is not None else {})}
-            save_checkpoint(run_dir / "last.pt", payload)
-            if improved:  # best.pt carries weights only: small, and enough for eval/index/detect
-                save_checkpoint(run_dir / "best.pt", {k: v for k, v in payload.items()
-                                                      if k not in ("optimizer", "scheduler", "rng", "scaler")})
-            _write_metrics(run_dir, history)
+            _save_epoch(run_dir, payload, improved, history)
             atomic_write_bytes(run_dir / "conv1_filters.png",
                                lambda f: viz.filter_grid(raw_model.body[0].weight, f, grayscale=grayscale))
             if row["skipped"]:
