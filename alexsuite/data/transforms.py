@@ -62,11 +62,18 @@ def pixel_statistics(images: torch.Tensor, max_pixels: int = 2_000_000, seed: in
                 eigvec=tuple(tuple(r) for r in eigvec.tolist()))  # columns are eigenvectors
 
 
+def _to_input(x: torch.Tensor, pre: Preprocess, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 (B,3,H,W) -> ((x / 255 + shift) - mean) / std in one fused pass (x * scale + offset);
+    `shift` (B,3) is the per-image colour offset of PCA lighting."""
+    mean = torch.tensor(pre.mean, device=x.device)
+    std = torch.tensor(pre.std, device=x.device)
+    offset = -mean / std if shift is None else (shift - mean) / std
+    scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
+    return torch.addcmul(offset.view(-1, 3, 1, 1), x.float(), scale)
+
+
 def normalize(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
-    x = rgb(images).float().div_(255.0)
-    mean = torch.tensor(pre.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(pre.std, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return _to_input(rgb(images), pre)
 
 
 def _crop_at(images: torch.Tensor, top: list[int], left: list[int], size: int) -> torch.Tensor:
@@ -93,18 +100,13 @@ def augment(images: torch.Tensor, pre: Preprocess, params: dict, pca: bool = Tru
     flip = params["flip"].to(dev)
     if flip.any():
         x[flip] = x[flip].flip(3)
-    # One fused pass: ((x / 255 + shift) - mean) / std = x * scale + offset, per image and channel.
-    mean = torch.tensor(pre.mean, device=dev)
-    std = torch.tensor(pre.std, device=dev)
-    shift = torch.zeros(len(x), 3, device=dev)
+    shift = None
     if pca:
         # I += [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T, one draw of alpha per image (paper 4.1).
         eigvec = torch.tensor(pre.eigvec, device=dev)               # 3x3, columns = p_i
         eigval = torch.tensor(pre.eigval, device=dev)
         shift = (params["alpha"].to(dev) * eigval) @ eigvec.T       # B x 3
-    scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
-    offset = ((shift - mean) / std)[:, :, None, None]
-    return torch.addcmul(offset, x.float(), scale)
+    return _to_input(x, pre, shift)
 
 
 def center_crop(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:

@@ -1,10 +1,14 @@
 """Top-k accuracy with the centre crop or the paper's ten-crop averaging (Section 4.1)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
 from ..data import batching, transforms
+from ..data.datasets import resolve_classification, resolve_eval
 from ..errors import DataError
 from ..training.distributed import DistContext
 
@@ -23,19 +27,18 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[
     return [int(hits[:, :min(k, kmax)].any(1).sum()) for k in ks]
 
 
+def _same_path(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.is_dir() and pb.is_dir() and pa.resolve() == pb.resolve()
+
+
 def evaluation_set(loaded, data: str, split: str | None = None):
     """The labelled images to score `loaded` (a LoadedModel) on. A run trained with
     --val-split on this same folder is scored on its own hold-out, never on its training images."""
-    import json
-    from pathlib import Path
-
-    from ..data.datasets import folder_dataset, resolve_eval, split_holdout
     cfg = json.loads(loaded.checkpoint.get("config", "{}"))
     base = loaded.preprocess.base_size
-    same_folder = (cfg.get("val_split") and not split and Path(data).expanduser().is_dir()
-                   and Path(cfg.get("data", "")).expanduser().resolve() == Path(data).expanduser().resolve())
-    if same_folder:
-        dataset = split_holdout(folder_dataset(Path(data).expanduser(), base), cfg["val_split"], cfg.get("seed", 0))[1]
+    if cfg.get("val_split") and not split and _same_path(cfg.get("data", ""), data):
+        dataset = resolve_classification(data, base, cfg["val_split"], cfg.get("seed", 0))[1]
     else:
         dataset = resolve_eval(data, base, split)
     check_classes(dataset.classes, loaded.classes, dataset.source)
