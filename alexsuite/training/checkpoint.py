@@ -66,8 +66,13 @@ def read_checkpoint(path) -> dict:
     try:
         data = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated, foreign or pickled files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{p}: not a loadable weights-only checkpoint ({first[:200]})") from None
+        text = str(e).strip()
+        if "Weights only load failed" in text:
+            # torch's own text goes on to suggest weights_only=False: exactly the unsafe load we refuse.
+            why = "corrupt, not a checkpoint, or holding pickled objects that safe loading refuses"
+        else:
+            why = text.splitlines()[0][:200] if text else type(e).__name__
+        raise CheckpointError(f"{p}: not a loadable weights-only checkpoint ({why})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{p}: expected a dict of weights, found {type(data).__name__}")
     return data
