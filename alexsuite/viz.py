@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import numpy as np
+import torch
+from PIL import Image
 
-matplotlib.use("Agg")  # headless: never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+
+def _pyplot():
+    """matplotlib on first use only: it costs ~0.5 s to import, and `alexsuite search`
+    must start fast when it draws nothing."""
+    import matplotlib
+    matplotlib.use("Agg")  # headless: never needs a display
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def training_curves(history: list[dict], out) -> None:
     """Loss (left) and top-1 error (right) per epoch, train and validation."""
     epochs = [r["epoch"] for r in history]
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
@@ -63,6 +69,7 @@ def filter_grid(weight: torch.Tensor, out, scale: int | None = None, pad: int = 
 def error_curves(series: dict[str, list[float]], out, threshold: float | None = None,
                  xlabel: str = "epoch", ylabel: str = "training error rate", title: str = "") -> None:
     """Several error-rate curves on one axis (e.g. the paper's Figure 1, ReLU vs tanh)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for name, values in series.items():
         ax.plot(range(1, len(values) + 1), values, "o-", label=name)
