@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 def _pyplot():
@@ -81,3 +81,40 @@ def error_curves(series: dict[str, list[float]], out, threshold: float | None = 
     fig.tight_layout()
     fig.savefig(out, format="png")
     plt.close(fig)
+
+
+def _thumbnail(path, size: int) -> Image.Image:
+    """A size x size tile of an image file (letterboxed on white); a grey tile if unreadable."""
+    from .data.decode import decode_image
+    tile = Image.new("RGB", (size, size), (255, 255, 255))
+    try:
+        arr = decode_image(path, min_side=size)
+    except Exception:  # a result sheet still draws when one file has gone bad
+        return Image.new("RGB", (size, size), (200, 200, 200))
+    img = Image.fromarray(arr)
+    small = max(img.size) < size  # tiny images (e.g. 28 px articles) are enlarged with crisp pixels
+    img = ImageOps.contain(img, (size, size), Image.Resampling.NEAREST if small else Image.Resampling.LANCZOS)
+    tile.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
+    return tile
+
+
+def result_sheet(rows: list[tuple[str, list[tuple[str, str]]]], out, tile: int = 128) -> None:
+    """One row per query: the query image, then its results, each captioned.
+    rows: [(query_path, [(result_path, caption), ...]), ...]."""
+    from PIL import ImageDraw
+    caption_h, gap = 16, 4
+    cols = 1 + max((len(r[1]) for r in rows), default=0)
+    width = cols * (tile + gap) + gap + gap * 2
+    height = len(rows) * (tile + caption_h + gap) + gap
+    sheet = Image.new("RGB", (width, max(height, tile)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for r, (query, results) in enumerate(rows):
+        y = gap + r * (tile + caption_h + gap)
+        cells = [(query, "query")] + list(results)
+        for c, (path, caption) in enumerate(cells):
+            x = gap + c * (tile + gap) + (gap * 2 if c else 0)  # a wider gap after the query
+            sheet.paste(_thumbnail(path, tile), (x, y))
+            if c == 0:
+                draw.rectangle([x - 2, y - 2, x + tile + 1, y + tile + 1], outline=(220, 40, 40), width=2)
+            draw.text((x + 2, y + tile + 2), caption[:22], fill=(0, 0, 0))
+    sheet.save(out, format="PNG")

@@ -132,3 +132,17 @@ def load_model(path, device="cpu", expect_arch: str | None = None) -> LoadedMode
             raise CheckpointError(f"{source}: weights do not fit {arch} ({str(e).splitlines()[0][:200]})") from None
     model.eval().to(device)
     return LoadedModel(model, pre, classes, arch, source, data)
+
+
+def default_model() -> Path:
+    """The model commands use when --model is not given: the newest `alexsuite train` run under
+    runs/train/, else torchvision's AlexNet weights if torch's cache already holds them."""
+    runs = sorted((p for p in Path("runs/train").glob("*/") if (p / "best.pt").exists() or (p / "last.pt").exists()),
+                  key=lambda p: p.stat().st_mtime)
+    if runs:
+        return runs[-1]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    if cached.exists():
+        return cached
+    raise CheckpointError("no model to embed with: pass --model RUN_DIR|CHECKPOINT (train one with "
+                          "`alexsuite train`, or give torchvision's alexnet-owt-7be5be79.pth)")

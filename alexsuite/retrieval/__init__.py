@@ -1,0 +1,2 @@
+"""Image retrieval with AlexNet features: FAISS indexes (index.py) kept on disk with their
+metadata (store.py), filled from folders (indexer.py) and queried (search.py)."""

@@ -1,0 +1,165 @@
+"""FAISS indexes made from an `index_factory` string, wrapped in an id map so ids stay stable.
+
+The paper (Section 6.1) compares fc7 vectors by Euclidean distance and suggests short codes
+for speed; FAISS provides both (Flat, IVF-PQ, HNSW, ITQ+LSH binary codes). What we add is the
+choice of metric, optional PCA whitening, training on the user's own vectors, and the GPU.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import faiss
+import numpy as np
+
+from ..errors import ConfigError
+
+METRICS = ("l2", "cosine")
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """How vectors become a searchable index; saved in every index's manifest."""
+    dim: int                        # length of the model's feature vectors
+    factory: str = "Flat"           # FAISS index_factory string
+    metric: str = "l2"              # l2: Euclidean as the paper; cosine: L2-normalised, inner product
+    pca: int | None = None          # reduce to this many dimensions first
+    whiten: bool = True             # ... and whiten them (PCAW), as Jegou & Chum (ECCV 2012)
+    search_params: str = ""         # FAISS ParameterSpace string applied at search, e.g. nprobe=16
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IndexSpec":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+    @property
+    def full_factory(self) -> str:
+        """The factory string FAISS builds: optional PCA(W), re-normalisation for cosine, then ours."""
+        parts = []
+        if self.pca:
+            parts.append(f"PCA{'W' if self.whiten else ''}{self.pca}")
+            if self.metric == "cosine":
+                parts.append("L2norm")  # whitening changes norms; cosine needs unit vectors again
+        parts.append(self.factory)
+        return ",".join(parts)
+
+    @property
+    def faiss_metric(self) -> int:
+        return faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
+
+
+def default_search_params(factory: str) -> str:
+    """Search-time settings that give high recall for common factories (FAISS' defaults,
+    nprobe=1 and efSearch=16, favour speed); users override with --params."""
+    head = factory.split(",")
+    if any(p.startswith("IVF") for p in head):
+        return "nprobe=16"
+    if any(p.startswith("HNSW") for p in head):
+        return "efSearch=128"
+    return ""
+
+
+def create(spec: IndexSpec) -> faiss.Index:
+    """A fresh, empty index for `spec`, wrapped in IndexIDMap2 (stable ids, reconstruct by id)."""
+    if spec.metric not in METRICS:
+        raise ConfigError(f"unknown metric {spec.metric!r}: use l2 or cosine")
+    if spec.pca is not None and not 0 < spec.pca <= spec.dim:
+        raise ConfigError(f"--pca {spec.pca}: must be between 1 and the feature size {spec.dim}")
+    if "IDMap" in spec.factory:
+        raise ConfigError(f"--factory {spec.factory!r}: leave out IDMap, alexsuite adds the id map itself")
+    try:
+        inner = faiss.index_factory(spec.dim, spec.full_factory, spec.faiss_metric)
+    except RuntimeError as e:
+        raise ConfigError(f"FAISS cannot build --factory {spec.full_factory!r} for {spec.dim}-d "
+                          f"vectors ({_faiss_reason(e)}); see the FAISS wiki 'The index factory'") from None
+    return faiss.IndexIDMap2(inner)
+
+
+def _faiss_reason(e: Exception) -> str:
+    """FAISS errors carry a C++ location; keep the sentence that says what is wrong."""
+    text = " ".join(str(e).split())
+    for marker in ("failed: ", "Error: ", "Error in "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+            break
+    return text[:240]
+
+
+def prepare(vectors: np.ndarray, spec: IndexSpec) -> np.ndarray:
+    """float32 C-contiguous; unit length for cosine (inner product of unit vectors = cosine)."""
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    if spec.metric == "cosine":
+        x = x.copy()
+        faiss.normalize_L2(x)
+    return x
+
+
+def train(index: faiss.Index, vectors: np.ndarray, spec: IndexSpec, device=None) -> None:
+    """Train quantisers / PCA on the user's own vectors, with a clear error when there are
+    too few. With faiss-gpu and --device cuda, IVF k-means runs on the GPU (FAISS's
+    `clustering_index` hook) while the index itself stays a CPU index."""
+    if index.is_trained:
+        return
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and getattr(device, "type", "") == "cuda" and gpu_available():
+        ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlat(ivf.d, ivf.metric_type))
+    try:
+        index.train(prepare(vectors, spec))
+    except RuntimeError as e:
+        raise ConfigError(
+            f"--factory {spec.full_factory!r} could not be trained on {len(vectors):,} vectors "
+            f"({_faiss_reason(e)}). IVFn needs at least n vectors (39n is better), PQ at least 256, "
+            "PCA at least its output size: use Flat or HNSW32 for small collections") from None
+    finally:
+        if ivf is not None:
+            ivf.clustering_index = None
+
+
+def set_search_params(index: faiss.Index, params: str) -> None:
+    """Apply a FAISS ParameterSpace string such as 'nprobe=32' or 'efSearch=256'."""
+    if not params:
+        return
+    try:
+        faiss.ParameterSpace().set_index_parameters(index, params)
+    except RuntimeError as e:
+        raise ConfigError(f"--params {params!r} does not apply to this index ({_faiss_reason(e)})") from None
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int, spec: IndexSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(distances, ids), both (Q, k); ids are -1 where fewer than k were found.
+    Distances: Euclidean for l2 (FAISS returns squares), 1 - cosine similarity for cosine."""
+    k = max(1, min(k, index.ntotal)) if index.ntotal else 1
+    scores, ids = index.search(prepare(queries, spec), k)
+    if spec.metric == "cosine":
+        return (1.0 - scores).astype(np.float32), ids
+    return np.sqrt(np.maximum(scores, 0.0)), ids
+
+
+def stored_ids(index: faiss.Index) -> np.ndarray:
+    """The external ids held by an IndexIDMap(2)."""
+    return faiss.vector_to_array(faiss.downcast_index(index).id_map) if index.ntotal else np.empty(0, np.int64)
+
+
+def remove(index: faiss.Index, ids) -> bool:
+    """Remove ids if this index type can (HNSW cannot); False leaves them to be filtered out."""
+    ids = np.asarray(list(ids), dtype=np.int64)
+    if not len(ids):
+        return True
+    try:
+        index.remove_ids(ids)
+        return True
+    except RuntimeError:
+        return False
+
+
+def gpu_available() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def to_gpu(index: faiss.Index, device_index: int = 0) -> faiss.Index:
+    """A GPU copy for searching (faiss-gpu only)."""
+    resources = faiss.StandardGpuResources()
+    gpu = faiss.index_cpu_to_gpu(resources, device_index, index)
+    gpu.referenced_resources = resources  # keep the resources alive as long as the index
+    return gpu

@@ -1,0 +1,309 @@
+"""`alexsuite index`: bring an index directory up to date with a folder of images.
+
+Only new or changed files are embedded (size + mtime, then the content hash decides);
+--prune removes rows whose files are gone. Work is committed every `commit_seconds`, so an
+interrupted run resumes where its last commit left off. Under torchrun each process embeds
+its slice of every batch and process 0, the only writer, gathers and commits them.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch.distributed as dist
+
+from ..data.decode import is_image_path
+from ..embedding import embed_batches, feature_dim, file_dataset
+from ..errors import ConfigError, DataError
+from ..training.distributed import DistContext
+from . import index as faiss_index
+from .store import IndexStore, check_model, model_record, writer_lock
+
+TRAIN_CAP = 200_000   # vectors held in memory to train an IVF/PQ/PCA index on (FAISS samples 256/centroid)
+
+
+@dataclass
+class IndexOptions:
+    layer: str = "fc7"
+    factory: str = "Flat"
+    metric: str = "l2"
+    pca: int | None = None
+    whiten: bool = True
+    batch_size: int = 128
+    workers: int = 2
+    prune: bool = False
+    rebuild: bool = False
+    strict: bool = False
+    wait: float = 0.0
+    commit_seconds: float = 60.0
+
+
+@dataclass
+class IndexReport:
+    index_dir: str
+    scanned: int = 0
+    added: int = 0
+    updated: int = 0          # changed files embedded again
+    unchanged: int = 0
+    touched: int = 0          # mtime changed, same content: not embedded again
+    removed: int = 0
+    missing: int = 0          # indexed files that are gone (kept unless --prune)
+    failed: int = 0           # unreadable images, skipped
+    non_images: int = 0
+    total: int = 0            # images in the index afterwards
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+    failed_examples: list = field(default_factory=list)
+
+
+def scan_images(root: Path) -> tuple[list[Path], int]:
+    """Image files under `root` (recursive, sorted, hidden entries skipped) and how many
+    other files were passed over."""
+    found, others = [], 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            p = Path(dirpath) / name
+            if is_image_path(p):
+                found.append(p)
+            else:
+                others += 1
+    return found, others
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def label_of(path: Path, root: Path) -> str | None:
+    """The class a folder names: the first folder below the indexed root (root/cat/x.jpg -> cat)."""
+    parts = path.relative_to(root).parts
+    return parts[0] if len(parts) > 1 else None
+
+
+@dataclass
+class Plan:
+    embed: list[Path]                 # files to embed, in order
+    replace: dict[str, int]           # path -> old id, for changed files
+    remove: list[int]                 # ids of pruned rows
+    touch: list[tuple]                # (size, mtime_ns, id) of files whose content did not change
+    report: IndexReport
+
+
+def plan_update(store: IndexStore, root: Path, files: list[Path], prune: bool, report: IndexReport) -> Plan:
+    known = store.rows_under(root)
+    embed, replace, touch = [], {}, []
+    for p in files:
+        key = str(p)
+        row = known.get(key)
+        st = p.stat()
+        if row is None:
+            embed.append(p)
+        elif (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            report.unchanged += 1
+        elif file_sha256(p) == row.sha256:
+            touch.append((st.st_size, st.st_mtime_ns, row.id))
+            report.touched += 1
+        else:
+            embed.append(p)
+            replace[key] = row.id
+    present = {str(p) for p in files}
+    gone = [row.id for path, row in known.items() if path not in present]
+    if prune:
+        report.removed = len(gone)
+    else:
+        report.missing = len(gone)
+    return Plan(embed, replace, gone if prune else [], touch, report)
+
+
+def update_index(store_dir: Path, loaded, images: Path, opts: IndexOptions, device, progress=None,
+                 ctx: DistContext = DistContext(), warn=lambda message: None) -> IndexReport:
+    """Embed what is new under `images` into the index at `store_dir` (created if absent).
+    `progress(total)` returns a callable taking a number of images done, with .close()."""
+    root = Path(images).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"{images}: no such folder")
+    start = time.time()
+    report = IndexReport(str(store_dir))
+    if ctx.is_main:
+        with writer_lock(store_dir, opts.wait):
+            plan, store = _prepare(store_dir, loaded, root, opts, report, warn)
+            try:
+                _broadcast(ctx, [str(p) for p in plan.embed])
+                _run(plan, store, loaded, root, opts, device, progress, ctx, start)
+            finally:
+                store.close()
+    else:
+        plan = Plan([Path(p) for p in _broadcast(ctx, None)], {}, [], [], report)
+        _run(plan, None, loaded, root, opts, device, None, ctx, start)
+    return plan.report
+
+
+def _broadcast(ctx: DistContext, payload):
+    if not ctx.enabled:
+        return payload
+    box = [payload]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: IndexReport, warn):
+    from .store import INDEX_FILE, META_FILE, MANIFEST_FILE
+    if opts.rebuild:
+        for name in (INDEX_FILE, MANIFEST_FILE, META_FILE, META_FILE + "-wal", META_FILE + "-shm"):
+            (store_dir / name).unlink(missing_ok=True)
+    if IndexStore.exists(store_dir) and not _is_empty(store_dir):
+        store = IndexStore.open_read(store_dir)
+        check_model(store.manifest, loaded)
+        _check_same_settings(store, opts)
+        dropped = store.drop_orphans()
+        if dropped:
+            warn(f"removed {dropped} vector(s) left by an interrupted run")
+    else:
+        dim = feature_dim(loaded.model, loaded.preprocess, opts.layer)
+        spec = faiss_index.IndexSpec(dim, opts.factory, opts.metric, opts.pca, opts.whiten,
+                                     faiss_index.default_search_params(opts.factory))
+        faiss_index.create(spec)  # fail on a bad factory before any work is done
+        store = IndexStore.create(store_dir, model_record(loaded), opts.layer,
+                                  loaded.preprocess.to_dict(), spec)
+    files, report.non_images = scan_images(root)
+    if not files and not store.count():
+        raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(_suffixes()))})")
+    report.scanned = len(files)
+    plan = plan_update(store, root, files, opts.prune, report)
+    if store.index is None or not store.index.is_trained:
+        # A training sample should look like the whole folder, not its first subfolders.
+        order = np.random.default_rng(0).permutation(len(plan.embed))
+        plan.embed = [plan.embed[i] for i in order]
+    return plan, store
+
+
+def _is_empty(store_dir: Path) -> bool:
+    """Nothing was ever committed (e.g. training failed): the next run may choose new settings."""
+    store = IndexStore.open_read(store_dir)
+    try:
+        return store.index is None and store.count() == 0
+    finally:
+        store.close()
+
+
+def _suffixes():
+    from ..data.decode import IMAGE_SUFFIXES
+    return IMAGE_SUFFIXES
+
+
+def _check_same_settings(store: IndexStore, opts: IndexOptions) -> None:
+    """Adding to an index keeps its layer and spec; a different request is an error, not a surprise."""
+    asked = {"layer": opts.layer, "factory": opts.factory, "metric": opts.metric, "pca": opts.pca}
+    have = {"layer": store.manifest["layer"], "factory": store.spec.factory,
+            "metric": store.spec.metric, "pca": store.spec.pca}
+    diff = [f"--{k} {have[k]} (asked {asked[k]})" for k in asked if asked[k] != have[k]]
+    if diff:
+        raise ConfigError(f"{store.root} was built with {', '.join(diff)}; keep those settings, "
+                          "add --rebuild to start over, or use another --index")
+
+
+def _run(plan: Plan, store: IndexStore | None, loaded, root: Path, opts: IndexOptions, device,
+         progress, ctx: DistContext, start: float) -> None:
+    report = plan.report
+    writer = _Writer(store, root, plan, device) if store is not None else None
+    bar = progress(len(plan.embed)) if progress and plan.embed else None
+    dataset = file_dataset(plan.embed, loaded.preprocess.base_size)
+    last_commit = time.monotonic()
+    try:
+        for batch in embed_batches(loaded.model, dataset, loaded.preprocess, opts.layer, device,
+                                   opts.batch_size, opts.workers, opts.strict, ctx.rank, ctx.world):
+            parts = [(batch.positions.numpy(), batch.vectors, [str(e) for e in batch.failures])]
+            if ctx.enabled:
+                gathered = [None] * ctx.world
+                dist.all_gather_object(gathered, parts[0])
+                parts = gathered
+            if writer is None:
+                continue
+            for positions, vectors, failures in parts:
+                report.failed += len(failures)
+                report.failed_examples += failures[:3 - len(report.failed_examples)]
+                writer.stage(positions, vectors)
+                if bar:
+                    bar(len(positions) + len(failures))
+            if time.monotonic() - last_commit >= opts.commit_seconds and writer.ready():
+                writer.commit()
+                last_commit = time.monotonic()
+        if writer is not None:
+            writer.commit(final=True)
+            report.total = store.count()
+    finally:
+        if bar:
+            bar.close()
+    report.seconds = time.time() - start
+    embedded = report.added + report.updated
+    report.images_per_s = embedded / report.seconds if report.seconds else 0.0
+
+
+class _Writer:
+    """Stages embedded vectors and commits them: index file first, then SQLite (see store.py)."""
+
+    def __init__(self, store: IndexStore, root: Path, plan: Plan, device):
+        self.store, self.root, self.plan, self.device = store, root, plan, device
+        self.index = store.index if store.index is not None else faiss_index.create(store.spec)
+        self.next_id = store.max_id() + 1
+        self.vectors: list[np.ndarray] = []
+        self.files: list[Path] = []
+        self.pending_removals = list(plan.remove)
+        self.pending_touch = list(plan.touch)
+
+    def stage(self, positions: np.ndarray, vectors: np.ndarray) -> None:
+        if len(positions):
+            self.vectors.append(vectors)
+            self.files += [self.plan.embed[i] for i in positions]
+
+    def ready(self) -> bool:
+        """An untrained index must first see a training sample as large as TRAIN_CAP (or everything)."""
+        return self.index.is_trained or sum(len(v) for v in self.vectors) >= TRAIN_CAP
+
+    def commit(self, final: bool = False) -> None:
+        store, report = self.store, self.plan.report
+        if not (self.files or self.pending_removals or self.pending_touch):
+            return
+        rows, keep = [], []
+        for i, p in enumerate(self.files):
+            try:  # a file deleted since it was embedded is simply not added
+                rows.append((str(p), *self._stat(p), label_of(p, self.root), time.time()))
+                keep.append(i)
+            except OSError:
+                report.failed += 1
+        vectors = np.concatenate(self.vectors)[keep] if keep else None
+        ids = np.arange(self.next_id, self.next_id + len(rows), dtype=np.int64)
+        replaced = [self.plan.replace[r[0]] for r in rows if r[0] in self.plan.replace]
+        if vectors is not None:
+            if not self.index.is_trained:
+                faiss_index.train(self.index, vectors[:TRAIN_CAP], store.spec, self.device)
+            self.index.add_with_ids(faiss_index.prepare(vectors, store.spec), ids)
+        faiss_index.remove(self.index, replaced + self.pending_removals)
+        if self.index.is_trained:
+            store.index = self.index
+            store.save_index()  # 1st commit point: vectors without rows are invisible
+        with store.db:  # 2nd commit point: one SQLite transaction
+            store.db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in replaced + self.pending_removals])
+            store.db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 [(int(i), *r) for i, r in zip(ids, rows)])
+            store.db.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?", self.pending_touch)
+        report.updated += len(replaced)
+        report.added += len(rows) - len(replaced)
+        self.next_id += len(rows)
+        self.vectors, self.files, self.pending_removals, self.pending_touch = [], [], [], []
+
+    @staticmethod
+    def _stat(p: Path) -> tuple[int, int, str]:
+        st = p.stat()
+        return st.st_size, st.st_mtime_ns, file_sha256(p)

@@ -1,0 +1,123 @@
+"""`alexsuite search`: embed query images with the index's own model and look them up."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.decode import is_image_path
+from ..embedding import embed_batches, file_dataset
+from ..errors import DataError
+from . import index as faiss_index
+from .store import IndexStore, check_model
+
+
+@dataclass
+class Hit:
+    rank: int
+    id: int
+    path: str
+    distance: float
+    label: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "path": self.path, "distance": round(float(self.distance), 6),
+                "id": self.id, "label": self.label}
+
+
+@dataclass
+class QueryResult:
+    query: str
+    results: list[Hit] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        out = {"query": self.query, "results": [h.to_dict() for h in self.results]}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def expand_queries(queries, store: IndexStore, ids=()) -> list[Path]:
+    """Files as given, folders as their image files (recursive), --id as the indexed file."""
+    from .indexer import scan_images
+    out = []
+    for q in queries:
+        p = Path(q).expanduser()
+        if p.is_dir():
+            found, _ = scan_images(p)
+            if not found:
+                raise DataError(f"{p}: no image files to search with")
+            out += found
+        elif p.exists():
+            out.append(p)
+        else:
+            raise DataError(f"{q}: no such file or folder")
+    for i in ids:
+        row = store.rows_by_id([i]).get(int(i))
+        if row is None:
+            raise DataError(f"--id {i}: no image with this id in {store.root} "
+                            f"(ids run from 0; `alexsuite search --json` shows them)")
+        out.append(Path(row.path))
+    return out
+
+
+class Searcher:
+    """An open index plus the model that made it, ready for many queries."""
+
+    def __init__(self, store: IndexStore, loaded, device, params: str | None = None):
+        check_model(store.manifest, loaded)
+        if store.index is None or store.count() == 0:
+            raise DataError(f"{store.root}: the index is empty; add images with `alexsuite index IMAGES --index {store.root}`")
+        self.store, self.loaded, self.device = store, loaded, device
+        self.index = store.index
+        faiss_index.set_search_params(self.index, store.spec.search_params if params is None else params)
+        if getattr(device, "type", "") == "cuda" and faiss_index.gpu_available():
+            self.index = faiss_index.to_gpu(self.index, device.index or 0)
+
+    def search_files(self, paths: list[Path], k: int = 10, batch_size: int = 64, workers: int = 0,
+                     exclude_self: bool = True) -> list[QueryResult]:
+        """One QueryResult per path, in order; unreadable queries carry an error, not results."""
+        results = [QueryResult(str(p)) for p in paths]
+        for i, p in enumerate(paths):
+            if not is_image_path(p):
+                results[i].error = f"{p}: not an image file (by its extension)"
+        todo = [i for i, r in enumerate(results) if r.error is None]
+        dataset = file_dataset([paths[i] for i in todo], self.loaded.preprocess.base_size)
+        for batch in embed_batches(self.loaded.model, dataset, self.loaded.preprocess,
+                                   self.store.manifest["layer"], self.device, batch_size, workers):
+            for err in batch.failures:
+                for i in todo:
+                    if str(paths[i]) == err.path:
+                        results[i].error = str(err)
+            if len(batch.positions):
+                which = [todo[int(p)] for p in batch.positions]
+                self_ids = [self._own_id(paths[i]) if exclude_self else None for i in which]
+                for i, hits in zip(which, self.search_vectors(batch.vectors, k, self_ids)):
+                    results[i].results = hits
+        return results
+
+    def _own_id(self, path: Path) -> int | None:
+        row = self.store.row_by_path(path.expanduser().resolve())
+        return row.id if row else None
+
+    def search_vectors(self, vectors: np.ndarray, k: int, exclude=None) -> list[list[Hit]]:
+        """Top-k per vector. Over-fetches by the number of vectors without a row (removed
+        from an index type that cannot delete, or left by a killed writer) and drops them."""
+        extra = self.store.dead_vectors() + 1  # +1: the query itself, when it is indexed
+        distances, ids = faiss_index.search(self.index, vectors, k + extra, self.store.spec)
+        rows = self.store.rows_by_id(np.unique(ids[ids >= 0]))
+        out = []
+        for qi in range(len(vectors)):
+            skip = exclude[qi] if exclude else None
+            hits = []
+            for d, i in zip(distances[qi], ids[qi]):
+                row = rows.get(int(i))
+                if row is None or row.id == skip:
+                    continue
+                hits.append(Hit(len(hits) + 1, row.id, row.path, float(d), row.label))
+                if len(hits) == k:
+                    break
+            out.append(hits)
+        return out

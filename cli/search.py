@@ -1,0 +1,84 @@
+"""`alexsuite search`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from alexsuite.devices import resolve_device
+from alexsuite.retrieval.search import Searcher, expand_queries
+from alexsuite.retrieval.store import IndexStore, resolve_dir
+from alexsuite.training.checkpoint import load_model
+
+from .main import main
+
+
+@main.command(name="search")
+@click.argument("queries", nargs=-1)
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
+@click.option("--index", "index_name", default="default", show_default=True, help="Index name (under indexes/) or path.")
+@click.option("--id", "ids", type=int, multiple=True, help="Search with an already indexed image, by its id (repeatable).")
+@click.option("--model", default=None, help="Default: the model recorded in the index (any other is refused).")
+@click.option("--params", default=None, help="FAISS search parameters, e.g. nprobe=32 or efSearch=256 "
+              "(default: what the index was built with).")
+@click.option("--json", "as_json", is_flag=True, help='JSON Lines: {"query", "results": [{"rank", "path", "distance", "id"}]} per query.')
+@click.option("--sheet", type=click.Path(dir_okay=False), default=None, help="Also draw queries and results into this PNG.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Decoding processes for many queries.")
+def search_cmd(queries, k, index_name, ids, model, params, as_json, sheet, device, workers):
+    """Find the K indexed images nearest to each QUERY (image files or folders of them).
+
+    Distances are Euclidean between feature vectors (or 1 - cosine similarity for
+    --metric cosine indexes). A query that is itself in the index is left out of its
+    own results. Many queries in one call share the start-up cost.
+
+    \b
+    Examples:
+      alexsuite search query.jpg                          # table of the 10 nearest
+      alexsuite search queries/ -k 5 --sheet sheet.png    # picture grid with distances
+      alexsuite search --id 42 --json                     # JSON Lines, one object per query
+    """
+    if not queries and not ids:
+        raise click.UsageError("give at least one QUERY image or folder, or --id N")
+    store = IndexStore.open_read(resolve_dir(index_name))
+    try:
+        dev = resolve_device(device)
+        loaded = load_model(model or store.manifest["model"]["source"], dev)
+        searcher = Searcher(store, loaded, dev, params)
+        results = searcher.search_files(expand_queries(queries, store, ids), k, workers=workers)
+    finally:
+        store.close()
+    failed = [r for r in results if r.error]
+    for r in failed:
+        click.secho(f"warning: {r.error}", fg="yellow", err=True)
+    if as_json:
+        for r in results:
+            click.echo(json.dumps(r.to_dict()))
+    else:
+        for r in results:
+            if not r.error:
+                _print_table(r)
+    if sheet:
+        from alexsuite import viz
+        rows = [(r.query, [(h.path, f"#{h.rank} d={h.distance:.3g} {h.label or ''}") for h in r.results])
+                for r in results if not r.error]
+        viz.result_sheet(rows, sheet)
+        click.echo(f"sheet: {sheet}", err=True)
+    if failed and len(failed) == len(results):
+        raise SystemExit(2)
+
+
+def _print_table(result) -> None:
+    click.echo(f"{result.query}")
+    click.echo(f"  {'rank':>4}  {'distance':>9}  {'id':>7}  path")
+    for h in result.results:
+        label = f"  [{h.label}]" if h.label else ""
+        click.echo(f"  {h.rank:>4}  {h.distance:>9.4f}  {h.id:>7}  {_short(h.path)}{label}")
+
+
+def _short(path: str) -> str:
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
