@@ -49,9 +49,11 @@ def model_for(store_dir: Path, model: str | None, rebuild: bool = False) -> str:
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Decoding processes.")
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")
 @click.option("--wait", type=click.FloatRange(min=0), default=0, help="Seconds to wait for another writer of this index.")
+@click.option("--commit-every", type=click.FloatRange(min=0), default=60, show_default=True,
+              help="Seconds between commits; an interrupted run loses at most this much work.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the counts.")
 def index_cmd(images, model, index_name, layer, factory, metric, pca, whiten, prune, rebuild, device,
-              batch_size, workers, strict, wait, as_json):
+              batch_size, workers, strict, wait, commit_every, as_json):
     """Embed every image under IMAGES (recursively) and add it to a FAISS index.
 
     Running it again embeds only new or changed files; ids stay stable. The index
@@ -72,7 +74,8 @@ def index_cmd(images, model, index_name, layer, factory, metric, pca, whiten, pr
     ctx, dev = init_from_env(dev)
     try:
         loaded = load_model(model_for(store_dir, model, rebuild), dev)
-        opts = IndexOptions(layer, factory, metric, pca, whiten, batch_size, workers, prune, rebuild, strict, wait)
+        opts = IndexOptions(layer, factory, metric, pca, whiten, batch_size, workers, prune, rebuild, strict, wait,
+                            commit_every)
         quiet = as_json or not ctx.is_main
         if not quiet:
             click.echo(f"indexing {images} into {store_dir} with {loaded.source} ({loaded.arch}, {layer})", err=True)

@@ -61,7 +61,10 @@ def default_search_params(factory: str) -> str:
 
 
 def create(spec: IndexSpec) -> faiss.Index:
-    """A fresh, empty index for `spec`, wrapped in IndexIDMap2 (stable ids, reconstruct by id)."""
+    """A fresh, empty index for `spec` that takes our ids. IVF indexes store ids in their
+    lists; the others are wrapped in IndexIDMap2. (Wrapping IVF in an id map would be wrong:
+    IndexIDMap.remove_ids assumes the inner index renumbers after a removal, as Flat does,
+    and IVF does not, so every later id would shift.)"""
     if spec.metric not in METRICS:
         raise ConfigError(f"unknown metric {spec.metric!r}: use l2 or cosine")
     if spec.pca is not None and not 0 < spec.pca <= spec.dim:
@@ -73,7 +76,7 @@ def create(spec: IndexSpec) -> faiss.Index:
     except RuntimeError as e:
         raise ConfigError(f"FAISS cannot build --factory {spec.full_factory!r} for {spec.dim}-d "
                           f"vectors ({_faiss_reason(e)}); see the FAISS wiki 'The index factory'") from None
-    return faiss.IndexIDMap2(inner)
+    return inner if faiss.try_extract_index_ivf(inner) is not None else faiss.IndexIDMap2(inner)
 
 
 def _faiss_reason(e: Exception) -> str:
@@ -137,8 +140,15 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, spec: IndexSpec) -> 
 
 
 def stored_ids(index: faiss.Index) -> np.ndarray:
-    """The external ids held by an IndexIDMap(2)."""
-    return faiss.vector_to_array(faiss.downcast_index(index).id_map) if index.ntotal else np.empty(0, np.int64)
+    """The ids an index made by `create` holds."""
+    if not index.ntotal:
+        return np.empty(0, np.int64)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is None:
+        return faiss.vector_to_array(faiss.downcast_index(index).id_map)
+    lists = ivf.invlists
+    return np.concatenate([faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                           for i in range(lists.nlist) if lists.list_size(i)])
 
 
 def remove(index: faiss.Index, ids) -> bool:

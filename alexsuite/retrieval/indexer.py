@@ -181,7 +181,7 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
         raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(_suffixes()))})")
     report.scanned = len(files)
     plan = plan_update(store, root, files, opts.prune, report)
-    if store.index is None or not store.index.is_trained:
+    if not (store.index if store.index is not None else faiss_index.create(store.spec)).is_trained:
         # A training sample should look like the whole folder, not its first subfolders.
         order = np.random.default_rng(0).permutation(len(plan.embed))
         plan.embed = [plan.embed[i] for i in order]
