@@ -29,6 +29,10 @@ bench: setup
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/relu_vs_tanh.py
 	$(BIN)/python benchmarks/train_fashion_mnist.py
+	$(BIN)/python benchmarks/index_build.py
+	$(BIN)/python benchmarks/retrieval_quality.py
+	$(BIN)/python benchmarks/search_cold_start.py
+	$(BIN)/python benchmarks/search_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -236,3 +236,22 @@ def test_torchrun_two_processes_build_the_same_index(loaded, photos, tmp_path, t
         np.testing.assert_allclose(one.index.reconstruct(a.id), two.index.reconstruct(b.id), rtol=1e-4, atol=1e-5)
     one.close()
     two.close()
+
+
+def test_ids_are_never_reused_and_odd_names_are_skipped(loaded, photos, tmp_path):
+    index_dir = tmp_path / "idx"
+    build(loaded, photos, index_dir)
+    store = IndexStore.open_read(index_dir)
+    newest = max(store.rows_under(photos.resolve()).values(), key=lambda r: r.id)
+    store.close()
+    os.unlink(newest.path)
+    build(loaded, photos, index_dir, prune=True)
+    Image.new("RGB", (40, 40), (0, 200, 0)).save(photos / "circle" / "green.png")
+    with open(os.fsencode(photos / "circle") + b"/bad-\xff-name.png", "wb") as f:  # not UTF-8
+        Image.new("RGB", (40, 40)).save(f, "PNG")
+    warnings = []
+    report = update_index(index_dir, loaded, photos, IndexOptions(workers=0), CPU, warn=warnings.append)
+    assert report.added == 1 and any("UTF-8" in w for w in warnings)
+    store = IndexStore.open_read(index_dir)
+    assert store.row_by_path(photos.resolve() / "circle" / "green.png").id == newest.id + 1
+    store.close()

@@ -18,12 +18,13 @@ import torch.distributed as dist
 
 from ..data.decode import is_image_path
 from ..embedding import embed_batches, feature_dim, file_dataset
-from ..errors import ConfigError, DataError
+from ..errors import AlexsuiteError, ConfigError, DataError
 from ..training.distributed import DistContext
 from . import index as faiss_index
 from .store import IndexStore, check_model, model_record, writer_lock
 
-TRAIN_CAP = 200_000   # vectors held in memory to train an IVF/PQ/PCA index on (FAISS samples 256/centroid)
+TRAIN_CAP = 200_000        # vectors to train an IVF/PQ/PCA index on (FAISS samples <= 256 per centroid)
+TRAIN_BYTES = 2 * 2**30    # ... held in memory at most (4096-d fc7: 131,072 vectors)
 
 
 @dataclass
@@ -60,21 +61,33 @@ class IndexReport:
     failed_examples: list = field(default_factory=list)
 
 
-def scan_images(root: Path) -> tuple[list[Path], int]:
-    """Image files under `root` (recursive, sorted, hidden entries skipped) and how many
-    other files were passed over."""
-    found, others = [], 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+@dataclass
+class Scan:
+    images: list[Path]
+    others: int = 0                                       # files that are not images
+    unreadable: list[str] = field(default_factory=list)   # folders os.walk could not list, odd names
+
+
+def scan_images(root: Path) -> Scan:
+    """Image files under `root` (recursive, sorted, hidden entries skipped)."""
+    scan = Scan([])
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True,
+                                                onerror=lambda e: scan.unreadable.append(f"{e.filename}: {e.strerror}")):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
             p = Path(dirpath) / name
+            try:
+                str(p).encode("utf-8")  # SQLite stores text: a name that is not UTF-8 cannot be a row
+            except UnicodeEncodeError:
+                scan.unreadable.append(f"{p!r}: file name is not valid UTF-8")
+                continue
             if is_image_path(p):
-                found.append(p)
+                scan.images.append(p)
             else:
-                others += 1
-    return found, others
+                scan.others += 1
+    return scan
 
 
 def file_sha256(path: Path) -> str:
@@ -98,32 +111,41 @@ class Plan:
     remove: list[int]                 # ids of pruned rows
     touch: list[tuple]                # (size, mtime_ns, id) of files whose content did not change
     report: IndexReport
+    stat: dict = field(default_factory=dict)   # path -> (size, mtime_ns) when planned
 
 
 def plan_update(store: IndexStore, root: Path, files: list[Path], prune: bool, report: IndexReport) -> Plan:
     known = store.rows_under(root)
-    embed, replace, touch = [], {}, []
+    embed, replace, touch, stats = [], {}, [], {}
     for p in files:
         key = str(p)
         row = known.get(key)
-        st = p.stat()
+        try:
+            st = p.stat()
+            changed = row is not None and (row.size, row.mtime_ns) != (st.st_size, st.st_mtime_ns)
+            same_content = changed and file_sha256(p) == row.sha256
+        except OSError as e:  # a dangling link, a file without read permission
+            report.failed += 1
+            report.failed_examples += [f"{p}: {e.strerror}"][:3 - len(report.failed_examples)]
+            continue
         if row is None:
             embed.append(p)
-        elif (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns):
+        elif not changed:
             report.unchanged += 1
-        elif file_sha256(p) == row.sha256:
+        elif same_content:
             touch.append((st.st_size, st.st_mtime_ns, row.id))
             report.touched += 1
         else:
             embed.append(p)
             replace[key] = row.id
+        stats[key] = (st.st_size, st.st_mtime_ns)
     present = {str(p) for p in files}
     gone = [row.id for path, row in known.items() if path not in present]
     if prune:
         report.removed = len(gone)
     else:
         report.missing = len(gone)
-    return Plan(embed, replace, gone if prune else [], touch, report)
+    return Plan(embed, replace, gone if prune else [], touch, report, stats)
 
 
 def update_index(store_dir: Path, loaded, images: Path, opts: IndexOptions, device, progress=None,
@@ -136,15 +158,23 @@ def update_index(store_dir: Path, loaded, images: Path, opts: IndexOptions, devi
     start = time.time()
     report = IndexReport(str(store_dir))
     if ctx.is_main:
-        with writer_lock(store_dir, opts.wait):
-            plan, store = _prepare(store_dir, loaded, root, opts, report, warn)
-            try:
-                _broadcast(ctx, [str(p) for p in plan.embed])
-                _run(plan, store, loaded, root, opts, device, progress, ctx, start)
-            finally:
-                store.close()
+        try:
+            with writer_lock(store_dir, opts.wait):
+                plan, store = _prepare(store_dir, loaded, root, opts, report, warn)
+                try:
+                    _broadcast(ctx, [str(p) for p in plan.embed])
+                    _run(plan, store, loaded, root, opts, device, progress, ctx, start)
+                finally:
+                    store.close()
+        except Exception as e:
+            if "plan" not in locals():  # the other processes wait for a plan: tell them
+                _broadcast(ctx, str(e) or type(e).__name__)
+            raise
     else:
-        plan = Plan([Path(p) for p in _broadcast(ctx, None)], {}, [], [], report)
+        files = _broadcast(ctx, None)
+        if isinstance(files, str):
+            raise AlexsuiteError(f"process 0 stopped: {files}")
+        plan = Plan([Path(p) for p in files], {}, [], [], report)
         _run(plan, None, loaded, root, opts, device, None, ctx, start)
     return plan.report
 
@@ -159,8 +189,8 @@ def _broadcast(ctx: DistContext, payload):
 
 def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: IndexReport, warn):
     from .store import INDEX_FILE, META_FILE, MANIFEST_FILE
-    if opts.rebuild:
-        for name in (INDEX_FILE, MANIFEST_FILE, META_FILE, META_FILE + "-wal", META_FILE + "-shm"):
+    if opts.rebuild:  # the manifest first: without it nothing else is trusted
+        for name in (MANIFEST_FILE, INDEX_FILE, META_FILE, META_FILE + "-wal", META_FILE + "-shm"):
             (store_dir / name).unlink(missing_ok=True)
     if IndexStore.exists(store_dir) and not _is_empty(store_dir):
         store = IndexStore.open_read(store_dir)
@@ -168,6 +198,7 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
         _check_same_settings(store, opts)
         dropped = store.drop_orphans()
         if dropped:
+            store.save_index()
             warn(f"removed {dropped} vector(s) left by an interrupted run")
     else:
         dim = feature_dim(loaded.model, loaded.preprocess, opts.layer)
@@ -176,7 +207,13 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
         faiss_index.create(spec)  # fail on a bad factory before any work is done
         store = IndexStore.create(store_dir, model_record(loaded), opts.layer,
                                   loaded.preprocess.to_dict(), spec)
-    files, report.non_images = scan_images(root)
+    scan = scan_images(root)
+    files, report.non_images = scan.images, scan.others
+    if scan.unreadable:
+        if opts.prune:
+            raise DataError(f"cannot read {scan.unreadable[0]} (and {len(scan.unreadable) - 1} more); "
+                            "not pruning what could not be seen: fix it, or run without --prune")
+        warn(f"skipped {len(scan.unreadable)} unreadable folder(s) or file name(s), e.g. {scan.unreadable[0]}")
     if not files and not store.count():
         raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(_suffixes()))})")
     report.scanned = len(files)
@@ -207,6 +244,8 @@ def _check_same_settings(store: IndexStore, opts: IndexOptions) -> None:
     asked = {"layer": opts.layer, "factory": opts.factory, "metric": opts.metric, "pca": opts.pca}
     have = {"layer": store.manifest["layer"], "factory": store.spec.factory,
             "metric": store.spec.metric, "pca": store.spec.pca}
+    if opts.pca:
+        asked["whiten"], have["whiten"] = opts.whiten, store.spec.whiten
     diff = [f"--{k} {have[k]} (asked {asked[k]})" for k in asked if asked[k] != have[k]]
     if diff:
         raise ConfigError(f"{store.root} was built with {', '.join(diff)}; keep those settings, "
@@ -256,11 +295,12 @@ class _Writer:
     def __init__(self, store: IndexStore, root: Path, plan: Plan, device):
         self.store, self.root, self.plan, self.device = store, root, plan, device
         self.index = store.index if store.index is not None else faiss_index.create(store.spec)
-        self.next_id = store.max_id() + 1
+        self.next_id = store.next_id()
         self.vectors: list[np.ndarray] = []
         self.files: list[Path] = []
         self.pending_removals = list(plan.remove)
         self.pending_touch = list(plan.touch)
+        self.train_size = min(TRAIN_CAP, TRAIN_BYTES // (4 * store.spec.dim))
 
     def stage(self, positions: np.ndarray, vectors: np.ndarray) -> None:
         if len(positions):
@@ -268,42 +308,59 @@ class _Writer:
             self.files += [self.plan.embed[i] for i in positions]
 
     def ready(self) -> bool:
-        """An untrained index must first see a training sample as large as TRAIN_CAP (or everything)."""
-        return self.index.is_trained or sum(len(v) for v in self.vectors) >= TRAIN_CAP
+        """An untrained index must first see a full training sample (or everything)."""
+        return self.index.is_trained or sum(len(v) for v in self.vectors) >= self.train_size
 
     def commit(self, final: bool = False) -> None:
+        """Three steps, each leaving a usable index if the process dies after it:
+        1. add the new vectors and replace index.faiss (new vectors have no rows yet: invisible);
+        2. one SQLite transaction: new rows, deleted rows, touched rows, the id counter;
+        3. remove the deleted rows' vectors and replace index.faiss again (until then they
+           are vectors without rows, skipped by searches and dropped by the next writer)."""
         store, report = self.store, self.plan.report
         if not (self.files or self.pending_removals or self.pending_touch):
             return
         rows, keep = [], []
         for i, p in enumerate(self.files):
-            try:  # a file deleted since it was embedded is simply not added
-                rows.append((str(p), *self._stat(p), label_of(p, self.root), time.time()))
+            row = self._row(p)
+            if row is not None:
+                rows.append(row)
                 keep.append(i)
-            except OSError:
-                report.failed += 1
         vectors = np.concatenate(self.vectors)[keep] if keep else None
         ids = np.arange(self.next_id, self.next_id + len(rows), dtype=np.int64)
         replaced = [self.plan.replace[r[0]] for r in rows if r[0] in self.plan.replace]
+        deleted = replaced + self.pending_removals
         if vectors is not None:
             if not self.index.is_trained:
-                faiss_index.train(self.index, vectors[:TRAIN_CAP], store.spec, self.device)
+                faiss_index.train(self.index, vectors[:self.train_size], store.spec, self.device)
             self.index.add_with_ids(faiss_index.prepare(vectors, store.spec), ids)
-        faiss_index.remove(self.index, replaced + self.pending_removals)
-        if self.index.is_trained:
+        if self.index.is_trained and vectors is not None:
             store.index = self.index
-            store.save_index()  # 1st commit point: vectors without rows are invisible
-        with store.db:  # 2nd commit point: one SQLite transaction
-            store.db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in replaced + self.pending_removals])
+            store.save_index()                                                    # step 1
+        with store.db:                                                            # step 2
+            store.db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in deleted])
             store.db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)",
                                  [(int(i), *r) for i, r in zip(ids, rows)])
             store.db.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?", self.pending_touch)
+            store.set_next_id(self.next_id + len(rows))
+        if deleted and faiss_index.remove(self.index, deleted) and self.index.is_trained:
+            store.index = self.index
+            store.save_index()                                                    # step 3
         report.updated += len(replaced)
         report.added += len(rows) - len(replaced)
         self.next_id += len(rows)
         self.vectors, self.files, self.pending_removals, self.pending_touch = [], [], [], []
 
-    @staticmethod
-    def _stat(p: Path) -> tuple[int, int, str]:
-        st = p.stat()
-        return st.st_size, st.st_mtime_ns, file_sha256(p)
+    def _row(self, p: Path) -> tuple | None:
+        """The SQLite row for an embedded file, or None if it changed or vanished since it was
+        planned (its vector may be stale; the next run embeds it again)."""
+        try:
+            st = p.stat()
+            if (st.st_size, st.st_mtime_ns) != self.plan.stat[str(p)]:
+                raise OSError("changed while it was being indexed; the next run indexes it")
+            return (str(p), st.st_size, st.st_mtime_ns, file_sha256(p), label_of(p, self.root), time.time())
+        except OSError as e:
+            self.plan.report.failed += 1
+            examples = self.plan.report.failed_examples
+            examples += [f"{p}: {e.strerror or e}"][:3 - len(examples)]
+            return None

@@ -13,6 +13,9 @@ from . import index as faiss_index
 from .store import IndexStore, check_model
 
 
+GPU_MAX_K = 2048  # FAISS GPU indexes return at most this many neighbours; beyond, search on the CPU copy
+
+
 @dataclass
 class Hit:
     rank: int
@@ -46,7 +49,7 @@ def expand_queries(queries, store: IndexStore, ids=()) -> list[Path]:
     for q in queries:
         p = Path(q).expanduser()
         if p.is_dir():
-            found, _ = scan_images(p)
+            found = scan_images(p).images
             if not found:
                 raise DataError(f"{p}: no image files to search with")
             out += found
@@ -74,7 +77,10 @@ class Searcher:
         self.index = store.index
         faiss_index.set_search_params(self.index, store.spec.search_params if params is None else params)
         if getattr(device, "type", "") == "cuda" and faiss_index.gpu_available():
-            self.index = faiss_index.to_gpu(self.index, device.index or 0)
+            try:
+                self.index = faiss_index.to_gpu(self.index, device.index or 0)
+            except RuntimeError:  # FAISS has no GPU version of this index type (e.g. HNSW)
+                pass
 
     def search_files(self, paths: list[Path], k: int = 10, batch_size: int = 64, workers: int = 0,
                      exclude_self: bool = True) -> list[QueryResult]:
@@ -106,7 +112,8 @@ class Searcher:
         """Top-k per vector. Over-fetches by the number of vectors without a row (removed
         from an index type that cannot delete, or left by a killed writer) and drops them."""
         extra = self.store.dead_vectors() + 1  # +1: the query itself, when it is indexed
-        distances, ids = faiss_index.search(self.index, vectors, k + extra, self.store.spec)
+        index = self.index if k + extra <= GPU_MAX_K else self.store.index
+        distances, ids = faiss_index.search(index, vectors, k + extra, self.store.spec)
         rows = self.store.rows_by_id(np.unique(ids[ids >= 0]))
         out = []
         for qi in range(len(vectors)):

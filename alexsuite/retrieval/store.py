@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS images (
     added    REAL NOT NULL          -- unix time
 );
 CREATE INDEX IF NOT EXISTS images_sha256 ON images (sha256);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -139,10 +140,18 @@ class IndexStore:
         q = "SELECT * FROM images WHERE substr(path, 1, ?) = ?"
         return {r[1]: Row(*r[:6]) for r in self.db.execute(q, (len(prefix), prefix))}
 
-    def max_id(self) -> int:
+    def next_id(self) -> int:
+        """Ids are never reused, even after the newest image is removed: a search that loaded
+        an older index.faiss must never see an old vector under a new file's name."""
+        counter = self.db.execute("SELECT value FROM counters WHERE name = 'next_id'").fetchone()
         top = self.db.execute("SELECT MAX(id) FROM images").fetchone()[0]
         held = faiss_index.stored_ids(self.index) if self.index is not None else np.empty(0)
-        return max(top if top is not None else -1, int(held.max()) if len(held) else -1)
+        return max(counter[0] if counter else 0, (top if top is not None else -1) + 1,
+                   int(held.max()) + 1 if len(held) else 0)
+
+    def set_next_id(self, value: int) -> None:
+        """Inside the writer's transaction."""
+        self.db.execute("INSERT OR REPLACE INTO counters VALUES ('next_id', ?)", (value,))
 
     def dead_vectors(self) -> int:
         """Vectors in the index without a row (removed but not removable, or a writer died)."""
