@@ -82,7 +82,15 @@ def create(spec: IndexSpec) -> faiss.Index:
         # (over 5 min for PQ64 on 2 cores) for a code order only Hamming pre-filtering
         # (--params ht=N) uses. Codes and default search are the same without it.
         faiss.downcast_index(ivf).do_polysemous_training = False
-    return inner if ivf is not None else faiss.IndexIDMap2(inner)
+    return inner if _takes_ids(inner) else faiss.IndexIDMap2(inner)
+
+
+def _takes_ids(index: faiss.Index) -> bool:
+    """IVF indexes (optionally behind PCA/normalisation) store the ids they are given."""
+    top = faiss.downcast_index(index)
+    if isinstance(top, faiss.IndexPreTransform):
+        top = faiss.downcast_index(top.index)
+    return isinstance(top, faiss.IndexIVF)
 
 
 def _faiss_reason(e: Exception) -> str:
@@ -149,9 +157,9 @@ def stored_ids(index: faiss.Index) -> np.ndarray:
     """The ids an index made by `create` holds."""
     if not index.ntotal:
         return np.empty(0, np.int64)
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is None:
+    if not _takes_ids(index):
         return faiss.vector_to_array(faiss.downcast_index(index).id_map)
+    ivf = faiss.try_extract_index_ivf(index)
     lists = ivf.invlists
     return np.concatenate([faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
                            for i in range(lists.nlist) if lists.list_size(i)])
