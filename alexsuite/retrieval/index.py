@@ -137,8 +137,11 @@ def set_search_params(index: faiss.Index, params: str) -> None:
     """Apply a FAISS ParameterSpace string such as 'nprobe=32' or 'efSearch=256'."""
     if not params:
         return
+    top = faiss.downcast_index(index)
+    if isinstance(top, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        top = faiss.downcast_index(top.index)  # ParameterSpace does not look inside id maps for k_factor
     try:
-        faiss.ParameterSpace().set_index_parameters(index, params)
+        faiss.ParameterSpace().set_index_parameters(top, params)
     except RuntimeError as e:
         raise ConfigError(f"--params {params!r} does not apply to this index ({_faiss_reason(e)})") from None
 
