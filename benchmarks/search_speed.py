@@ -26,7 +26,7 @@ SWEEPS = {
     "HNSW32": ("efSearch", [16, 32, 64, 128, 256, 512]),
     "IVF{nlist},Flat": ("nprobe", [1, 4, 8, 16, 32, 64, 128]),
     "IVF{nlist},PQ{m}": ("nprobe", [4, 16, 64]),
-    "IVF{nlist},PQ{m2}x4fs,RFlat": ("nprobe,k_factor", [(8, 4), (16, 8), (32, 8), (32, 16), (64, 16)]),
+    "IVF{nlist},PQ{m2}x4fs,RFlat": ("nprobe,k_factor_rf", [(8, 4), (16, 8), (32, 8), (32, 16), (64, 16)]),
 }
 
 

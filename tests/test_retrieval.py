@@ -120,12 +120,13 @@ def test_search_finds_same_class_and_leaves_out_the_query(loaded, photos, tmp_pa
     store.close()
 
 
-@pytest.mark.parametrize("factory", ["HNSW16", "IVF4,Flat", "PCA64,IVF2,Flat", "IVF2,PQ16x4fs,RFlat"])
-def test_other_factories_and_removal_where_faiss_cannot_delete(loaded, photos, tmp_path, factory):
+@pytest.mark.parametrize("factory,metric", [("HNSW16", "cosine"), ("IVF4,Flat", "cosine"),
+                                           ("PCA64,IVF2,Flat", "l2"), ("IVF2,PQ64x4fs,RFlat", "l2")])
+def test_other_factories_and_removal_where_faiss_cannot_delete(loaded, photos, tmp_path, factory, metric):
     index_dir = tmp_path / "idx"
-    build(loaded, photos, index_dir, factory=factory, metric="cosine")
+    build(loaded, photos, index_dir, factory=factory, metric=metric)
     (photos / "circle" / "circle_001.png").unlink()
-    build(loaded, photos, index_dir, factory=factory, metric="cosine", prune=True)
+    build(loaded, photos, index_dir, factory=factory, metric=metric, prune=True)
     store = IndexStore.open_read(index_dir)
     assert store.count() == 71
     # HNSW and refine stages cannot remove: the vector stays, without a row, and is skipped.
@@ -255,3 +256,11 @@ def test_ids_are_never_reused_and_odd_names_are_skipped(loaded, photos, tmp_path
     store = IndexStore.open_read(index_dir)
     assert store.row_by_path(photos.resolve() / "circle" / "green.png").id == newest.id + 1
     store.close()
+
+
+def test_factory_strings_keep_cosine_a_cosine():
+    spec = faiss_index.IndexSpec
+    assert spec(64, "Flat", "cosine", pca=16).full_factory == "PCAW16,L2norm,Flat"
+    assert spec(64, "PCA32,IVF2,Flat", "cosine").full_factory == "PCA32,L2norm,IVF2,Flat"
+    assert spec(64, "HNSW32", "l2", pca=16, whiten=False).full_factory == "PCA16,HNSW32"
+    assert faiss_index.default_search_params("IVF64,PQ8x4fs,RFlat") == "nprobe=16,k_factor_rf=16"

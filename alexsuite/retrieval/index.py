@@ -41,7 +41,12 @@ class IndexSpec:
             parts.append(f"PCA{'W' if self.whiten else ''}{self.pca}")
             if self.metric == "cosine":
                 parts.append("L2norm")  # whitening changes norms; cosine needs unit vectors again
-        parts.append(self.factory)
+        own = self.factory.split(",")
+        if self.metric == "cosine" and "L2norm" not in own:
+            pcas = [i for i, p in enumerate(own) if p.startswith("PCA")]
+            if pcas:  # a PCA inside the factory string shortens vectors too
+                own.insert(pcas[-1] + 1, "L2norm")
+        parts += own
         return ",".join(parts)
 
     @property
@@ -51,13 +56,15 @@ class IndexSpec:
 
 def default_search_params(factory: str) -> str:
     """Search-time settings that give high recall for common factories (FAISS' defaults,
-    nprobe=1 and efSearch=16, favour speed); users override with --params."""
-    head = factory.split(",")
-    if any(p.startswith("IVF") for p in head):
-        return "nprobe=16"
-    if any(p.startswith("HNSW") for p in head):
-        return "efSearch=128"
-    return ""
+    nprobe=1, efSearch=16 and no re-ranking, favour speed); users override with --params."""
+    parts, params = factory.split(","), []
+    if any(p.startswith("IVF") for p in parts):
+        params.append("nprobe=16")
+    if any(p.startswith("HNSW") for p in parts):
+        params.append("efSearch=128")
+    if any(p.startswith(("RFlat", "Refine")) for p in parts):
+        params.append("k_factor_rf=16")  # re-rank 16k candidates with exact distances
+    return ",".join(params)
 
 
 def create(spec: IndexSpec) -> faiss.Index:
