@@ -21,6 +21,7 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/alexsuite train --epochs 8 --out runs/train/demo
 	$(BIN)/alexsuite eval runs/train/demo/last.pt --ten-crop
+	$(BIN)/alexsuite eval-retrieval --model runs/train/demo/last.pt --metric cosine
 
 test: setup
 	$(BIN)/python -m pytest -q
