@@ -33,15 +33,15 @@ def model_for(store_dir: Path, model: str | None, rebuild: bool = False) -> str:
               "AlexNet weights. Default: the model that built the index, else the newest runs/train/ run.")
 @click.option("--index", "index_name", default="default", show_default=True,
               help="A name (kept under indexes/) or a path to an index directory.")
-@click.option("--layer", type=click.Choice(LAYERS), default="fc7", show_default=True,
-              help="Which activations describe an image (the paper used fc7, Section 6.1).")
-@click.option("--factory", default="Flat", show_default=True,
-              help="FAISS index_factory string: Flat (exact), HNSW32, IVF1024,PQ64, ITQ256,LSHt (binary codes)...; "
-              "training is done for you.")
-@click.option("--metric", type=click.Choice(["l2", "cosine"]), default="l2", show_default=True,
-              help="l2: Euclidean distance as the paper; cosine: angle between vectors.")
+@click.option("--layer", type=click.Choice(LAYERS), default=None,
+              help="Which activations describe an image: fc7 (default; the paper's Section 6.1), fc6, pool5.")
+@click.option("--factory", default=None,
+              help="FAISS index_factory string: Flat (default, exact), HNSW32, IVF1024,PQ64, ITQ256,LSHt "
+              "(binary codes)...; training is done for you.")
+@click.option("--metric", type=click.Choice(["l2", "cosine"]), default=None,
+              help="l2 (default): Euclidean distance as the paper; cosine: the angle between vectors.")
 @click.option("--pca", type=click.IntRange(min=1), default=None, help="Reduce vectors to N dimensions with PCA first.")
-@click.option("--whiten/--no-whiten", default=True, show_default=True, help="With --pca: whiten the components.")
+@click.option("--whiten/--no-whiten", default=None, help="With --pca: whiten the components (default: whiten).")
 @click.option("--prune", is_flag=True, help="Remove indexed images under IMAGES whose files are gone.")
 @click.option("--rebuild", is_flag=True, help="Delete the index and build it again (needed to change its settings).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N] (also FAISS GPU training).")
@@ -56,7 +56,8 @@ def index_cmd(images, model, index_name, layer, factory, metric, pca, whiten, pr
               batch_size, workers, strict, wait, commit_every, as_json):
     """Embed every image under IMAGES (recursively) and add it to a FAISS index.
 
-    Running it again embeds only new or changed files; ids stay stable. The index
+    Running it again embeds only new or changed files; ids stay stable. Settings left
+    out (--layer, --factory, --metric, --pca) keep what the index was built with. The index
     directory holds index.faiss, meta.sqlite (id, path, size, mtime, sha256, class label
     = first folder under IMAGES) and manifest.json (model fingerprint, layer,
     preprocessing, factory); it refuses vectors from any other model. Work is committed
@@ -78,7 +79,7 @@ def index_cmd(images, model, index_name, layer, factory, metric, pca, whiten, pr
                             commit_every)
         quiet = as_json or not ctx.is_main
         if not quiet:
-            click.echo(f"indexing {images} into {store_dir} with {loaded.source} ({loaded.arch}, {layer})", err=True)
+            click.echo(f"indexing {images} into {store_dir} with {loaded.source} ({loaded.arch})", err=True)
         report = update_index(store_dir, loaded, Path(images), opts, dev, ctx=ctx,
                               progress=lambda total: Bar(total, "embed", enabled=not quiet),
                               warn=lambda m: click.secho(f"warning: {m}", fg="yellow", err=True))

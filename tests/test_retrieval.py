@@ -126,7 +126,7 @@ def test_other_factories_and_removal_where_faiss_cannot_delete(loaded, photos, t
     index_dir = tmp_path / "idx"
     build(loaded, photos, index_dir, factory=factory, metric=metric)
     (photos / "circle" / "circle_001.png").unlink()
-    build(loaded, photos, index_dir, factory=factory, metric=metric, prune=True)
+    build(loaded, photos, index_dir, prune=True)  # settings left out: as the index was built
     store = IndexStore.open_read(index_dir)
     assert store.count() == 71
     # HNSW and refine stages cannot remove: the vector stays, without a row, and is skipped.

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch.distributed as dist
 
-from ..data.decode import is_image_path
+from ..data.decode import IMAGE_SUFFIXES, is_image_path
 from ..embedding import embed_batches, feature_dim, file_dataset
 from ..errors import AlexsuiteError, ConfigError, DataError
 from ..training.distributed import DistContext
 from . import index as faiss_index
-from .store import IndexStore, check_model, model_record, writer_lock
+from .store import INDEX_FILE, MANIFEST_FILE, META_FILE, IndexStore, check_model, model_record, writer_lock
 
 TRAIN_CAP = 200_000        # vectors to train an IVF/PQ/PCA index on (FAISS samples <= 256 per centroid)
 TRAIN_BYTES = 2 * 2**30    # ... held in memory at most (4096-d fc7: 131,072 vectors)
@@ -29,11 +29,12 @@ TRAIN_BYTES = 2 * 2**30    # ... held in memory at most (4096-d fc7: 131,072 vec
 
 @dataclass
 class IndexOptions:
-    layer: str = "fc7"
-    factory: str = "Flat"
-    metric: str = "l2"
+    # None: keep what the index was built with (a new index: fc7, Flat, l2, no PCA, whitened)
+    layer: str | None = None
+    factory: str | None = None
+    metric: str | None = None
     pca: int | None = None
-    whiten: bool = True
+    whiten: bool | None = None
     batch_size: int = 128
     workers: int = 2
     prune: bool = False
@@ -106,6 +107,8 @@ def label_of(path: Path, root: Path) -> str | None:
 
 @dataclass
 class Plan:
+    root: Path                        # the folder being indexed
+    layer: str                        # the index's layer
     embed: list[Path]                 # files to embed, in order
     replace: dict[str, int]           # path -> old id, for changed files
     remove: list[int]                 # ids of pruned rows
@@ -115,6 +118,7 @@ class Plan:
 
 
 def plan_update(store: IndexStore, root: Path, files: list[Path], prune: bool, report: IndexReport) -> Plan:
+    """What to embed, replace, remove and touch so the index matches `files` under `root`."""
     known = store.rows_under(root)
     embed, replace, touch, stats = [], {}, [], {}
     for p in files:
@@ -145,7 +149,7 @@ def plan_update(store: IndexStore, root: Path, files: list[Path], prune: bool, r
         report.removed = len(gone)
     else:
         report.missing = len(gone)
-    return Plan(embed, replace, gone if prune else [], touch, report, stats)
+    return Plan(root, store.manifest["layer"], embed, replace, gone if prune else [], touch, report, stats)
 
 
 def update_index(store_dir: Path, loaded, images: Path, opts: IndexOptions, device, progress=None,
@@ -157,26 +161,28 @@ def update_index(store_dir: Path, loaded, images: Path, opts: IndexOptions, devi
         raise DataError(f"{images}: no such folder")
     start = time.time()
     report = IndexReport(str(store_dir))
-    if ctx.is_main:
-        try:
-            with writer_lock(store_dir, opts.wait):
-                plan, store = _prepare(store_dir, loaded, root, opts, report, warn)
-                try:
-                    _broadcast(ctx, [str(p) for p in plan.embed])
-                    _run(plan, store, loaded, root, opts, device, progress, ctx, start)
-                finally:
-                    store.close()
-        except Exception as e:
-            if "plan" not in locals():  # the other processes wait for a plan: tell them
-                _broadcast(ctx, str(e) or type(e).__name__)
-            raise
-    else:
-        files = _broadcast(ctx, None)
-        if isinstance(files, str):
-            raise AlexsuiteError(f"process 0 stopped: {files}")
-        plan = Plan([Path(p) for p in files], {}, [], [], report)
-        _run(plan, None, loaded, root, opts, device, None, ctx, start)
-    return plan.report
+    if not ctx.is_main:
+        shared = _broadcast(ctx, None)
+        if isinstance(shared, str):
+            raise AlexsuiteError(f"process 0 stopped: {shared}")
+        plan = Plan(root, shared["layer"], [Path(p) for p in shared["files"]], {}, [], [], report)
+        _run(plan, None, loaded, opts, device, None, ctx, start)
+        return report
+    planned = False
+    try:
+        with writer_lock(store_dir, opts.wait):
+            plan, store = _prepare(store_dir, loaded, root, opts, report, warn)
+            try:
+                _broadcast(ctx, {"layer": plan.layer, "files": [str(p) for p in plan.embed]})
+                planned = True
+                _run(plan, store, loaded, opts, device, progress, ctx, start)
+            finally:
+                store.close()
+    except Exception as e:
+        if not planned:  # the other processes are waiting for a plan: tell them why none comes
+            _broadcast(ctx, str(e) or type(e).__name__)
+        raise
+    return report
 
 
 def _broadcast(ctx: DistContext, payload):
@@ -188,12 +194,14 @@ def _broadcast(ctx: DistContext, payload):
 
 
 def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: IndexReport, warn):
-    from .store import INDEX_FILE, META_FILE, MANIFEST_FILE
     if opts.rebuild:  # the manifest first: without it nothing else is trusted
         for name in (MANIFEST_FILE, INDEX_FILE, META_FILE, META_FILE + "-wal", META_FILE + "-shm"):
             (store_dir / name).unlink(missing_ok=True)
-    if IndexStore.exists(store_dir) and not _is_empty(store_dir):
-        store = IndexStore.open_read(store_dir)
+    store = IndexStore.open_read(store_dir) if IndexStore.exists(store_dir) else None
+    if store is not None and store.index is None and not store.count():
+        store.close()  # nothing was ever committed (e.g. training failed): new settings may apply
+        store = None
+    if store is not None:
         check_model(store.manifest, loaded)
         _check_same_settings(store, opts)
         dropped = store.drop_orphans()
@@ -201,12 +209,12 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
             store.save_index()
             warn(f"removed {dropped} vector(s) left by an interrupted run")
     else:
-        dim = feature_dim(loaded.model, loaded.preprocess, opts.layer)
-        spec = faiss_index.IndexSpec(dim, opts.factory, opts.metric, opts.pca, opts.whiten,
-                                     faiss_index.default_search_params(opts.factory))
+        layer, factory = opts.layer or "fc7", opts.factory or "Flat"
+        spec = faiss_index.IndexSpec(feature_dim(loaded.model, loaded.preprocess, layer), factory,
+                                     opts.metric or "l2", opts.pca, opts.whiten is not False,
+                                     faiss_index.default_search_params(factory))
         faiss_index.create(spec)  # fail on a bad factory before any work is done
-        store = IndexStore.create(store_dir, model_record(loaded), opts.layer,
-                                  loaded.preprocess.to_dict(), spec)
+        store = IndexStore.create(store_dir, model_record(loaded), layer, loaded.preprocess.to_dict(), spec)
     scan = scan_images(root)
     files, report.non_images = scan.images, scan.others
     if scan.unreadable:
@@ -215,7 +223,7 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
                             "not pruning what could not be seen: fix it, or run without --prune")
         warn(f"skipped {len(scan.unreadable)} unreadable folder(s) or file name(s), e.g. {scan.unreadable[0]}")
     if not files and not store.count():
-        raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(_suffixes()))})")
+        raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     report.scanned = len(files)
     plan = plan_update(store, root, files, opts.prune, report)
     if not (store.index if store.index is not None else faiss_index.create(store.spec)).is_trained:
@@ -225,42 +233,28 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
     return plan, store
 
 
-def _is_empty(store_dir: Path) -> bool:
-    """Nothing was ever committed (e.g. training failed): the next run may choose new settings."""
-    store = IndexStore.open_read(store_dir)
-    try:
-        return store.index is None and store.count() == 0
-    finally:
-        store.close()
-
-
-def _suffixes():
-    from ..data.decode import IMAGE_SUFFIXES
-    return IMAGE_SUFFIXES
-
-
 def _check_same_settings(store: IndexStore, opts: IndexOptions) -> None:
-    """Adding to an index keeps its layer and spec; a different request is an error, not a surprise."""
-    asked = {"layer": opts.layer, "factory": opts.factory, "metric": opts.metric, "pca": opts.pca}
-    have = {"layer": store.manifest["layer"], "factory": store.spec.factory,
-            "metric": store.spec.metric, "pca": store.spec.pca}
-    if opts.pca:
-        asked["whiten"], have["whiten"] = opts.whiten, store.spec.whiten
-    diff = [f"--{k} {have[k]} (asked {asked[k]})" for k in asked if asked[k] != have[k]]
+    """Adding to an index keeps its layer and spec: options left out mean 'as built'; one that
+    asks for something else is an error, not a surprise."""
+    asked = {"layer": opts.layer, "factory": opts.factory, "metric": opts.metric, "pca": opts.pca,
+             "whiten": opts.whiten}
+    have = {"layer": store.manifest["layer"], "factory": store.spec.factory, "metric": store.spec.metric,
+            "pca": store.spec.pca, "whiten": store.spec.whiten}
+    diff = [f"--{k} {have[k]} (asked {asked[k]})" for k in asked if asked[k] is not None and asked[k] != have[k]]
     if diff:
         raise ConfigError(f"{store.root} was built with {', '.join(diff)}; keep those settings, "
                           "add --rebuild to start over, or use another --index")
 
 
-def _run(plan: Plan, store: IndexStore | None, loaded, root: Path, opts: IndexOptions, device,
+def _run(plan: Plan, store: IndexStore | None, loaded, opts: IndexOptions, device,
          progress, ctx: DistContext, start: float) -> None:
     report = plan.report
-    writer = _Writer(store, root, plan, device) if store is not None else None
+    writer = _Writer(store, plan, device) if store is not None else None
     bar = progress(len(plan.embed)) if progress and plan.embed else None
     dataset = file_dataset(plan.embed, loaded.preprocess.base_size)
     last_commit = time.monotonic()
     try:
-        for batch in embed_batches(loaded.model, dataset, loaded.preprocess, opts.layer, device,
+        for batch in embed_batches(loaded.model, dataset, loaded.preprocess, plan.layer, device,
                                    opts.batch_size, opts.workers, opts.strict, ctx.rank, ctx.world):
             parts = [(batch.positions.numpy(), batch.vectors, [str(e) for e in batch.failures])]
             if ctx.enabled:
@@ -292,8 +286,8 @@ def _run(plan: Plan, store: IndexStore | None, loaded, root: Path, opts: IndexOp
 class _Writer:
     """Stages embedded vectors and commits them: index file first, then SQLite (see store.py)."""
 
-    def __init__(self, store: IndexStore, root: Path, plan: Plan, device):
-        self.store, self.root, self.plan, self.device = store, root, plan, device
+    def __init__(self, store: IndexStore, plan: Plan, device):
+        self.store, self.plan, self.device = store, plan, device
         self.index = store.index if store.index is not None else faiss_index.create(store.spec)
         self.next_id = store.next_id()
         self.vectors: list[np.ndarray] = []
@@ -358,7 +352,7 @@ class _Writer:
             st = p.stat()
             if (st.st_size, st.st_mtime_ns) != self.plan.stat[str(p)]:
                 raise OSError("changed while it was being indexed; the next run indexes it")
-            return (str(p), st.st_size, st.st_mtime_ns, file_sha256(p), label_of(p, self.root), time.time())
+            return (str(p), st.st_size, st.st_mtime_ns, file_sha256(p), label_of(p, self.plan.root), time.time())
         except OSError as e:
             self.plan.report.failed += 1
             examples = self.plan.report.failed_examples
