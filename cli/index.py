@@ -32,7 +32,7 @@ def model_for(store_dir: Path, model: str | None, rebuild: bool = False) -> str:
 @click.option("--model", default=None, help="Run directory or checkpoint from `alexsuite train`, or torchvision "
               "AlexNet weights. Default: the model that built the index, else the newest runs/train/ run.")
 @click.option("--index", "index_name", default="default", show_default=True,
-              help="A name (kept under indexes/) or a path to an index directory.")
+              help="A name (kept under indexes/) or a path containing a / to an index directory.")
 @click.option("--layer", type=click.Choice(LAYERS), default=None,
               help="Which activations describe an image: fc7 (default; the paper's Section 6.1), fc6, pool5.")
 @click.option("--factory", default=None,

@@ -31,6 +31,11 @@ def main():
     Start here (runs offline on the bundled Fashion-MNIST subset):
       alexsuite train --epochs 3            # writes runs/train/exp/
       alexsuite eval runs/train/exp         # top-1 / top-5 on the test split
+      alexsuite eval-retrieval              # how well its fc7 features find same-class images
+
+    Then on your own photos:
+      alexsuite index photos/               # fc7 vectors -> indexes/default (FAISS + SQLite)
+      alexsuite search query.jpg            # the 10 nearest indexed images
 
     Every command has --help with a real example.
     """

@@ -17,7 +17,7 @@ from .main import main
 @main.command(name="search")
 @click.argument("queries", nargs=-1)
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
-@click.option("--index", "index_name", default="default", show_default=True, help="Index name (under indexes/) or path.")
+@click.option("--index", "index_name", default="default", show_default=True, help="Index name (kept under indexes/) or a path containing a /.")
 @click.option("--id", "ids", type=int, multiple=True, help="Search with an already indexed image, by its id (repeatable).")
 @click.option("--model", default=None, help="Default: the model recorded in the index (any other is refused).")
 @click.option("--params", default=None, help="FAISS search parameters, e.g. nprobe=32 or efSearch=256 "
