@@ -58,6 +58,8 @@ def eval_retrieval_cmd(data, model, layer, factory, metric, pca, whiten, params,
     spec = IndexSpec(db.shape[1], factory, metric, pca, whiten)
     result = evaluate_retrieval(db, db_labels, q, q_labels, spec, tuple(sorted(set(ks))), params=params, device=dev)
     result = {"model": str(loaded.source), "layer": layer, "data": data, **result}
+    for advice in result["warnings"]:
+        click.secho(f"warning: {advice}", fg="yellow", err=True)
     if as_json:
         click.echo(json.dumps(result))
         return

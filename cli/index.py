@@ -96,6 +96,7 @@ def index_cmd(images, model, index_name, layer, factory, metric, pca, whiten, pr
     if report.missing:
         click.secho(f"warning: {report.missing} indexed image(s) under {images} are gone; --prune removes them",
                     fg="yellow", err=True)
+    speed = f", {report.images_per_s:.0f} img/s" if report.added + report.updated else ""
     click.echo(f"{store_dir}: {report.total:,} images ({report.added:,} added, {report.updated:,} updated, "
                f"{report.unchanged + report.touched:,} unchanged, {report.removed:,} removed) "
-               f"in {report.seconds:.1f}s, {report.images_per_s:.0f} img/s")
+               f"in {report.seconds:.1f}s{speed}")

@@ -264,3 +264,11 @@ def test_factory_strings_keep_cosine_a_cosine():
     assert spec(64, "PCA32,IVF2,Flat", "cosine").full_factory == "PCA32,L2norm,IVF2,Flat"
     assert spec(64, "HNSW32", "l2", pca=16, whiten=False).full_factory == "PCA16,HNSW32"
     assert faiss_index.default_search_params("IVF64,PQ8x4fs,RFlat") == "nprobe=16,k_factor_rf=16"
+
+
+def test_too_few_training_vectors_warn_once_in_our_words(capfd):
+    spec = faiss_index.IndexSpec(64, factory="IVF8,PQ16")
+    vectors = np.random.default_rng(0).normal(size=(300, 64)).astype(np.float32)
+    advice = faiss_index.train(faiss_index.create(spec), vectors, spec)
+    assert len(advice) == 1 and "IVF8 wants 312" in advice[0] and "PQ wants 9,984" in advice[0]
+    assert "WARNING clustering" not in capfd.readouterr().err  # FAISS's 17 lines are gone

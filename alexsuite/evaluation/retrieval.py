@@ -30,7 +30,7 @@ def evaluate_retrieval(db_vectors: np.ndarray, db_labels: np.ndarray, q_vectors:
     database for every query, and return mAP and precision@k."""
     t0 = time.perf_counter()
     index = faiss_index.create(spec)
-    faiss_index.train(index, db_vectors, spec, device)
+    advice = faiss_index.train(index, db_vectors, spec, device)
     index.add_with_ids(faiss_index.prepare(db_vectors, spec), np.arange(len(db_vectors), dtype=np.int64))
     faiss_index.set_search_params(index, faiss_index.default_search_params(spec.factory) if params is None else params)
     build_s = time.perf_counter() - t0
@@ -46,4 +46,5 @@ def evaluate_retrieval(db_vectors: np.ndarray, db_labels: np.ndarray, q_vectors:
             "queries": int(len(q_vectors)), "database": int(len(db_vectors)),
             "mAP": float(np.concatenate(aps).mean()) if aps else 0.0,
             **{f"precision@{k}": float(np.concatenate(precisions[k]).mean()) if aps else 0.0 for k in ks},
-            "build_seconds": round(build_s, 3), "rank_seconds": round(time.perf_counter() - t0, 3)}
+            "build_seconds": round(build_s, 3), "rank_seconds": round(time.perf_counter() - t0, 3),
+            "warnings": advice}

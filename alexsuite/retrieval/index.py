@@ -119,12 +119,14 @@ def prepare(vectors: np.ndarray, spec: IndexSpec) -> np.ndarray:
     return x
 
 
-def train(index: faiss.Index, vectors: np.ndarray, spec: IndexSpec, device=None) -> None:
+def train(index: faiss.Index, vectors: np.ndarray, spec: IndexSpec, device=None) -> list[str]:
     """Train quantisers / PCA on the user's own vectors, with a clear error when there are
-    too few. With faiss-gpu and --device cuda, IVF k-means runs on the GPU (FAISS's
-    `clustering_index` hook) while the index itself stays a CPU index."""
+    too few and one warning line (instead of FAISS's one per sub-quantiser) when there are
+    fewer than FAISS advises. With faiss-gpu and --device cuda, IVF k-means runs on the GPU
+    (FAISS's `clustering_index` hook) while the index itself stays a CPU index."""
     if index.is_trained:
-        return
+        return []
+    advice = _quieten_clustering(index, len(vectors), spec)
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None and getattr(device, "type", "") == "cuda" and gpu_available():
         ivf.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlat(ivf.d, ivf.metric_type))
@@ -138,6 +140,26 @@ def train(index: faiss.Index, vectors: np.ndarray, spec: IndexSpec, device=None)
     finally:
         if ivf is not None:
             ivf.clustering_index = None
+    return advice
+
+
+def _quieten_clustering(index: faiss.Index, n: int, spec: IndexSpec) -> list[str]:
+    """FAISS prints a warning per k-means run (64 for PQ64) when n < 39 points per centroid;
+    say it once, in our words, and turn FAISS's off."""
+    wanted = {}
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        wanted[f"IVF{ivf.nlist}"] = 39 * ivf.nlist
+        ivf.cp.min_points_per_centroid = 0
+        pq = getattr(faiss.downcast_index(ivf), "pq", None)
+        if pq is not None:
+            wanted["PQ"] = 39 * (1 << pq.nbits)
+            pq.cp.min_points_per_centroid = 0
+    short = [f"{name} wants {count:,}" for name, count in wanted.items() if n < count]
+    if not short:
+        return []
+    return [f"{spec.full_factory} trained on {n:,} vectors ({', '.join(short)}): recall may suffer; "
+            "Flat or HNSW32 suit small collections"]
 
 
 def set_search_params(index: faiss.Index, params: str) -> None:

@@ -175,7 +175,7 @@ def update_index(store_dir: Path, loaded, images: Path, opts: IndexOptions, devi
             try:
                 _broadcast(ctx, {"layer": plan.layer, "files": [str(p) for p in plan.embed]})
                 planned = True
-                _run(plan, store, loaded, opts, device, progress, ctx, start)
+                _run(plan, store, loaded, opts, device, progress, ctx, start, warn)
             finally:
                 store.close()
     except Exception as e:
@@ -247,9 +247,9 @@ def _check_same_settings(store: IndexStore, opts: IndexOptions) -> None:
 
 
 def _run(plan: Plan, store: IndexStore | None, loaded, opts: IndexOptions, device,
-         progress, ctx: DistContext, start: float) -> None:
+         progress, ctx: DistContext, start: float, warn=lambda message: None) -> None:
     report = plan.report
-    writer = _Writer(store, plan, device) if store is not None else None
+    writer = _Writer(store, plan, device, warn) if store is not None else None
     bar = progress(len(plan.embed)) if progress and plan.embed else None
     dataset = file_dataset(plan.embed, loaded.preprocess.base_size)
     last_commit = time.monotonic()
@@ -286,8 +286,8 @@ def _run(plan: Plan, store: IndexStore | None, loaded, opts: IndexOptions, devic
 class _Writer:
     """Stages embedded vectors and commits them: index file first, then SQLite (see store.py)."""
 
-    def __init__(self, store: IndexStore, plan: Plan, device):
-        self.store, self.plan, self.device = store, plan, device
+    def __init__(self, store: IndexStore, plan: Plan, device, warn):
+        self.store, self.plan, self.device, self.warn = store, plan, device, warn
         self.index = store.index if store.index is not None else faiss_index.create(store.spec)
         self.next_id = store.next_id()
         self.vectors: list[np.ndarray] = []
@@ -326,7 +326,8 @@ class _Writer:
         deleted = replaced + self.pending_removals
         if vectors is not None:
             if not self.index.is_trained:
-                faiss_index.train(self.index, vectors[:self.train_size], store.spec, self.device)
+                for advice in faiss_index.train(self.index, vectors[:self.train_size], store.spec, self.device):
+                    self.warn(advice)
             self.index.add_with_ids(faiss_index.prepare(vectors, store.spec), ids)
         if self.index.is_trained and vectors is not None:
             store.index = self.index
