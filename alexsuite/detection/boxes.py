@@ -1,0 +1,61 @@
+"""Box arithmetic for detection. Boxes are float (N, 4) tensors of 0-based pixel corners
+[x1, y1, x2, y2] with x2/y2 exclusive, so width = x2 - x1; VOC's 1-based inclusive boxes are
+converted once, where annotations are read (data/voc.py). IoU and NMS are torchvision's."""
+from __future__ import annotations
+
+import torch
+from torchvision.ops import batched_nms, box_iou
+
+__all__ = ["box_iou", "clip", "nms_per_class", "encode", "decode", "context_window", "valid"]
+
+# R-CNN's bounding-box regression targets (Girshick et al. 2014, appendix C).
+
+
+def _centre_size(boxes: torch.Tensor):
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    return boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h, w, h
+
+
+def encode(proposals: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """t = ((Gx - Px) / Pw, (Gy - Py) / Ph, log(Gw / Pw), log(Gh / Ph)) per row."""
+    px, py, pw, ph = _centre_size(proposals)
+    gx, gy, gw, gh = _centre_size(targets)
+    return torch.stack([(gx - px) / pw, (gy - py) / ph, torch.log(gw / pw), torch.log(gh / ph)], 1)
+
+
+def decode(proposals: torch.Tensor, deltas: torch.Tensor, max_log_scale: float = 4.0) -> torch.Tensor:
+    """The inverse of encode; log-scales are capped so a wild regressor cannot overflow."""
+    px, py, pw, ph = _centre_size(proposals)
+    dw, dh = deltas[:, 2].clamp(max=max_log_scale), deltas[:, 3].clamp(max=max_log_scale)
+    cx, cy = px + deltas[:, 0] * pw, py + deltas[:, 1] * ph
+    w, h = pw * torch.exp(dw), ph * torch.exp(dh)
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], 1)
+
+
+def clip(boxes: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    out = boxes.clone()
+    out[:, 0::2] = out[:, 0::2].clamp(0, width)
+    out[:, 1::2] = out[:, 1::2].clamp(0, height)
+    return out
+
+
+def valid(boxes: torch.Tensor, min_size: float = 1.0) -> torch.Tensor:
+    """Boxes with at least `min_size` pixels of width and height."""
+    return ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+
+
+def nms_per_class(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float = 0.3) -> torch.Tensor:
+    """Indices kept by greedy NMS run separately for each class (R-CNN test: overlap 0.3)."""
+    return batched_nms(boxes.float(), scores.float(), labels, iou)
+
+
+def context_window(boxes: torch.Tensor, crop: int, padding: int = 16) -> torch.Tensor:
+    """The image region R-CNN warps for each box (Section 2.1, appendix A): the box grown so
+    that, once warped to crop x crop, it is surrounded by `padding` pixels of context, i.e.
+    scaled by crop / (crop - 2 * padding) about its centre. The region may leave the image;
+    the warp fills the outside with the mean colour (zero after normalisation)."""
+    cx, cy, w, h = _centre_size(boxes)
+    scale = crop / (crop - 2.0 * padding)
+    half_w, half_h = 0.5 * w * scale, 0.5 * h * scale
+    return torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], 1)
