@@ -1,0 +1,139 @@
+"""Selective search region proposals (Uijlings et al. 2013) from OpenCV contrib, as R-CNN
+used them: images resized before segmenting, fast mode by default (quality as an option),
+boxes returned in the original image's 0-based corners. Results are cached on disk per
+image content and settings, and computed in parallel over images.
+
+OpenCV's implementation has known troubles (see REFERENCES.md): a crash on very elongated
+images, slowness on huge ones, no size filter. So images are resized to a working size,
+padded to an aspect ratio of at most MAX_ASPECT, and boxes are filtered afterwards.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data.decode import decode_image
+from .errors import ConfigError, DataError, ImageDecodeError
+from .training.checkpoint import atomic_write_bytes
+
+MAX_ASPECT = 2.0   # OpenCV's selective search has crashed above about 2.4
+
+
+@dataclass(frozen=True)
+class ProposalSettings:
+    mode: str = "fast"         # "fast" (~2,000 boxes on VOC-sized images) or "quality" (~10,000)
+    size: int = 500            # longer side before segmenting (R-CNN: 500 px wide, VOC being landscape)
+    min_size: int = 10         # drop boxes narrower or shorter than this (original pixels)
+    max_boxes: int = 2000      # keep the first N (selective search ranks its boxes)
+
+    def key(self) -> str:
+        return hashlib.sha256(repr(sorted(asdict(self).items())).encode()).hexdigest()[:12]
+
+    def check(self) -> "ProposalSettings":
+        if self.mode not in ("fast", "quality"):
+            raise ConfigError(f"proposal mode {self.mode!r}: use fast or quality")
+        return self
+
+
+def _working_image(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """Resize so the longer side is `size` and pad (replicating edges) to a safe aspect ratio;
+    returns the BGR image and the scale from original to working pixels."""
+    import cv2
+    h, w = rgb.shape[:2]
+    scale = size / max(h, w)
+    img = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                     interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    hh, ww = img.shape[:2]
+    pad_h = max(0, int(np.ceil(ww / MAX_ASPECT)) - hh)
+    pad_w = max(0, int(np.ceil(hh / MAX_ASPECT)) - ww)
+    if pad_h or pad_w:
+        img = cv2.copyMakeBorder(img, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(img[:, :, ::-1]), scale
+
+
+def selective_search(rgb: np.ndarray, settings: ProposalSettings = ProposalSettings()) -> np.ndarray:
+    """float32 (N, 4) boxes [x1, y1, x2, y2] in `rgb`'s pixels (0-based, x2/y2 exclusive)."""
+    import cv2
+    cv2.setNumThreads(1)  # parallelism comes from running images in separate processes
+    h, w = rgb.shape[:2]
+    bgr, scale = _working_image(rgb, settings.size)
+    search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    search.setBaseImage(bgr)
+    if settings.mode == "quality":
+        search.switchToSelectiveSearchQuality()
+    else:
+        search.switchToSelectiveSearchFast()
+    rects = search.process().astype(np.float32)  # x, y, w, h in working pixels
+    if not len(rects):
+        return np.zeros((0, 4), np.float32)
+    boxes = np.stack([rects[:, 0], rects[:, 1], rects[:, 0] + rects[:, 2], rects[:, 1] + rects[:, 3]], 1) / scale
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)   # padding is not image: cut it off
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= settings.min_size) & ((boxes[:, 3] - boxes[:, 1]) >= settings.min_size)
+    boxes = np.round(boxes[keep])
+    _, first = np.unique(boxes, axis=0, return_index=True)  # clipping can make duplicates
+    return boxes[np.sort(first)][:settings.max_boxes].astype(np.float32)
+
+
+def _content_key(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:24]
+
+
+def _compute(path: str, settings: ProposalSettings, cache: str | None) -> np.ndarray:
+    """One image, in a worker process: from the cache, or computed and cached."""
+    file = Path(cache) / f"{_content_key(Path(path))}-{settings.key()}.npy" if cache else None
+    if file is not None and file.exists():
+        try:
+            return np.load(file)
+        except (OSError, ValueError):
+            pass  # a damaged cache entry is recomputed
+    boxes = selective_search(decode_image(path), settings)
+    if file is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, boxes)
+        atomic_write_bytes(file, lambda f: f.write(buffer.getvalue()))
+    return boxes
+
+
+def propose(paths, settings: ProposalSettings = ProposalSettings(), cache_dir=None, workers: int = 2,
+            on_image=None) -> list[np.ndarray | ImageDecodeError]:
+    """Boxes for every image, in order; an unreadable image gives its ImageDecodeError."""
+    settings.check()
+    paths = [str(p) for p in paths]
+    cache = str(cache_dir) if cache_dir else None
+    if workers <= 1 or len(paths) <= 1:
+        results = []
+        for p in paths:
+            results.append(_guarded(_compute, p, settings, cache))
+            if on_image:
+                on_image(1)
+        return results
+    try:
+        with ProcessPoolExecutor(workers) as pool:
+            futures = [pool.submit(_guarded, _compute, p, settings, cache) for p in paths]
+            results = []
+            for future in futures:
+                results.append(future.result())
+                if on_image:
+                    on_image(1)
+            return results
+    except BrokenProcessPool:
+        raise DataError("selective search crashed in OpenCV on one of the images; run with --workers 0 "
+                        "to find which, and report it with the image") from None
+
+
+def _guarded(fn, path, settings, cache):
+    try:
+        return fn(path, settings, cache)
+    except ImageDecodeError as e:
+        return e
