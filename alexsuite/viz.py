@@ -118,3 +118,25 @@ def result_sheet(rows: list[tuple[str, list[tuple[str, str]]]], out, tile: int =
                 draw.rectangle([x - 2, y - 2, x + tile + 1, y + tile + 1], outline=(220, 40, 40), width=2)
             draw.text((x + 2, y + tile + 2), caption[:22], fill=(0, 0, 0))
     sheet.save(out, format="PNG")
+
+
+def draw_boxes(image: np.ndarray, boxes, out, labels=None, scores=None, width: int = 2) -> None:
+    """An RGB uint8 image with boxes ([x1, y1, x2, y2], 0-based, exclusive) drawn on it,
+    captioned with label and score when given; one colour per label."""
+    from PIL import ImageDraw
+    img = Image.fromarray(np.ascontiguousarray(image))
+    draw = ImageDraw.Draw(img)
+    palette = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+               (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
+    names = sorted(set(labels)) if labels is not None else []
+    for i, box in enumerate(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)):
+        label = labels[i] if labels is not None else None
+        colour = palette[names.index(label) % len(palette)] if label is not None else palette[i % len(palette)]
+        x1, y1, x2, y2 = (float(v) for v in box)
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=width)
+        caption = " ".join(t for t in (label, f"{scores[i]:.2f}" if scores is not None else None) if t)
+        if caption:
+            tw = draw.textlength(caption)
+            draw.rectangle([x1, max(0, y1 - 12), x1 + tw + 4, max(12, y1)], fill=colour)
+            draw.text((x1 + 2, max(0, y1 - 12)), caption, fill=(255, 255, 255))
+    img.save(out, format="PNG")

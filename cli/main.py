@@ -42,7 +42,7 @@ def main():
 
 
 def _register():
-    from . import eval_retrieval, evaluate, index, search, train  # noqa: F401  (each module adds its command to `main`)
+    from . import eval_retrieval, evaluate, index, proposals, search, train  # noqa: F401  (each module adds its command to `main`)
 
 
 _register()

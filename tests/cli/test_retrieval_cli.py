@@ -66,3 +66,4 @@ def test_bad_inputs_are_one_line_errors(trained_run, shapes_dir, tmp_path):
     result = run("index", shapes_dir / "val", "--model", trained_run, "--index", tmp_path / "idx2",
                  "--factory", "IVF4096,PQ8")
     assert result.exit_code == 2 and "Flat or HNSW32" in result.output and "Traceback" not in result.output
+

@@ -1,0 +1,59 @@
+"""`alexsuite proposals`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from alexsuite.proposals import ProposalSettings, propose
+
+from .main import main
+from .progress import Bar
+
+
+@main.command(name="proposals")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--mode", type=click.Choice(["fast", "quality"]), default="fast", show_default=True,
+              help="Selective search strategy: fast (~2,000 boxes on a VOC image) or quality (~10,000, slower).")
+@click.option("--max-boxes", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--cache", type=click.Path(file_okay=False), default=None,
+              help="Keep results here, keyed by image content and settings (default: no cache).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Draw the first --draw boxes of each image into OUT/<name>.png.")
+@click.option("--draw", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Processes, one image each.")
+@click.option("--json", "as_json", is_flag=True, help='JSON Lines: {"image", "boxes": [[x1, y1, x2, y2], ...]} per image.')
+def proposals_cmd(images, mode, max_boxes, cache, out, draw, workers, as_json):
+    """Selective-search region proposals for each IMAGE, as R-CNN computes them: the image
+    resized to 500 px, OpenCV's selective search, boxes back in the image's 0-based pixel
+    corners [x1, y1, x2, y2) ranked as selective search ranks them.
+
+    \b
+    Examples:
+      alexsuite proposals photo.jpg                        # how many boxes, how long
+      alexsuite proposals photos/*.jpg --out runs/proposals --json > boxes.jsonl
+    """
+    settings = ProposalSettings(mode=mode, max_boxes=max_boxes)
+    bar = Bar(len(images), "proposals", enabled=not as_json)
+    results = propose(images, settings, cache_dir=cache, workers=workers, on_image=bar)
+    bar.close()
+    failed = 0
+    for path, boxes in zip(images, results):
+        if isinstance(boxes, Exception):
+            failed += 1
+            click.secho(f"warning: {boxes}", fg="yellow", err=True)
+            continue
+        if as_json:
+            click.echo(json.dumps({"image": path, "boxes": boxes.astype(int).tolist()}))
+        else:
+            click.echo(f"{path}: {len(boxes):,} boxes")
+        if out:
+            from alexsuite import viz
+            from alexsuite.data.decode import decode_image
+            Path(out).mkdir(parents=True, exist_ok=True)
+            viz.draw_boxes(decode_image(path), boxes[:draw], Path(out) / f"{Path(path).stem}.png")
+    if out:
+        click.echo(f"pictures: {out}", err=True)
+    if failed == len(images):
+        raise SystemExit(2)
