@@ -93,3 +93,35 @@ def embed_labelled(model, dataset, pre: transforms.Preprocess, layer: str = "fc7
         return np.empty((0, 0), np.float32), np.empty(0, np.int64), failures
     labels = dataset.labels.numpy()[np.concatenate(positions)]
     return np.concatenate(chunks), labels, failures
+
+
+def context_padding(crop_size: int, padding_at_227: int = 16) -> int:
+    """R-CNN's 16 px of context at 227 px crops, kept as the same fraction at other sizes."""
+    return round(padding_at_227 * crop_size / 227)
+
+
+def warp_regions(image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
+                 padding: int | None = None) -> torch.Tensor:
+    """R-CNN's region warping (Section 2.1, appendix A): each box grown by context padding,
+    warped (anisotropically) to crop x crop with bilinear sampling. `image` is a uint8
+    (3, H, W) tensor; it is normalised first, so whatever lies outside the image samples
+    as 0, the mean colour, as in R-CNN."""
+    from torchvision.ops import roi_align
+    from .detection.boxes import context_window
+    crop = pre.crop_size
+    pad = context_padding(crop) if padding is None else padding
+    x = transforms.normalize(image[None], pre)
+    windows = context_window(boxes.to(x.device, torch.float32), crop, pad)
+    return roi_align(x, [windows], output_size=crop, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+
+@torch.no_grad()
+def embed_regions(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
+                  layer: str = "fc7", batch_size: int = 128, padding: int | None = None) -> np.ndarray:
+    """float32 (N, D) features of the warped regions of one image, in batches."""
+    check_layer(layer)
+    model.eval()
+    out = [model.features(warp_regions(image, chunk, pre, padding), layer).flatten(1).float().cpu()
+           for chunk in boxes.split(batch_size)]
+    dim = feature_dim(model, pre, layer)
+    return torch.cat(out).numpy() if out else np.empty((0, dim), np.float32)
