@@ -106,7 +106,9 @@ def warp_regions(image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Prepr
     warped (anisotropically) to crop x crop with bilinear sampling. `image` is a uint8
     (3, H, W) tensor; it is normalised first, so whatever lies outside the image samples
     as 0, the mean colour, as in R-CNN."""
+    # torchvision only when regions are warped: `alexsuite search` starts without it
     from torchvision.ops import roi_align
+
     from .detection.boxes import context_window
     crop = pre.crop_size
     pad = context_padding(crop) if padding is None else padding

@@ -20,7 +20,7 @@ import numpy as np
 
 from .data.decode import decode_image
 from .errors import ConfigError, DataError, ImageDecodeError
-from .training.checkpoint import atomic_write_bytes
+from .fileio import atomic_write_bytes, file_sha256
 
 MAX_ASPECT = 2.0   # OpenCV's selective search has crashed above about 2.4
 
@@ -81,17 +81,9 @@ def selective_search(rgb: np.ndarray, settings: ProposalSettings = ProposalSetti
     return boxes[np.sort(first)][:settings.max_boxes].astype(np.float32)
 
 
-def _content_key(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:24]
-
-
 def _compute(path: str, settings: ProposalSettings, cache: str | None) -> np.ndarray:
     """One image, in a worker process: from the cache, or computed and cached."""
-    file = Path(cache) / f"{_content_key(Path(path))}-{settings.key()}.npy" if cache else None
+    file = Path(cache) / f"{file_sha256(path)[:24]}-{settings.key()}.npy" if cache else None
     if file is not None and file.exists():
         try:
             return np.load(file)

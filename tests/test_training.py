@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from alexsuite.errors import CheckpointError, ImageDecodeError
-from alexsuite.training.checkpoint import atomic_write_bytes, load_model, read_checkpoint, save_checkpoint
+from alexsuite.fileio import atomic_write_bytes
+from alexsuite.training.checkpoint import load_model, read_checkpoint, save_checkpoint
 from alexsuite.training.config import TrainConfig
 from alexsuite.training.run import train
 

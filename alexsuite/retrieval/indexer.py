@@ -7,7 +7,6 @@ its slice of every batch and process 0, the only writer, gathers and commits the
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,9 +18,18 @@ import torch.distributed as dist
 from ..data.decode import IMAGE_SUFFIXES, is_image_path
 from ..embedding import embed_batches, feature_dim, file_dataset
 from ..errors import AlexsuiteError, ConfigError, DataError
+from ..fileio import file_sha256
 from ..training.distributed import DistContext
 from . import index as faiss_index
-from .store import INDEX_FILE, MANIFEST_FILE, META_FILE, IndexStore, check_model, model_record, writer_lock
+from .store import (
+    INDEX_FILE,
+    MANIFEST_FILE,
+    META_FILE,
+    IndexStore,
+    check_model,
+    model_record,
+    writer_lock,
+)
 
 TRAIN_CAP = 200_000        # vectors to train an IVF/PQ/PCA index on (FAISS samples <= 256 per centroid)
 TRAIN_BYTES = 2 * 2**30    # ... held in memory at most (4096-d fc7: 131,072 vectors)
@@ -89,14 +97,6 @@ def scan_images(root: Path) -> Scan:
             else:
                 scan.others += 1
     return scan
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def label_of(path: Path, root: Path) -> str | None:

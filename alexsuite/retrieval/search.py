@@ -10,8 +10,8 @@ from ..data.decode import is_image_path
 from ..embedding import embed_batches, file_dataset
 from ..errors import DataError
 from . import index as faiss_index
+from .indexer import scan_images
 from .store import IndexStore, check_model
-
 
 GPU_MAX_K = 2048  # FAISS GPU indexes return at most this many neighbours; beyond, search on the CPU copy
 
@@ -44,7 +44,6 @@ class QueryResult:
 
 def expand_queries(queries, store: IndexStore, ids=()) -> list[Path]:
     """Files as given, folders as their image files (recursive), --id as the indexed file."""
-    from .indexer import scan_images
     out = []
     for q in queries:
         p = Path(q).expanduser()

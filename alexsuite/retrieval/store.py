@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import AlexsuiteError, CheckpointError, DataError
-from ..training.checkpoint import atomic_write_bytes, atomic_write_text
+from ..fileio import atomic_write_bytes, atomic_write_text
 from . import index as faiss_index
 
 FORMAT = "alexsuite-index/1"

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, weights-only loading, clear errors, and the one model loader
+"""Checkpoints: atomic saves, weights-only loading, clear errors, and the one model loader
 that every command (eval, index, detect) uses.
 
 A checkpoint is a plain dict of tensors, numbers and strings, so `torch.load(weights_only=True)`
@@ -7,8 +7,6 @@ reads it and no pickle code ever runs.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,32 +14,10 @@ import torch
 
 from ..data.transforms import IMAGENET, Preprocess
 from ..errors import CheckpointError
+from ..fileio import atomic_write_bytes
 from ..models.alexnet import AlexNet, create_model, load_torchvision_state_dict
 
 FORMAT = "alexsuite-checkpoint/1"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Write via a temp file in the same folder + fsync + rename: a crash leaves the old file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:

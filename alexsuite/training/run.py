@@ -18,9 +18,10 @@ from ..data.decode import load_square
 from ..devices import resolve_device
 from ..errors import CheckpointError, ConfigError, DataError, ImageDecodeError
 from ..evaluation.classification import evaluate
+from ..fileio import atomic_write_bytes, atomic_write_text
 from ..models.alexnet import count_parameters, create_model, load_torchvision_state_dict
 from . import distributed
-from .checkpoint import atomic_write_bytes, atomic_write_text, read_checkpoint, save_checkpoint
+from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .engine import train_one_epoch
 
