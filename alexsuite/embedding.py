@@ -123,7 +123,7 @@ def embed_regions(model, image: torch.Tensor, boxes: torch.Tensor, pre: transfor
     """float32 (N, D) features of the warped regions of one image, in batches."""
     check_layer(layer)
     model.eval()
-    out = [model.features(warp_regions(image, chunk, pre, padding), layer).flatten(1).float().cpu()
-           for chunk in boxes.split(batch_size)]
-    dim = feature_dim(model, pre, layer)
-    return torch.cat(out).numpy() if out else np.empty((0, dim), np.float32)
+    if not len(boxes):
+        return np.empty((0, feature_dim(model, pre, layer)), np.float32)
+    return torch.cat([model.features(warp_regions(image, chunk, pre, padding), layer).flatten(1).float().cpu()
+                      for chunk in boxes.split(batch_size)]).numpy()

@@ -81,9 +81,22 @@ def selective_search(rgb: np.ndarray, settings: ProposalSettings = ProposalSetti
     return boxes[np.sort(first)][:settings.max_boxes].astype(np.float32)
 
 
-def _compute(path: str, settings: ProposalSettings, cache: str | None) -> np.ndarray:
-    """One image, in a worker process: from the cache, or computed and cached."""
-    file = Path(cache) / f"{file_sha256(path)[:24]}-{settings.key()}.npy" if cache else None
+def _compute(path: str, settings: ProposalSettings, cache: str | None) -> np.ndarray | ImageDecodeError:
+    """One image, in a worker process: from the cache, or computed and cached. An unreadable
+    image is returned as its ImageDecodeError, so one bad file does not stop the others."""
+    try:
+        return _cached_boxes(path, settings, cache)
+    except ImageDecodeError as e:
+        return e
+
+
+def _cached_boxes(path: str, settings: ProposalSettings, cache: str | None) -> np.ndarray:
+    file = None
+    if cache:
+        try:
+            file = Path(cache) / f"{file_sha256(path)[:24]}-{settings.key()}.npy"
+        except OSError as e:  # the decoder's own wording for a missing or unreadable file
+            raise ImageDecodeError(path, (e.strerror or str(e)).lower()) from None
     if file is not None and file.exists():
         try:
             return np.load(file)
@@ -101,31 +114,21 @@ def propose(paths, settings: ProposalSettings = ProposalSettings(), cache_dir=No
             on_image=None) -> list[np.ndarray | ImageDecodeError]:
     """Boxes for every image, in order; an unreadable image gives its ImageDecodeError."""
     settings.check()
-    paths = [str(p) for p in paths]
-    cache = str(cache_dir) if cache_dir else None
+    jobs = ([str(p) for p in paths], [settings] * len(paths), [str(cache_dir) if cache_dir else None] * len(paths))
     if workers <= 1 or len(paths) <= 1:
-        results = []
-        for p in paths:
-            results.append(_guarded(_compute, p, settings, cache))
-            if on_image:
-                on_image(1)
-        return results
+        return _in_order(map(_compute, *jobs), on_image)
     try:
         with ProcessPoolExecutor(workers) as pool:
-            futures = [pool.submit(_guarded, _compute, p, settings, cache) for p in paths]
-            results = []
-            for future in futures:
-                results.append(future.result())
-                if on_image:
-                    on_image(1)
-            return results
+            return _in_order(pool.map(_compute, *jobs), on_image)
     except BrokenProcessPool:
         raise DataError("selective search crashed in OpenCV on one of the images; run with --workers 0 "
                         "to find which, and report it with the image") from None
 
 
-def _guarded(fn, path, settings, cache):
-    try:
-        return fn(path, settings, cache)
-    except ImageDecodeError as e:
-        return e
+def _in_order(results, on_image) -> list:
+    out = []
+    for result in results:
+        out.append(result)
+        if on_image:
+            on_image(1)
+    return out

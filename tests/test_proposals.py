@@ -46,5 +46,7 @@ def test_cache_parallel_and_unreadable_images(tmp_path):
     assert len(list(cache.glob("*.npy"))) == 3
     again = propose(paths[:3], cache_dir=cache, workers=0)
     assert all(np.array_equal(a, b) for a, b in zip(first[:3], again))
+    missing = propose([tmp_path / "gone.png"], cache_dir=cache, workers=0)[0]
+    assert isinstance(missing, ImageDecodeError) and "gone.png" in str(missing)
     with pytest.raises(ConfigError):
         propose(paths, ProposalSettings(mode="slow"))
