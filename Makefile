@@ -34,6 +34,8 @@ bench: setup
 	$(BIN)/python benchmarks/retrieval_quality.py
 	$(BIN)/python benchmarks/search_cold_start.py
 	$(BIN)/python benchmarks/search_speed.py
+	$(BIN)/python benchmarks/proposals_recall.py
+	$(BIN)/python benchmarks/detection.py --train
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

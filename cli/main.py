@@ -37,12 +37,18 @@ def main():
       alexsuite index photos/               # fc7 vectors -> indexes/default (FAISS + SQLite)
       alexsuite search query.jpg            # the 10 nearest indexed images
 
+    And R-CNN detection (Pascal VOC or COCO annotations):
+      alexsuite train-detector data/VOC --backbone runs/train/exp
+      alexsuite detect photo.jpg --out runs/boxes
+
     Every command has --help with a real example.
     """
 
 
 def _register():
-    from . import eval_retrieval, evaluate, index, proposals, search, train  # noqa: F401  (each module adds its command to `main`)
+    # each module adds its command to `main`
+    from . import (detect, eval_detector, eval_retrieval, evaluate, index, proposals, search,  # noqa: F401
+                   train, train_detector)
 
 
 _register()

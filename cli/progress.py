@@ -44,5 +44,8 @@ class ConsoleReporter(Reporter):
                   f"train top-1 {row['train_top1']:.4f}  val top-1 {row['val_top1']:.4f}  "
                   f"top-5 {row['val_top5']:.4f}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s")
 
+    def note(self, message: str) -> None:
+        self._say(message)
+
     def warn(self, message: str) -> None:
         click.secho(f"warning: {message}", fg="yellow", err=True)

@@ -57,3 +57,64 @@ def trained_run(shapes_dir, tmp_path_factory) -> Path:
     train(TrainConfig(data=str(shapes_dir), epochs=8, batch_size=8, lr=0.01, workers=0,
                       schedule="cosine"), run_dir=run_dir)
     return run_dir
+
+
+def make_voc_scenes(root: Path, split: str, n: int, seed: int, size=(128, 104)) -> Path:
+    """A Pascal VOC split: n smooth random backgrounds, each with 1-2 shape tiles (conftest's
+    shapes, 30-44 px) pasted apart; the tiles are the objects. Boxes 1-based inclusive, as VOC."""
+    rng = np.random.default_rng(seed)
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(n):
+        w, h = size
+        coarse = rng.integers(0, 256, (4, 4, 3)).astype(np.uint8)
+        scene = Image.fromarray(coarse).resize((w, h), Image.BILINEAR)
+        objects, placed = [], []
+        for _ in range(int(rng.integers(1, 3))):
+            kind = CLASSES[int(rng.integers(len(CLASSES)))]
+            s = int(rng.integers(30, 45))
+            for _try in range(20):
+                x, y = int(rng.integers(0, w - s)), int(rng.integers(0, h - s))
+                if all(x + s <= a or a + b <= x or y + s <= c or c + b <= y for a, c, b in placed):
+                    break
+            else:
+                continue
+            scene.paste(draw_shape(kind, rng).resize((s, s)), (x, y))
+            placed.append((x, y, s))
+            objects.append(f"<object><name>{kind}</name><difficult>0</difficult><bndbox><xmin>{x + 1}</xmin>"
+                           f"<ymin>{y + 1}</ymin><xmax>{x + s}</xmax><ymax>{y + s}</ymax></bndbox></object>")
+        name = f"{split}_{i:03d}"
+        scene.save(root / "JPEGImages" / f"{name}.jpg", quality=95)
+        (root / "Annotations" / f"{name}.xml").write_text(
+            f"<annotation><filename>{name}.jpg</filename><size><width>{w}</width><height>{h}</height>"
+            f"<depth>3</depth></size>{''.join(objects)}</annotation>")
+        names.append(name)
+    (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def voc_scenes(tmp_path_factory) -> Path:
+    """A tiny Pascal VOC set of shape tiles on random backgrounds: 14 train, 8 val images."""
+    root = tmp_path_factory.mktemp("voc")
+    make_voc_scenes(root, "train", 14, seed=3)
+    make_voc_scenes(root, "val", 8, seed=4)
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_detector(voc_scenes, trained_run, tmp_path_factory) -> Path:
+    """A real R-CNN detector trained on voc_scenes from the shapes backbone (short fine-tuning)."""
+    from dataclasses import asdict
+
+    from alexsuite.detection.finetune import FinetuneSettings
+    from alexsuite.detection.training import DetectorConfig, train_detector
+    from alexsuite.proposals import ProposalSettings
+
+    out = tmp_path_factory.mktemp("detectors") / "shapes"
+    cfg = DetectorConfig(data=str(voc_scenes), backbone=str(trained_run),
+                         finetune=asdict(FinetuneSettings(iterations=60, batch_size=64, lr=0.01, checkpoint_every=20)),
+                         proposals=asdict(ProposalSettings(size=256, max_boxes=300)), workers=2)
+    train_detector(cfg, out)
+    return out

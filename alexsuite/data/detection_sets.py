@@ -160,3 +160,14 @@ def read_coco(annotations: Path, images: Path) -> DetectionSet:
     if not items:
         raise DataError(f"{annotations}: lists no images")
     return DetectionSet(items, sorted(set(cats.values())), str(annotations), counts["clipped"], counts["dropped"])
+
+
+def read_detection_set(data, split: str = "train", images=None) -> DetectionSet:
+    """DATA as the detection commands take it: a COCO JSON file (its images under `images`,
+    else next to it) or a Pascal VOC directory and one of its splits."""
+    data = Path(data).expanduser()
+    if data.suffix.lower() == ".json":
+        return read_coco(data, Path(images).expanduser() if images else data.parent)
+    if not data.is_dir():
+        raise DataError(f"{data}: neither a Pascal VOC directory nor a COCO .json file")
+    return read_voc(data, split)

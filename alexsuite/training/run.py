@@ -37,6 +37,7 @@ class Reporter:
         return _NoProgress()
     def epoch(self, row: dict) -> None: ...
     def warn(self, message: str) -> None: ...
+    def note(self, message: str) -> None: ...   # one line of news (a stage starting, a file written)
 
 
 class _NoProgress:

@@ -1,4 +1,4 @@
-"""`alexsuite proposals` (and, with issue 4, the detector's commands) through the CLI."""
+"""`alexsuite proposals`, `train-detector`, `detect` and `eval-detector` through the CLI."""
 import json
 
 from click.testing import CliRunner
@@ -27,3 +27,50 @@ def test_proposals_command_json_and_pictures(tmp_path):
     bad.write_bytes(b"nope")
     result = run("proposals", bad, "--workers", "0")
     assert result.exit_code == 2 and "bad.jpg" in result.output
+
+
+def test_detect_prints_json_lines_draws_pictures_and_skips_bad_files(trained_detector, voc_scenes, tmp_path):
+    images = sorted((voc_scenes / "JPEGImages").glob("val_*.jpg"))[:2]
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    result = run("detect", *images, bad, "--detector", trained_detector, "--threshold", "-1",
+                 "--json", "--out", tmp_path / "drawn", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["image"] for line in lines] == [str(p) for p in images]
+    for line in lines:
+        assert (line["width"], line["height"]) == (128, 104) and line["detections"]
+        for d in line["detections"]:
+            x1, y1, x2, y2 = d["box"]
+            assert d["label"] in ("circle", "square", "stripes") and isinstance(d["score"], float)
+            assert 0 <= x1 < x2 <= 128 and 0 <= y1 < y2 <= 104
+    assert "notes.jpg" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == sorted(f"{p.stem}.png" for p in images)
+    table = run("detect", images[0], "--detector", trained_detector, "--mode", "fast", "--threshold", "-1",
+                "--workers", "0")
+    assert table.exit_code == 0 and "objects" in table.stdout
+
+
+def test_eval_detector_reports_both_ap_definitions(trained_detector, voc_scenes):
+    result = run("eval-detector", voc_scenes, "--split", "val", "--detector", trained_detector,
+                 "--mode", "fast", "--json", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["mode"] == "fast" and out["images"] == 8 and 0 <= out["map"] <= 1
+    assert {"map_voc07", "map_no_regression", "proposal_recall", "seconds_per_image"} <= set(out)
+    table = run("eval-detector", voc_scenes, "--detector", trained_detector, "--workers", "0")
+    assert table.exit_code == 0 and "mAP" in table.stdout and "AP07" in table.stdout
+
+
+def test_train_detector_command_and_its_errors(voc_scenes, trained_run, tmp_path):
+    out = tmp_path / "det"
+    result = run("train-detector", voc_scenes, "--backbone", trained_run, "--out", out, "--finetune-iters", "3",
+                 "--batch-size", "16", "--max-boxes", "40", "--workers", "0", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["detector"] == str(out) and (out / "detector.json").exists()
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"junk")
+    result = run("train-detector", voc_scenes, "--backbone", junk, "--out", tmp_path / "x")
+    assert result.exit_code == 2 and "junk.pt" in result.output and "Traceback" not in result.output
+    result = run("detect", voc_scenes / "JPEGImages" / "val_000.jpg", "--detector", tmp_path / "x")
+    assert result.exit_code == 2 and "no detector.json" in result.output

@@ -1,0 +1,143 @@
+"""A trained R-CNN detector: the fine-tuned backbone, one linear SVM per class on `layer`
+features, one ridge box regressor per class on pool5 features, and how to run them on an
+image (Girshick et al. 2014, Section 2.2 "test-time detection").
+
+On disk it is a directory:
+    detector.json   format, classes, layer, feature scales, settings, metrics, and the sha256
+                    of the two weight files (written last: a directory without it is unfinished)
+    backbone.pt     the fine-tuned network, an alexsuite checkpoint (loads weights-only)
+    heads.pt        SVM and regressor weights, plain tensors (loads weights-only)
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..data.transforms import Preprocess
+from ..errors import CheckpointError
+from ..evaluation.detection import Detections
+from ..fileio import atomic_write_bytes, atomic_write_text, file_sha256
+from ..training.checkpoint import load_model, save_checkpoint
+from .boxes import clip, decode, nms_per_class, valid
+from .regions import head_features, region_pool5
+
+FORMAT = "alexsuite-detector/1"
+NMS_IOU = 0.3                # R-CNN test: greedy NMS at overlap 0.3
+MAX_PER_CLASS = 100          # R-CNN test: at most 100 boxes per class and image before NMS
+TARGET_FEATURE_NORM = 20.0   # rcnn_scale_features: features scaled to this mean L2 norm for the SVMs
+
+
+@dataclass
+class Detector:
+    model: torch.nn.Module            # fine-tuned, (K + 1)-way head, eval mode
+    preprocess: Preprocess
+    classes: list[str]                # K object classes (no background)
+    layer: str                        # SVM features: fc7 (paper), fc6 or pool5
+    feature_scale: float              # multiplies `layer` features (mean norm -> 20)
+    pool5_scale: float                # multiplies pool5 features for the regressors
+    svm_weight: torch.Tensor          # (K, D)
+    svm_bias: torch.Tensor            # (K,)
+    reg_weight: torch.Tensor | None = None   # (K, D5, 4)
+    reg_bias: torch.Tensor | None = None     # (K, 4)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device) -> "Detector":
+        self.model.to(device)
+        for name in ("svm_weight", "svm_bias", "reg_weight", "reg_bias"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.to(device))
+        return self
+
+    @torch.no_grad()
+    def score(self, image: torch.Tensor, proposals: torch.Tensor, mode: str = "rcnn"):
+        """(boxes kept, SVM scores (N, K), pool5 features (N, D5)) of an image's proposals."""
+        boxes = proposals.float().to(self.device)
+        boxes = boxes[valid(boxes)]
+        pool5 = region_pool5(self.model, image, boxes, self.preprocess, mode)
+        feats = head_features(self.model, pool5, self.layer) * self.feature_scale
+        return boxes, feats @ self.svm_weight.T + self.svm_bias, pool5
+
+    @torch.no_grad()
+    def detect(self, image: torch.Tensor, proposals: torch.Tensor, mode: str = "rcnn",
+               threshold: float = 0.0, nms: float = NMS_IOU, regress: bool = True,
+               max_per_class: int = MAX_PER_CLASS) -> Detections:
+        """Detections of one uint8 (3, H, W) image from its proposals."""
+        boxes, scores, pool5 = self.score(image, proposals, mode)
+        return self.select(boxes, scores, pool5, image.shape[-1], image.shape[-2], threshold, nms,
+                           regress, max_per_class)
+
+    @torch.no_grad()
+    def select(self, boxes, scores, pool5, width: int, height: int, threshold: float = 0.0,
+               nms: float = NMS_IOU, regress: bool = True, max_per_class: int = MAX_PER_CLASS) -> Detections:
+        """From score()'s output: per class, the boxes scoring above `threshold` (at most
+        max_per_class, best first), moved by the class's regressor, then NMS per class."""
+        out_boxes, out_scores, out_labels = [], [], []
+        for c in range(len(self.classes)):
+            s = scores[:, c]
+            keep = torch.nonzero(s > threshold).flatten()
+            keep = keep[torch.argsort(s[keep], descending=True)][:max_per_class]
+            if not len(keep):
+                continue
+            b = boxes[keep]
+            if regress and self.reg_weight is not None:
+                deltas = pool5[keep] * self.pool5_scale @ self.reg_weight[c] + self.reg_bias[c]
+                b = clip(decode(b, deltas), width, height)
+            out_boxes.append(b)
+            out_scores.append(s[keep])
+            out_labels.append(torch.full((len(keep),), c, dtype=torch.long, device=b.device))
+        if not out_boxes:
+            return Detections(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+        b, s, lab = torch.cat(out_boxes), torch.cat(out_scores), torch.cat(out_labels)
+        ok = valid(b)
+        b, s, lab = b[ok], s[ok], lab[ok]
+        kept = nms_per_class(b, s, lab, nms)
+        return Detections(b[kept].cpu(), s[kept].cpu(), lab[kept].cpu())
+
+
+def save_detector(det: Detector, out: Path, checkpoint: dict) -> None:
+    """Write the directory; detector.json goes last, so a crash leaves no loadable half."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "detector.json").unlink(missing_ok=True)
+    save_checkpoint(out / "backbone.pt", {**checkpoint, "model": det.model.state_dict()})
+    heads = {"svm_weight": det.svm_weight.cpu(), "svm_bias": det.svm_bias.cpu()}
+    if det.reg_weight is not None:
+        heads.update(reg_weight=det.reg_weight.cpu(), reg_bias=det.reg_bias.cpu())
+    atomic_write_bytes(out / "heads.pt", lambda f: torch.save(heads, f))
+    meta = {"format": FORMAT, "classes": det.classes, "layer": det.layer,
+            "feature_scale": det.feature_scale, "pool5_scale": det.pool5_scale,
+            "preprocess": det.preprocess.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "files": {name: file_sha256(out / name) for name in ("backbone.pt", "heads.pt")}, **det.info}
+    atomic_write_text(out / "detector.json", json.dumps(meta, indent=2))
+
+
+def load_detector(path, device="cpu") -> Detector:
+    d = Path(path)
+    meta_file = d / "detector.json"
+    if not meta_file.is_file():
+        hint = (" (training did not finish: run the same train-detector command again to resume)"
+                if (d / "cache").is_dir() or (d / "backbone.pt").exists() else "")
+        raise CheckpointError(f"{d}: not a detector directory, no detector.json{hint}")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{meta_file}: unreadable ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_file}: not an {FORMAT} file")
+    for name, digest in meta["files"].items():
+        if not (d / name).is_file() or file_sha256(d / name) != digest:
+            raise CheckpointError(f"{d / name}: missing or changed since the detector was written; train it again")
+    loaded = load_model(d / "backbone.pt", device)
+    heads = torch.load(d / "heads.pt", map_location=device, weights_only=True)
+    return Detector(loaded.model.eval(), Preprocess.from_dict(meta["preprocess"]), list(meta["classes"]),
+                    meta["layer"], float(meta["feature_scale"]), float(meta["pool5_scale"]),
+                    heads["svm_weight"], heads["svm_bias"], heads.get("reg_weight"), heads.get("reg_bias"),
+                    info={k: v for k, v in meta.items() if k not in ("files",)})

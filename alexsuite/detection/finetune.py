@@ -1,0 +1,163 @@
+"""R-CNN's fine-tuning stage (Girshick et al. 2014, Section 2.3 "supervised fine-tuning"; the
+released rcnn code's settings, see REFERENCES.md): the backbone's classifier is replaced by a
+(K + 1)-way layer (background first), and the whole network is trained by SGD on warped
+proposals: a proposal is a positive of its best-overlapping object's class when IoU >= 0.5,
+background otherwise, and every batch of 128 holds 32 positives and 96 background windows
+drawn uniformly from all training images.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import transforms
+from ..embedding import warp_regions
+from ..fileio import atomic_write_bytes
+from .boxes import box_iou
+
+BACKGROUND = "__background__"
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    iterations: int = 2000          # R-CNN ran 40k-70k on VOC's 5k images; scale with your data
+    batch_size: int = 128           # rcnn finetune solver: batch 128
+    fg_fraction: float = 0.25       # 32 positives of 128
+    fg_iou: float = 0.5             # positive when IoU >= 0.5 with an object
+    bg_iou: float = 0.5             # background when IoU < 0.5 with every object
+    lr: float = 0.001               # base_lr 0.001 (a tenth of pre-training's 0.01)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    step_fraction: float = 0.5      # lr / 10 after this share of iterations (rcnn: step 20k of 40k)
+    flip: bool = True               # rcnn window layer: mirror = true
+    checkpoint_every: int = 200     # iterations between resumable saves
+    seed: int = 0
+
+
+@dataclass
+class Windows:
+    """Every training window: its image, box and fine-tuning label (0 = background)."""
+    image: torch.Tensor             # int64 (N,)
+    boxes: torch.Tensor             # float (N, 4)
+    labels: torch.Tensor            # int64 (N,)
+
+    @property
+    def foreground(self) -> torch.Tensor:
+        return torch.nonzero(self.labels > 0).flatten()
+
+    @property
+    def background(self) -> torch.Tensor:
+        return torch.nonzero(self.labels == 0).flatten()
+
+
+def best_overlaps(boxes: torch.Tensor, truth: torch.Tensor, truth_labels: torch.Tensor):
+    """(IoU, class index) of the object each box overlaps most; (0, -1) without objects."""
+    if not len(truth) or not len(boxes):
+        return torch.zeros(len(boxes)), torch.full((len(boxes),), -1, dtype=torch.long)
+    overlap, which = box_iou(boxes.float(), truth.float()).max(1)
+    return overlap, truth_labels[which]
+
+
+def build_windows(proposals: list[torch.Tensor], truths: list[tuple[torch.Tensor, torch.Tensor]],
+                  settings: FinetuneSettings = FinetuneSettings()) -> Windows:
+    """truths: per image (boxes, class indices 0..K-1). Ground-truth boxes are windows too."""
+    images, boxes, labels = [], [], []
+    for i, (props, (gt, gt_labels)) in enumerate(zip(proposals, truths)):
+        b = torch.cat([gt.float(), torch.as_tensor(props).float()])
+        overlap, cls = best_overlaps(b, gt, gt_labels)
+        label = torch.where(overlap >= settings.fg_iou, cls + 1, 0)
+        keep = (overlap >= settings.fg_iou) | (overlap < settings.bg_iou)
+        images.append(torch.full((int(keep.sum()),), i, dtype=torch.long))
+        boxes.append(b[keep])
+        labels.append(label[keep])
+    return Windows(torch.cat(images), torch.cat(boxes), torch.cat(labels))
+
+
+def replace_head(model: nn.Module, num_outputs: int, seed: int = 0) -> None:
+    """A fresh last layer with `num_outputs` classes, N(0, 0.01) weights and zero biases
+    (rcnn's fc8 for fine-tuning)."""
+    old = model.classifier[-1]
+    head = nn.Linear(old.in_features, num_outputs)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=g) * 0.01)
+        head.bias.zero_()
+    model.classifier[-1] = head.to(old.weight.device)
+
+
+def sample_batch(windows: Windows, settings: FinetuneSettings, generator: torch.Generator) -> torch.Tensor:
+    """Indices of one batch: fg_fraction positives (fewer if there are fewer), the rest
+    background, each drawn uniformly with replacement."""
+    fg, bg = windows.foreground, windows.background
+    n_fg = min(round(settings.batch_size * settings.fg_fraction), len(fg)) if len(fg) else 0
+    n_bg = settings.batch_size - n_fg if len(bg) else 0
+    picks = []
+    if n_fg:
+        picks.append(fg[torch.randint(len(fg), (n_fg,), generator=generator)])
+    if n_bg:
+        picks.append(bg[torch.randint(len(bg), (n_bg,), generator=generator)])
+    return torch.cat(picks)
+
+
+def warp_batch(windows: Windows, picks: torch.Tensor, load_image, pre: transforms.Preprocess,
+               device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The warped crops of the picked windows (grouped by image, one warp call each) and their labels."""
+    picks = picks[torch.argsort(windows.image[picks], stable=True)]
+    crops = []
+    for img in torch.unique_consecutive(windows.image[picks]).tolist():
+        mine = picks[windows.image[picks] == img]
+        crops.append(warp_regions(load_image(img).to(device), windows.boxes[mine].to(device), pre))
+    return torch.cat(crops), windows.labels[picks].to(device)
+
+
+def finetune(model: nn.Module, pre: transforms.Preprocess, windows: Windows, load_image,
+             settings: FinetuneSettings = FinetuneSettings(), device="cpu", state_file: Path | None = None,
+             on_step=None, key: str = "") -> dict:
+    """Fine-tune `model` in place (its head already replaced); resumes from `state_file` when
+    it holds a run with the same settings and `key` (what else it depends on: backbone, data),
+    and saves there every checkpoint_every iterations. Returns stats."""
+    device = torch.device(device)
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                          weight_decay=settings.weight_decay)
+    step = max(1, round(settings.iterations * settings.step_fraction))
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=0.1)
+    start = 0
+    key = json.dumps({"settings": asdict(settings), "run": key}, sort_keys=True)
+    if state_file is not None and state_file.exists():
+        saved = torch.load(state_file, map_location=device, weights_only=True)
+        if saved.get("settings") == key:
+            model.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+            start = int(saved["iteration"])
+    loss_fn = nn.CrossEntropyLoss()
+    recent = []
+    for it in range(start, settings.iterations):
+        # one generator per iteration: a resumed run draws the batches an unbroken one would
+        g = torch.Generator().manual_seed(settings.seed * 1_000_003 + it)
+        x, y = warp_batch(windows, sample_batch(windows, settings, g), load_image, pre, device)
+        if settings.flip:
+            flip = (torch.rand(len(x), generator=g) < 0.5).to(device)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        recent = (recent + [loss.item()])[-50:]
+        if on_step:
+            on_step(1, sum(recent) / len(recent))
+        done = it + 1
+        if state_file is not None and (done % settings.checkpoint_every == 0 or done == settings.iterations):
+            payload = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                       "scheduler": sched.state_dict(), "iteration": done, "settings": key}
+            atomic_write_bytes(state_file, lambda f: torch.save(payload, f))
+    model.eval()
+    return {"iterations": settings.iterations, "resumed_at": start,
+            "final_loss": sum(recent) / len(recent) if recent else None,
+            "positives": len(windows.foreground), "background": len(windows.background)}

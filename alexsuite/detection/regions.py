@@ -1,0 +1,130 @@
+"""pool5 features of image regions, the two ways the issue asks for:
+
+- `rcnn_pool5`: R-CNN (Section 2.1): every proposal, grown by 16 px of context (at 227 px),
+  warped to the network's input size and passed through the whole conv body.
+- `fast_pool5`: SPPnet / Fast R-CNN: the conv body runs once per image scale, and each
+  proposal's context window is RoI-pooled (torchvision's roi_align) from the conv5 map to the
+  grid a warped crop would give, then max-pooled by the network's own pool5. Each proposal is
+  read at the pyramid scale where it is nearest the size its warp would give it (SPPnet's
+  multi-scale testing, with x and y scaled apart as the warp does), so the same fc6/fc7, SVMs
+  and regressors apply.
+
+fc6/fc7 come from `model.head(pool5, layer)` for either.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import transforms
+from ..embedding import context_padding, warp_regions
+from .boxes import context_window
+
+FAST_SCALE_STEP = 2.0        # pyramid levels 1, 1/2, 1/4, ... in each direction
+FAST_MAX_SCALE = 1.0         # never enlarge the image: tiny proposals are read at full resolution
+
+
+def image_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 (the decoder's output) -> 3xHxW uint8 tensor."""
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+
+
+@torch.no_grad()
+def rcnn_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
+               batch_size: int = 256) -> torch.Tensor:
+    device = next(model.parameters()).device
+    image = image.to(device)
+    channels_last = device.type == "cpu"   # ~1.45x faster CPU convolutions on batches of crops
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    out = []
+    for chunk in boxes.float().split(batch_size):
+        x = warp_regions(image, chunk.to(device), pre)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out.append(model.pool5(model.conv5(x)))
+    return torch.cat(out) if out else torch.empty(0, _pool5_dim(model, pre), device=device)
+
+
+def _pool5_dim(model, pre) -> int:
+    return _conv5_shape(model, pre)[0] * _pool5_grid(model, pre) ** 2
+
+
+def _conv5_shape(model, pre) -> tuple[int, int]:
+    """(channels, grid side) of conv5 for one warped crop."""
+    key = ("_conv5_shape", pre.crop_size)
+    cached = getattr(model, "_alexsuite_shapes", {})
+    if key not in cached:
+        with torch.no_grad():
+            x = torch.zeros(1, 3, pre.crop_size, pre.crop_size, device=next(model.parameters()).device)
+            c5 = model.conv5(x)
+        cached[key] = (c5.shape[1], c5.shape[-1])
+        model._alexsuite_shapes = cached
+    return cached[key]
+
+
+def _pool5_grid(model, pre) -> int:
+    with torch.no_grad():
+        c, g = _conv5_shape(model, pre)
+        x = torch.zeros(1, c, g, g, device=next(model.parameters()).device)
+        return int(round(math.sqrt(model.pool5(x).shape[1] / c)))
+
+
+def pyramid_levels(boxes: torch.Tensor, pre: transforms.Preprocess, step: float = FAST_SCALE_STEP,
+                   max_scale: float = FAST_MAX_SCALE) -> torch.Tensor:
+    """Per box, the pyramid level (kx, ky) at which it is nearest the size a warped crop gives
+    it, crop - 2 * context padding pixels, in each direction: the image is scaled by
+    step**-kx across and step**-ky down, as R-CNN's warp scales each box anisotropically."""
+    inner = pre.crop_size - 2 * context_padding(pre.crop_size)
+    sides = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1).clamp_min(1)
+    k = torch.round(torch.log(sides / inner) / math.log(step))
+    lowest = math.ceil(-math.log(max_scale) / math.log(step) - 1e-9)
+    return k.clamp_min(lowest).long()
+
+
+@torch.no_grad()
+def fast_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
+               step: float = FAST_SCALE_STEP, max_scale: float = FAST_MAX_SCALE) -> torch.Tensor:
+    from torchvision.ops import roi_align
+    device = next(model.parameters()).device
+    boxes = boxes.float().to(device)
+    _, grid = _conv5_shape(model, pre)
+    out = torch.empty(len(boxes), _pool5_dim(model, pre), device=device)
+    if not len(boxes):
+        return out
+    x = transforms.normalize(image.to(device)[None], pre)   # the mean colour is 0: conv padding matches the warp's fill
+    h, w = x.shape[-2:]
+    levels = pyramid_levels(boxes, pre, step, max_scale)
+    pad = context_padding(pre.crop_size)
+    channels_last = device.type == "cpu"
+    for kx, ky in torch.unique(levels, dim=0).tolist():
+        mine = torch.nonzero((levels[:, 0] == kx) & (levels[:, 1] == ky)).flatten()
+        size = (max(1, round(h * step ** -ky)), max(1, round(w * step ** -kx)))
+        level = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", antialias=True,
+                                                       align_corners=False)
+        if channels_last:
+            level = level.contiguous(memory_format=torch.channels_last)
+        fmap = model.conv5(level)
+        sy, sx = size[0] / h, size[1] / w
+        windows = context_window(boxes[mine], pre.crop_size, pad) * torch.tensor([sx, sy, sx, sy], device=device)
+        pooled = roi_align(fmap, [windows], output_size=grid, spatial_scale=1.0 / model.feature_stride,
+                           sampling_ratio=2, aligned=True)
+        out[mine] = model.pool5(pooled.contiguous())
+    return out
+
+
+def region_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
+                 mode: str = "rcnn") -> torch.Tensor:
+    if mode == "rcnn":
+        return rcnn_pool5(model, image, boxes, pre)
+    if mode == "fast":
+        return fast_pool5(model, image, boxes, pre)
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+@torch.no_grad()
+def head_features(model, pool5: torch.Tensor, layer: str) -> torch.Tensor:
+    return pool5 if layer == "pool5" else model.head(pool5, layer)

@@ -1,0 +1,87 @@
+"""Benchmarks 1-2 of issue 4: R-CNN on scenes-dev (train on `train`, measure on `val`).
+
+    python benchmarks/detection.py --detector runs/bench/scenes-det [--data ../shared/data/scenes-dev]
+    python benchmarks/detection.py --train --backbone runs/bench/fashion-mnist/last.pt   # trains it first
+
+1. mAP@0.5 (area and VOC07 11-point), with and without bounding-box regression, in `rcnn`
+   mode (every proposal warped, the paper) and `fast` mode (one conv pass per scale, RoI
+   pooling on conv5); goals: rcnn >= 0.85, fast within 0.02 of it.
+2. Seconds per image, measured in this run: proposals alone, the network in each mode, and
+   end to end (proposals computed afresh, no cache, 2 worker processes, then the network)
+   on the first --timing-images val images. The reference is rcnn mode, measured the same way;
+   the R-CNN paper reported 53 s per image on a CPU.
+"""
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from _common import write_result
+from alexsuite.data.detection_sets import read_voc
+from alexsuite.detection.detector import load_detector
+from alexsuite.detection.finetune import FinetuneSettings
+from alexsuite.detection.inference import run_detector
+from alexsuite.detection.training import DetectorConfig, train_detector
+from alexsuite.evaluation.detection import evaluate_detector
+
+
+def end_to_end(det, paths, mode):
+    """Wall seconds per image with no proposal cache, as `alexsuite detect` runs."""
+    t0 = time.perf_counter()
+    marks = {}
+    results = list(run_detector(det, paths, mode, workers=2,
+                                on_proposals=lambda n: marks.__setitem__("p", time.perf_counter())))
+    total = time.perf_counter() - t0
+    return {"total": total / len(paths), "proposals": (marks["p"] - t0) / len(paths),
+            "network": sum(r.seconds for r in results) / len(paths)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="../shared/data/scenes-dev")
+    ap.add_argument("--detector", default="runs/bench/scenes-det")
+    ap.add_argument("--train", action="store_true", help="train the detector first (resumes from its cache)")
+    ap.add_argument("--backbone", default="runs/bench/fashion-mnist/last.pt")
+    ap.add_argument("--finetune-iters", type=int, default=2000)
+    ap.add_argument("--cache", default="runs/bench/proposals-cache", help="proposal cache for the mAP runs")
+    ap.add_argument("--timing-images", type=int, default=30)
+    args = ap.parse_args()
+    if args.train:
+        cfg = DetectorConfig(data=args.data, backbone=args.backbone, proposal_cache=args.cache,
+                             finetune=asdict(FinetuneSettings(iterations=args.finetune_iters)))
+        train_detector(cfg, Path(args.detector))
+    det = load_detector(args.detector)
+    val = read_voc(args.data, "val")
+    rows = {}
+    for mode in ("rcnn", "fast"):
+        r = evaluate_detector(det, val, mode, cache_dir=args.cache)
+        rows[mode] = {k: r[k] for k in ("map", "map_voc07", "map_no_regression", "map_voc07_no_regression",
+                                        "proposal_recall", "images")}
+        rows[mode]["per_class_ap"] = {c: round(v["ap"], 4) for c, v in r["per_class"].items()}
+        rows[mode]["network_seconds_per_image"] = r["seconds_per_image"]["network"]
+        print(f"{mode:>4}: mAP {r['map']:.4f} (VOC07 {r['map_voc07']:.4f}), without box regression "
+              f"{r['map_no_regression']:.4f}; network {r['seconds_per_image']['network']:.3f} s/img; "
+              f"proposal recall {r['proposal_recall']['recall']:.4f}")
+    paths = [a.image for a in val.items[:args.timing_images]]
+    timing = {mode: end_to_end(det, paths, mode) for mode in ("fast", "rcnn")}
+    for mode, t in timing.items():
+        print(f"{mode:>4} end to end: {t['total']:.2f} s/img (proposals {t['proposals']:.2f}, network {t['network']:.2f})")
+    speedup = timing["rcnn"]["total"] / timing["fast"]["total"]
+    print(f"fast vs rcnn (reference, same run): {speedup:.2f}x end to end, "
+          f"{timing['rcnn']['network'] / timing['fast']['network']:.1f}x on the network; "
+          f"fast - rcnn mAP {rows['fast']['map'] - rows['rcnn']['map']:+.4f}")
+    info = json.loads((Path(args.detector) / "detector.json").read_text())
+    path = write_result("detection", {
+        "data": args.data, "detector": args.detector, "training": info.get("metrics", {}),
+        "modes": rows, "end_to_end_seconds_per_image": timing, "timing_images": len(paths),
+        "fast_speedup_end_to_end": speedup,
+        "goals": {"rcnn_map>=0.85": rows["rcnn"]["map"] >= 0.85,
+                  "fast_within_0.02": rows["rcnn"]["map"] - rows["fast"]["map"] <= 0.02,
+                  "fast_under_2.5_s": timing["fast"]["total"] < 2.5,
+                  "proposal_recall>=0.95": rows["rcnn"]["proposal_recall"]["recall"] >= 0.95}})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

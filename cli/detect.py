@@ -1,0 +1,98 @@
+"""`alexsuite detect`."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from alexsuite.detection.detector import NMS_IOU, load_detector
+from alexsuite.detection.inference import run_detector
+from alexsuite.devices import resolve_device
+from alexsuite.errors import CheckpointError
+
+from .main import main
+from .progress import Bar
+
+
+def default_detector() -> Path:
+    found = sorted(Path("runs/detector").glob("*/detector.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise CheckpointError("no detector: pass --detector DIR (train one with `alexsuite train-detector`)")
+    return found[-1].parent
+
+
+def detections_json(result, classes) -> dict:
+    d = result.detections
+    return {"image": result.path, "width": result.width, "height": result.height,
+            "detections": [{"label": classes[int(c)], "score": round(float(s), 4),
+                            "box": [round(float(v), 1) for v in b]}
+                           for b, s, c in zip(d.boxes, d.scores, d.labels)]}
+
+
+@main.command(name="detect")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--detector", type=click.Path(file_okay=False), default=None,
+              help="Detector directory from train-detector. [default: the newest under runs/detector/]")
+@click.option("--mode", type=click.Choice(["rcnn", "fast"]), default="rcnn", show_default=True,
+              help="rcnn: warp every proposal through the network (the paper). fast: one conv pass per "
+                   "image scale and RoI pooling on conv5 (SPPnet / Fast R-CNN), same SVMs.")
+@click.option("--threshold", type=float, default=0.0, show_default=True,
+              help="Keep boxes whose SVM score is above this (0 is the SVM's margin; lower finds more).")
+@click.option("--nms", type=click.FloatRange(0, 1), default=NMS_IOU, show_default=True, help="NMS overlap per class.")
+@click.option("--no-regression", is_flag=True, help="Keep the proposals' own boxes (no bounding-box regression).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Draw each image with its labelled boxes into OUT/<name>.png.")
+@click.option("--cache", type=click.Path(file_okay=False), default=None, help="Cache proposals here (by image content).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Processes computing proposals.")
+@click.option("--json", "as_json", is_flag=True,
+              help='JSON Lines: {"image", "width", "height", "detections": [{"label", "score", "box": [x1, y1, x2, y2]}]} '
+                   "per image, boxes in 0-based pixel corners.")
+def detect_cmd(images, detector, mode, threshold, nms, no_regression, out, cache, device, workers, as_json):
+    """Detect objects in each IMAGE with an R-CNN detector: selective-search proposals, fc7
+    features, per-class SVM scores, box regression, NMS.
+
+    \b
+    Examples:
+      alexsuite detect photo.jpg                                 # table of boxes
+      alexsuite detect photos/*.jpg --mode fast --out runs/boxes # pictures with boxes drawn
+      alexsuite detect photo.jpg --threshold -0.5 --json         # more boxes, JSON Lines
+    """
+    det = load_detector(detector or default_detector(), resolve_device(device))
+    bar = Bar(len(images), "proposals", enabled=not as_json)
+    network = Bar(len(images), f"detect ({mode})", enabled=not as_json and len(images) > 1)
+    start = time.perf_counter()
+    failed = 0
+    for r in run_detector(det, images, mode, threshold, nms, not no_regression, cache_dir=cache,
+                          workers=workers, on_proposals=bar):
+        network(1)
+        if r.error is not None:
+            failed += 1
+            click.secho(f"warning: skipped {r.error}", fg="yellow", err=True)
+            continue
+        record = detections_json(r, det.classes)
+        if as_json:
+            click.echo(json.dumps(record))
+        else:
+            click.echo(f"{r.path}: {len(record['detections'])} objects ({r.width}x{r.height})")
+            for d in record["detections"]:
+                x1, y1, x2, y2 = d["box"]
+                click.echo(f"  {d['label']:<14} {d['score']:>7.3f}   [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
+        if out:
+            from alexsuite import viz
+            from alexsuite.data.decode import decode_image
+            Path(out).mkdir(parents=True, exist_ok=True)
+            viz.draw_boxes(decode_image(r.path), r.detections.boxes.numpy(), Path(out) / f"{Path(r.path).stem}.png",
+                           labels=[det.classes[int(c)] for c in r.detections.labels],
+                           scores=r.detections.scores.tolist())
+    bar.close()
+    network.close()
+    done = len(images) - failed
+    if not as_json and done:
+        click.echo(f"{done} image(s) in {time.perf_counter() - start:.1f}s ({mode} mode)", err=True)
+    if out:
+        click.echo(f"pictures: {out}", err=True)
+    if failed == len(images):
+        raise SystemExit(2)

@@ -1,0 +1,126 @@
+"""R-CNN end to end on a tiny generated VOC set: training stages, resuming, the detector
+directory, both test modes, and the region features they rest on."""
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from alexsuite.data.detection_sets import read_voc
+from alexsuite.detection.detector import load_detector
+from alexsuite.detection.finetune import FinetuneSettings, Windows, build_windows, sample_batch
+from alexsuite.detection.regions import fast_pool5, image_tensor, pyramid_levels, rcnn_pool5
+from alexsuite.detection.training import DetectorConfig, train_detector
+from alexsuite.errors import CheckpointError, DataError
+from alexsuite.evaluation.detection import evaluate_detector
+from alexsuite.proposals import ProposalSettings
+from alexsuite.training.checkpoint import load_model
+
+from .conftest import make_voc_scenes
+
+
+def test_windows_label_proposals_by_their_best_object_and_batches_hold_a_quarter_positives():
+    gt = torch.tensor([[0, 0, 10, 10], [20, 0, 40, 10]], dtype=torch.float32)
+    props = torch.tensor([[0, 0, 10, 9],      # IoU .9 with object 0 -> class 2 (+1 for background)
+                          [20, 0, 38, 10],    # IoU .9 with object 1 -> class 0 + 1
+                          [50, 50, 60, 60]])  # background
+    w = build_windows([props], [(gt, torch.tensor([1, 0]))])
+    assert w.labels.tolist() == [2, 1, 2, 1, 0]           # the two ground-truth boxes come first
+    many = Windows(torch.zeros(400, dtype=torch.long), torch.zeros(400, 4), torch.tensor([1] * 100 + [0] * 300))
+    picks = sample_batch(many, FinetuneSettings(), torch.Generator().manual_seed(0))
+    assert len(picks) == 128 and int((many.labels[picks] > 0).sum()) == 32   # R-CNN: 32 of 128
+
+
+def test_fast_mode_reads_each_box_at_the_scale_the_network_knows(trained_run):
+    m = load_model(trained_run)
+    pre = m.preprocess           # 28 px crops: a box is 24 px across inside its context
+    boxes = torch.tensor([[0, 0, 24, 24], [0, 0, 48, 48], [0, 0, 96, 24], [0, 0, 10, 10]], dtype=torch.float32)
+    # levels k: the image scaled by 2**-k across and down, as the warp scales the box; never enlarged
+    assert pyramid_levels(boxes, pre).tolist() == [[0, 0], [1, 1], [2, 0], [0, 0]]
+    # a box that fills the image at the right scale gives rcnn and fast features that agree
+    image = torch.randint(0, 255, (3, 24, 24), dtype=torch.uint8)
+    a = rcnn_pool5(m.model, image, boxes[:1], pre)
+    b = fast_pool5(m.model, image, boxes[:1], pre)
+    assert a.shape == b.shape and torch.cosine_similarity(a, b).item() > 0.8
+
+
+def test_detector_finds_the_shapes_in_both_modes(trained_detector, voc_scenes):
+    det = load_detector(trained_detector)
+    meta = json.loads((trained_detector / "detector.json").read_text())
+    assert det.classes == ["circle", "square", "stripes"] and meta["layer"] == "fc7"
+    assert det.svm_weight.shape[0] == 3 and det.reg_weight.shape[0] == 3
+    # the backbone loads on its own as a 4-way (background + 3) classifier
+    assert load_model(trained_detector / "backbone.pt").classes[0] == "__background__"
+    val = read_voc(voc_scenes, "val")
+    rcnn = evaluate_detector(det, val, "rcnn")
+    fast = evaluate_detector(det, val, "fast")
+    assert rcnn["proposal_recall"]["recall"] >= 0.9
+    assert rcnn["map"] > 0.3 and fast["map"] > 0.15       # chance is ~0.01 with ~140 boxes per image
+    assert set(rcnn["per_class"]) <= {"circle", "square", "stripes"}
+    assert rcnn["seconds_per_image"]["total"] > 0
+
+
+def test_training_again_resumes_from_the_cached_stages(trained_detector, voc_scenes, trained_run):
+    metrics = json.loads((trained_detector / "metrics.json").read_text())
+    cfg = DetectorConfig(data=str(voc_scenes), backbone=str(trained_run),
+                         finetune=asdict(FinetuneSettings(iterations=60, batch_size=64, lr=0.01, checkpoint_every=20)),
+                         proposals=asdict(ProposalSettings(size=256, max_boxes=300)), workers=0)
+    again = train_detector(cfg, trained_detector)
+    assert again.metrics["finetune"]["resumed_at"] == 60          # nothing left to fine-tune
+    assert again.metrics["seconds"]["features"] < metrics["seconds"]["features"] + 5
+    reloaded = load_detector(trained_detector)
+    assert torch.equal(reloaded.svm_weight, load_detector(trained_detector).svm_weight)
+
+
+def test_an_unfinished_or_tampered_detector_is_refused(trained_detector, tmp_path):
+    import shutil
+    copy = tmp_path / "det"
+    shutil.copytree(trained_detector, copy, ignore=shutil.ignore_patterns("cache"))
+    (copy / "heads.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="changed since"):
+        load_detector(copy)
+    (copy / "detector.json").unlink()
+    with pytest.raises(CheckpointError, match="no detector.json"):
+        load_detector(copy)
+
+
+def test_malformed_annotations_and_empty_sets_are_named(tmp_path, trained_run):
+    root = make_voc_scenes(tmp_path / "voc", "train", 2, seed=5)
+    xml = sorted((root / "Annotations").glob("*.xml"))[0]
+    xml.write_text("<annotation><object><name>circle</name>")
+    with pytest.raises(DataError, match=xml.name):
+        train_detector(DetectorConfig(data=str(root), backbone=str(trained_run)), tmp_path / "out")
+    for f in (root / "Annotations").glob("*.xml"):   # valid files, no objects in any
+        f.write_text(f"<annotation><filename>{f.stem}.jpg</filename><size><width>128</width>"
+                     "<height>104</height></size></annotation>")
+    with pytest.raises(DataError, match="no objects"):
+        train_detector(DetectorConfig(data=str(root), backbone=str(trained_run)), tmp_path / "out")
+    assert not (tmp_path / "out" / "detector.json").exists()
+
+
+def test_grayscale_and_tiny_images_detect_without_error(trained_detector, tmp_path):
+    from PIL import Image
+    det = load_detector(trained_detector)
+    for size, mode in (((128, 104), "L"), ((12, 9), "RGB")):
+        img = Image.new(mode, size, 128)
+        path = tmp_path / f"{mode}.png"
+        img.save(path)
+        from alexsuite.data.decode import decode_image
+        x = image_tensor(decode_image(path))
+        for m in ("rcnn", "fast"):
+            d = det.detect(x, torch.tensor([[0, 0, size[0], size[1]]], dtype=torch.float32), m, threshold=-1e9)
+            assert (d.boxes[:, 2] <= size[0]).all() and (d.boxes[:, 3] <= size[1]).all()
+
+
+def test_a_huge_photo_is_read_bounded_and_answered_in_its_own_pixels(trained_detector, tmp_path):
+    from PIL import Image
+
+    from alexsuite.detection.inference import MAX_SIDE, run_detector
+    big = Image.new("RGB", (MAX_SIDE + 600, 1500), (90, 120, 60))
+    big.paste((230, 230, 40), (1800, 900, 2300, 1400))
+    path = tmp_path / "big.png"
+    big.save(path)
+    (r,) = run_detector(load_detector(trained_detector), [path], "fast", threshold=-1e9, workers=0)
+    assert (r.width, r.height) == (MAX_SIDE + 600, 1500) and len(r.detections.boxes)
+    assert r.detections.boxes[:, 2].max() > MAX_SIDE    # boxes in the original image's pixels
+    assert (r.detections.boxes[:, 2] <= MAX_SIDE + 600).all() and (r.detections.boxes[:, 3] <= 1500).all()
