@@ -11,7 +11,6 @@ started again with the same command, resumes where it stopped:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -29,7 +28,7 @@ from ..errors import ConfigError, DataError, ImageDecodeError
 from ..evaluation.detection import Truth, proposal_recall
 from ..fileio import atomic_write_bytes, atomic_write_text, file_sha256
 from ..proposals import ProposalSettings, propose
-from ..training.checkpoint import load_model
+from ..training.checkpoint import load_model, weights_fingerprint
 from ..training.run import Reporter
 from . import bbox_regression, svm
 from .boxes import box_iou
@@ -90,14 +89,6 @@ def _image_loader(items, budget: int = IMAGE_MEMORY):
     def load(i: int) -> torch.Tensor:
         return image_tensor(decode_image(items[i].image))
     return load
-
-
-def _weights_digest(model) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _feature_file(folder: Path, item) -> Path:
@@ -271,7 +262,7 @@ def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter
     # 3. features, in each mode the heads will serve
     t0 = time.perf_counter()
     modes = ("rcnn", "fast") if cfg.train_fast else ("rcnn",)
-    stem = f"{_weights_digest(model)}-{cfg.layer}"
+    stem = f"{weights_fingerprint(model)}-{cfg.layer}"
     _drop_stale_features(cache / "features", {f"{stem}-{m}" for m in modes})
     loads = []
     for mode in modes:

@@ -66,12 +66,17 @@ class LoadedModel:
     @property
     def fingerprint(self) -> str:
         """Stable id of these weights (an index refuses vectors from any other model)."""
-        import hashlib
-        h = hashlib.sha256()
-        for k, v in sorted(self.model.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return weights_fingerprint(self.model)
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of a model's parameters and buffers, by name (16 hex digits)."""
+    import hashlib
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _is_torchvision_alexnet(state: dict) -> bool:

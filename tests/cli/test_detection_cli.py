@@ -74,3 +74,25 @@ def test_train_detector_command_and_its_errors(voc_scenes, trained_run, tmp_path
     assert result.exit_code == 2 and "junk.pt" in result.output and "Traceback" not in result.output
     result = run("detect", voc_scenes / "JPEGImages" / "val_000.jpg", "--detector", tmp_path / "x")
     assert result.exit_code == 2 and "no detector.json" in result.output
+
+
+def test_train_detector_reads_coco_json(voc_scenes, trained_run, tmp_path):
+    from alexsuite.data.detection_sets import read_voc
+    voc = read_voc(voc_scenes, "train")
+    cats = {c: i + 1 for i, c in enumerate(voc.classes)}
+    coco = {"categories": [{"id": i, "name": c} for c, i in cats.items()], "images": [], "annotations": []}
+    for n, a in enumerate(voc.items[:6]):
+        coco["images"].append({"id": n, "file_name": a.image.name, "width": a.width, "height": a.height})
+        for box, label in zip(a.boxes.tolist(), a.labels):
+            x1, y1, x2, y2 = box
+            coco["annotations"].append({"id": len(coco["annotations"]), "image_id": n, "category_id": cats[label],
+                                        "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0})
+    ann = tmp_path / "train.json"
+    ann.write_text(json.dumps(coco))
+    result = run("train-detector", ann, "--images", voc_scenes / "JPEGImages", "--backbone", trained_run,
+                 "--out", tmp_path / "det", "--finetune-iters", "2", "--batch-size", "8", "--max-boxes", "30",
+                 "--no-train-fast", "--workers", "0", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["training_images"] == 6 and out["proposal_recall"]["objects"] == len(coco["annotations"])
+    assert json.loads((tmp_path / "det" / "detector.json").read_text())["classes"] == voc.classes
