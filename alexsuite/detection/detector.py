@@ -49,14 +49,6 @@ class Detector:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def to(self, device) -> "Detector":
-        self.model.to(device)
-        for name in ("svm_weight", "svm_bias", "reg_weight", "reg_bias"):
-            value = getattr(self, name)
-            if value is not None:
-                setattr(self, name, value.to(device))
-        return self
-
     @torch.no_grad()
     def score(self, image: torch.Tensor, proposals: torch.Tensor, mode: str = "rcnn"):
         """(boxes kept, SVM scores (N, K), pool5 features (N, D5)) of an image's proposals."""

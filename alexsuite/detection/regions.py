@@ -46,31 +46,15 @@ def rcnn_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out.append(model.pool5(model.conv5(x)))
-    return torch.cat(out) if out else torch.empty(0, _pool5_dim(model, pre), device=device)
+    return torch.cat(out) if out else torch.empty(0, _crop_shapes(model, pre)[1], device=device)
 
 
-def _pool5_dim(model, pre) -> int:
-    return _conv5_shape(model, pre)[0] * _pool5_grid(model, pre) ** 2
-
-
-def _conv5_shape(model, pre) -> tuple[int, int]:
-    """(channels, grid side) of conv5 for one warped crop."""
-    key = ("_conv5_shape", pre.crop_size)
-    cached = getattr(model, "_alexsuite_shapes", {})
-    if key not in cached:
-        with torch.no_grad():
-            x = torch.zeros(1, 3, pre.crop_size, pre.crop_size, device=next(model.parameters()).device)
-            c5 = model.conv5(x)
-        cached[key] = (c5.shape[1], c5.shape[-1])
-        model._alexsuite_shapes = cached
-    return cached[key]
-
-
-def _pool5_grid(model, pre) -> int:
-    with torch.no_grad():
-        c, g = _conv5_shape(model, pre)
-        x = torch.zeros(1, c, g, g, device=next(model.parameters()).device)
-        return int(round(math.sqrt(model.pool5(x).shape[1] / c)))
+@torch.no_grad()
+def _crop_shapes(model, pre) -> tuple[int, int]:
+    """(conv5 grid side, pool5 size) of one warped crop: what RoI pooling must reproduce."""
+    x = torch.zeros(1, 3, pre.crop_size, pre.crop_size, device=next(model.parameters()).device)
+    c5 = model.conv5(x)
+    return c5.shape[-1], model.pool5(c5).shape[1]
 
 
 def pyramid_levels(boxes: torch.Tensor, pre: transforms.Preprocess, step: float = FAST_SCALE_STEP,
@@ -91,8 +75,8 @@ def fast_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.
     from torchvision.ops import roi_align
     device = next(model.parameters()).device
     boxes = boxes.float().to(device)
-    _, grid = _conv5_shape(model, pre)
-    out = torch.empty(len(boxes), _pool5_dim(model, pre), device=device)
+    grid, dim = _crop_shapes(model, pre)
+    out = torch.empty(len(boxes), dim, device=device)
     if not len(boxes):
         return out
     x = transforms.normalize(image.to(device)[None], pre)   # the mean colour is 0: conv padding matches the warp's fill
