@@ -122,6 +122,9 @@ def finetune(model: nn.Module, pre: transforms.Preprocess, windows: Windows, loa
     and saves there every checkpoint_every iterations. Returns stats."""
     device = torch.device(device)
     model.to(device).train()
+    channels_last = device.type == "cpu"   # measured: fwd/bwd 0.29 -> 0.21 s per 128 crops on 2 cores
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                           weight_decay=settings.weight_decay)
     step = max(1, round(settings.iterations * settings.step_fraction))
@@ -144,6 +147,8 @@ def finetune(model: nn.Module, pre: transforms.Preprocess, windows: Windows, loa
         if settings.flip:
             flip = (torch.rand(len(x), generator=g) < 0.5).to(device)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
