@@ -11,6 +11,7 @@ started again with the same command, resumes where it stopped:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -67,10 +68,12 @@ class TrainedDetector:
     metrics: dict
 
 
-def _finetune_key(cfg: DetectorConfig, backbone_digest: str, data: DetectionSet, windows) -> str:
+def _finetune_key(backbone_digest: str, data: DetectionSet, windows) -> str:
     """What a cached fine-tuning run must share with this one to be resumed."""
+    h = hashlib.sha256(windows.boxes.float().contiguous().numpy().tobytes())
+    h.update(windows.labels.numpy().tobytes())   # every box and label: an edited annotation starts over
     return json.dumps({"backbone_sha256": backbone_digest, "data": data.source, "classes": data.classes,
-                       "windows": len(windows.labels), "proposals": cfg.proposals}, sort_keys=True)
+                       "windows": h.hexdigest()[:16]}, sort_keys=True)
 
 
 def _drop_stale_features(root: Path, keep: set[str]) -> None:
@@ -91,8 +94,11 @@ def _image_loader(items, budget: int = IMAGE_MEMORY):
     return load
 
 
-def _feature_file(folder: Path, item) -> Path:
-    return folder / f"{file_sha256(item.image)[:24]}.pt"
+def _feature_file(folder: Path, item, boxes: torch.Tensor) -> Path:
+    """Named by the image's content and the boxes read from it: an edited annotation or other
+    proposal settings never meet stale features."""
+    digest = hashlib.sha256(boxes.float().contiguous().numpy().tobytes()).hexdigest()[:12]
+    return folder / f"{file_sha256(item.image)[:20]}-{digest}.pt"
 
 
 def extract_features(model, pre, items, proposals, truths, layer: str, regression_iou: float,
@@ -103,11 +109,11 @@ def extract_features(model, pre, items, proposals, truths, layer: str, regressio
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for i, item in enumerate(items):
-        file = _feature_file(folder, item)
+        gt, _ = truths[i]
+        boxes = torch.cat([gt.float(), torch.as_tensor(proposals[i]).float()])
+        file = _feature_file(folder, item, boxes)
         files.append(file)
         if not file.exists():
-            gt, _ = truths[i]
-            boxes = torch.cat([gt.float(), torch.as_tensor(proposals[i]).float()])
             pool5 = region_pool5(model, load_image(i), boxes, pre, mode)
             feats = head_features(model, pool5, layer)
             near = (box_iou(boxes, gt.float()).max(1).values >= regression_iou) if len(gt) else torch.zeros(len(boxes), dtype=torch.bool)
@@ -255,7 +261,7 @@ def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter
                   f"{len(windows.background):,} background windows, {ft.iterations} iterations of {ft.batch_size}")
     bar = reporter.progress(ft.iterations, "fine-tune")
     ft_stats = finetune(model, loaded.preprocess, windows, load_image, ft, device, cache / "finetune.pt",
-                        on_step=bar, key=_finetune_key(cfg, file_sha256(loaded.source), kept, windows))
+                        on_step=bar, key=_finetune_key(file_sha256(loaded.source), kept, windows))
     bar.close()
     timings["finetune"] = time.perf_counter() - t0
 
