@@ -124,3 +124,20 @@ def test_a_huge_photo_is_read_bounded_and_answered_in_its_own_pixels(trained_det
     assert (r.width, r.height) == (MAX_SIDE + 600, 1500) and len(r.detections.boxes)
     assert r.detections.boxes[:, 2].max() > MAX_SIDE    # boxes in the original image's pixels
     assert (r.detections.boxes[:, 2] <= MAX_SIDE + 600).all() and (r.detections.boxes[:, 3] <= 1500).all()
+
+
+def test_an_edited_annotation_is_not_served_from_the_cache(tmp_path, trained_run):
+    root = make_voc_scenes(tmp_path / "voc", "train", 3, seed=6)
+    cfg = DetectorConfig(data=str(root), backbone=str(trained_run), train_fast=False, workers=0,
+                         finetune=asdict(FinetuneSettings(iterations=4, batch_size=16, checkpoint_every=2)),
+                         proposals=asdict(ProposalSettings(size=200, max_boxes=30)))
+    train_detector(cfg, tmp_path / "det")
+    assert train_detector(cfg, tmp_path / "det").metrics["finetune"]["resumed_at"] == 4   # unchanged: cached
+    xml = sorted((root / "Annotations").glob("*.xml"))[0]
+    text = xml.read_text()
+    start = text.index("<xmin>") + len("<xmin>")
+    xml.write_text(text[:start] + str(int(text[start:text.index("</xmin>")]) + 2) + text[text.index("</xmin>"):])
+    again = train_detector(cfg, tmp_path / "det")
+    assert again.metrics["finetune"]["resumed_at"] == 0                   # the box moved: fine-tuned afresh
+    (features,) = (tmp_path / "det" / "cache" / "features").iterdir()
+    assert len(list(features.iterdir())) == 3                             # only the current weights' files
