@@ -115,15 +115,3 @@ def warp_regions(image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Prepr
     x = transforms.normalize(image[None], pre)
     windows = context_window(boxes.to(x.device, torch.float32), crop, pad)
     return roi_align(x, [windows], output_size=crop, spatial_scale=1.0, sampling_ratio=2, aligned=True)
-
-
-@torch.no_grad()
-def embed_regions(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
-                  layer: str = "fc7", batch_size: int = 128, padding: int | None = None) -> np.ndarray:
-    """float32 (N, D) features of the warped regions of one image, in batches."""
-    check_layer(layer)
-    model.eval()
-    if not len(boxes):
-        return np.empty((0, feature_dim(model, pre, layer)), np.float32)
-    return torch.cat([model.features(warp_regions(image, chunk, pre, padding), layer).flatten(1).float().cpu()
-                      for chunk in boxes.split(batch_size)]).numpy()

@@ -13,28 +13,20 @@
 """
 import argparse
 import json
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 from _common import write_result
-from alexsuite.data.detection_sets import read_voc
+from alexsuite.data.detection_sets import DetectionSet, read_voc
 from alexsuite.detection.detector import load_detector
 from alexsuite.detection.finetune import FinetuneSettings
-from alexsuite.detection.inference import run_detector
 from alexsuite.detection.training import DetectorConfig, train_detector
 from alexsuite.evaluation.detection import evaluate_detector
 
 
-def end_to_end(det, paths, mode):
-    """Wall seconds per image with no proposal cache, as `alexsuite detect` runs."""
-    t0 = time.perf_counter()
-    marks = {}
-    results = list(run_detector(det, paths, mode, workers=2,
-                                on_proposals=lambda n: marks.__setitem__("p", time.perf_counter())))
-    total = time.perf_counter() - t0
-    return {"total": total / len(paths), "proposals": (marks["p"] - t0) / len(paths),
-            "network": sum(r.seconds for r in results) / len(paths)}
+def end_to_end(det, data, mode):
+    """Seconds per image with no proposal cache (2 worker processes), as `alexsuite detect` runs."""
+    return evaluate_detector(det, data, mode, cache_dir=None, workers=2)["seconds_per_image"]
 
 
 def main():
@@ -66,8 +58,8 @@ def main():
         print(f"{mode:>4}: mAP {r['map']:.4f} (VOC07 {r['map_voc07']:.4f}), without box regression "
               f"{r['map_no_regression']:.4f}; network {r['seconds_per_image']['network']:.3f} s/img; "
               f"proposal recall {r['proposal_recall']['recall']:.4f}")
-    paths = [a.image for a in val.items[:args.timing_images]]
-    timing = {mode: end_to_end(det, paths, mode) for mode in ("fast", "rcnn")}
+    timed = DetectionSet(val.items[:args.timing_images], val.classes, val.source)
+    timing = {mode: end_to_end(det, timed, mode) for mode in ("fast", "rcnn")}
     for mode, t in timing.items():
         print(f"{mode:>4} end to end: {t['total']:.2f} s/img (proposals {t['proposals']:.2f}, network {t['network']:.2f})")
     speedup = timing["rcnn"]["total"] / timing["fast"]["total"]
@@ -77,7 +69,7 @@ def main():
     info = json.loads((Path(args.detector) / "detector.json").read_text())
     path = write_result("detection", {
         "data": args.data, "detector": args.detector, "training": info.get("metrics", {}),
-        "modes": rows, "end_to_end_seconds_per_image": timing, "timing_images": len(paths),
+        "modes": rows, "end_to_end_seconds_per_image": timing, "timing_images": len(timed),
         "fast_speedup_end_to_end": speedup,
         "goals": {"rcnn_map>=0.85": rows["rcnn"]["map"] >= 0.85,
                   "fast_within_0.02": rows["rcnn"]["map"] - rows["fast"]["map"] <= 0.02,

@@ -58,7 +58,8 @@ def test_unknown_layer_is_a_clear_error(loaded):
 def test_warped_regions_pad_with_the_mean_and_keep_the_box_inside(loaded):
     pre = loaded.preprocess  # 28 px crops: context padding 2 px
     image = torch.full((3, 40, 60), 200, dtype=torch.uint8)
-    from alexsuite.embedding import context_padding, embed_regions, warp_regions
+    from alexsuite.detection.regions import head_features, rcnn_pool5
+    from alexsuite.embedding import context_padding, warp_regions
     assert context_padding(227) == 16 and context_padding(28) == 2
     inside, half_out = torch.tensor([[10.0, 10.0, 30.0, 30.0]]), torch.tensor([[40.0, 10.0, 80.0, 30.0]])
     crops = warp_regions(image, torch.cat([inside, half_out]), pre)
@@ -67,7 +68,7 @@ def test_warped_regions_pad_with_the_mean_and_keep_the_box_inside(loaded):
     assert torch.allclose(crops[0], value[:, None, None].expand(3, 28, 28), atol=1e-5)  # all image
     assert torch.allclose(crops[1, :, :, -6:], torch.zeros(3, 28, 6), atol=1e-6)         # outside: mean
     many = torch.tensor([[0.0, 0.0, 20.0, 20.0], [5.0, 5.0, 50.0, 35.0], [30.0, 0.0, 60.0, 40.0]])
-    one_batch = embed_regions(loaded.model, image, many, pre, batch_size=3)
-    small_batches = embed_regions(loaded.model, image, many, pre, batch_size=1)
-    np.testing.assert_allclose(one_batch, small_batches, rtol=1e-4, atol=1e-5)
+    one_batch = head_features(loaded.model, rcnn_pool5(loaded.model, image, many, pre, batch_size=3), "fc7")
+    small_batches = head_features(loaded.model, rcnn_pool5(loaded.model, image, many, pre, batch_size=1), "fc7")
+    np.testing.assert_allclose(one_batch.numpy(), small_batches.numpy(), rtol=1e-4, atol=1e-5)
     assert one_batch.shape == (3, feature_dim(loaded.model, pre, "fc7"))

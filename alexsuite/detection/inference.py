@@ -4,7 +4,7 @@ back as errors, in order, and never stop the others."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -29,7 +29,6 @@ class ImageResult:
     proposals: torch.Tensor | None = None
     seconds: float = 0.0                       # the network's time on this image
     error: ImageDecodeError | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def proposal_settings(det: Detector) -> ProposalSettings:
