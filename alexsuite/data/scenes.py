@@ -1,0 +1,118 @@
+"""Detection scenes made from classification data: small grey articles (Fashion-MNIST) pasted,
+tinted, onto random crops of real photographs, written as a Pascal VOC directory whose ground
+truth is the tight box around each pasted article. The demo builds its detection set this way
+(the same recipe as ../shared/tools/make_scenes.py, which made scenes-dev)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DataError
+from ..fileio import atomic_write_bytes, atomic_write_text
+from .decode import decode_image
+
+MASK_LEVEL = 12        # article pixels above this grey level are the object, the rest its black ground
+MAX_OVERLAP = 0.05     # articles in one scene barely touch, so every box is a fair target
+
+
+@dataclass(frozen=True)
+class SceneSettings:
+    width: tuple[int, int] = (320, 420)       # scene size range, pixels
+    height: tuple[int, int] = (260, 340)
+    objects: tuple[int, int] = (1, 3)         # articles per scene
+    size: tuple[int, int] = (56, 120)         # pasted article side, pixels (the 28 px article scaled up)
+    recolour: bool = False                    # shuffle and scale the photo's colour channels per scene,
+                                              # so a few photographs look like many backgrounds
+
+
+def _iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _background(photo: np.ndarray, w: int, h: int, rng: np.random.Generator, recolour: bool) -> np.ndarray:
+    """A random w x h crop of the photo, enlarged by up to 1.5x first so crops vary."""
+    ph, pw = photo.shape[:2]
+    scale = max(w / pw, h / ph) * rng.uniform(1.0, 1.5)
+    big = np.asarray(Image.fromarray(photo).resize((int(pw * scale) + 1, int(ph * scale) + 1), Image.BILINEAR))
+    y0 = int(rng.integers(0, big.shape[0] - h + 1))
+    x0 = int(rng.integers(0, big.shape[1] - w + 1))
+    crop = big[y0:y0 + h, x0:x0 + w]
+    if recolour:
+        gains = rng.uniform(0.5, 1.3, 3).astype(np.float32)
+        crop = (crop[..., rng.permutation(3)].astype(np.float32) * gains).clip(0, 255).astype(np.uint8)
+    return crop.copy()
+
+
+def _paste(scene: np.ndarray, article: np.ndarray, boxes: list, rng: np.random.Generator,
+           settings: SceneSettings):
+    """Paste one tinted article where it barely overlaps the others; its tight box, or None."""
+    h, w = scene.shape[:2]
+    for _ in range(30):
+        side = int(rng.integers(settings.size[0], min(settings.size[1], h - 2, w - 2) + 1))
+        obj = np.asarray(Image.fromarray(article).resize((side, side), Image.BICUBIC)).astype(np.float32)
+        mask = obj > MASK_LEVEL
+        ys, xs = np.nonzero(mask)
+        if not len(xs):
+            return None
+        px, py = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        box = (px + int(xs.min()), py + int(ys.min()), px + int(xs.max()) + 1, py + int(ys.max()) + 1)
+        if any(_iou(box, b) > MAX_OVERLAP for b in boxes):
+            continue
+        tint = rng.uniform(0.3, 1.0, 3).astype(np.float32)
+        m = mask[..., None].astype(np.float32)
+        roi = scene[py:py + side, px:px + side].astype(np.float32)
+        scene[py:py + side, px:px + side] = (m * obj[..., None] * tint + (1 - m) * roi).clip(0, 255).astype(np.uint8)
+        return box
+    return None
+
+
+def _annotation(name: str, w: int, h: int, objects: list[tuple[str, tuple]]) -> str:
+    """VOC XML; boxes 1-based and inclusive, as VOC writes them."""
+    parts = [f"<annotation><filename>{escape(name)}.jpg</filename>"
+             f"<size><width>{w}</width><height>{h}</height><depth>3</depth></size>"]
+    for label, (x1, y1, x2, y2) in objects:
+        parts.append(f"<object><name>{escape(label)}</name><difficult>0</difficult><bndbox>"
+                     f"<xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax>"
+                     f"</bndbox></object>")
+    return "".join(parts) + "</annotation>\n"
+
+
+def compose_scenes(out: Path, split: str, photos: list[Path], articles: np.ndarray, labels: np.ndarray,
+                   classes: list[str], count: int, seed: int,
+                   settings: SceneSettings = SceneSettings()) -> list[str]:
+    """Write `count` scenes into the VOC directory `out` as split `split` (JPEGImages/,
+    Annotations/, ImageSets/Main/<split>.txt) and return their names. `articles` (N, H, W)
+    uint8 on black with `labels` (N,) indexing `classes`. The same arguments give the same files."""
+    if not photos:
+        raise DataError("no background photographs to compose scenes on")
+    if len(articles) != len(labels) or not len(articles):
+        raise DataError(f"{len(articles)} articles with {len(labels)} labels: need the same, and some")
+    rng = np.random.default_rng(seed)
+    backgrounds = [decode_image(p) for p in photos]
+    out = Path(out)
+    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(count):
+        w, h = int(rng.integers(*settings.width, endpoint=True)), int(rng.integers(*settings.height, endpoint=True))
+        scene = _background(backgrounds[int(rng.integers(len(backgrounds)))], w, h, rng, settings.recolour)
+        objects: list[tuple[str, tuple]] = []
+        for _ in range(int(rng.integers(settings.objects[0], settings.objects[1] + 1))):
+            j = int(rng.integers(len(articles)))
+            box = _paste(scene, articles[j], [b for _, b in objects], rng, settings)
+            if box is not None:
+                objects.append((classes[int(labels[j])], box))
+        name = f"{split}_{i:04d}"
+        names.append(name)
+        atomic_write_bytes(out / "JPEGImages" / f"{name}.jpg",
+                           lambda f: Image.fromarray(scene).save(f, format="JPEG", quality=92))
+        atomic_write_text(out / "Annotations" / f"{name}.xml", _annotation(name, w, h, objects))
+    atomic_write_text(out / "ImageSets" / "Main" / f"{split}.txt", "".join(n + "\n" for n in names))
+    return names
