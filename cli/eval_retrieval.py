@@ -5,11 +5,10 @@ import json
 
 import click
 
-from alexsuite.data.datasets import DEFAULT_DATASET, resolve_classification
+from alexsuite.data.datasets import DEFAULT_DATASET
 from alexsuite.devices import resolve_device
-from alexsuite.embedding import LAYERS, embed_labelled
-from alexsuite.evaluation.retrieval import evaluate_retrieval
-from alexsuite.retrieval.index import IndexSpec
+from alexsuite.embedding import LAYERS
+from alexsuite.evaluation.retrieval import evaluate_model_retrieval
 from alexsuite.training.checkpoint import default_model, load_model
 
 from .main import main
@@ -44,20 +43,10 @@ def eval_retrieval_cmd(data, model, layer, factory, metric, pca, whiten, params,
     """
     dev = resolve_device(device)
     loaded = load_model(model or default_model(), dev)
-    database, queries = resolve_classification(data, loaded.preprocess.base_size)
-    vectors = {}
-    for name, dataset in (("database", database), ("queries", queries)):
-        bar = Bar(len(dataset), f"embed {name}", enabled=not as_json)
-        vectors[name] = embed_labelled(loaded.model, dataset, loaded.preprocess, layer, dev, batch_size,
-                                       workers, on_batch=bar)
-        bar.close()
-        if vectors[name][2]:
-            click.secho(f"warning: skipped {len(vectors[name][2])} unreadable {name} image(s), e.g. "
-                        f"{vectors[name][2][0]}", fg="yellow", err=True)
-    (db, db_labels, _), (q, q_labels, _) = vectors["database"], vectors["queries"]
-    spec = IndexSpec(db.shape[1], factory, metric, pca, whiten)
-    result = evaluate_retrieval(db, db_labels, q, q_labels, spec, tuple(sorted(set(ks))), params=params, device=dev)
-    result = {"model": str(loaded.source), "layer": layer, "data": data, **result}
+    result = evaluate_model_retrieval(
+        loaded, data, {"factory": factory, "metric": metric, "pca": pca, "whiten": whiten}, layer, ks, params,
+        dev, batch_size, workers, progress=lambda total, name: Bar(total, name, enabled=not as_json),
+        warn=lambda m: click.secho(f"warning: {m}", fg="yellow", err=True))
     for advice in result["warnings"]:
         click.secho(f"warning: {advice}", fg="yellow", err=True)
     if as_json:

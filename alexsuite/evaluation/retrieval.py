@@ -48,3 +48,30 @@ def evaluate_retrieval(db_vectors: np.ndarray, db_labels: np.ndarray, q_vectors:
             **{f"precision@{k}": float(np.concatenate(precisions[k]).mean()) if aps else 0.0 for k in ks},
             "build_seconds": round(build_s, 3), "rank_seconds": round(time.perf_counter() - t0, 3),
             "warnings": advice}
+
+
+def evaluate_model_retrieval(loaded, data: str, spec_options: dict, layer: str = "fc7", ks=(1, 10, 100),
+                             params: str | None = None, device="cpu", batch_size: int = 256, workers: int = 2,
+                             progress=None, warn=lambda message: None) -> dict:
+    """`alexsuite eval-retrieval`: embed DATA's training split as the database and its test
+    (or val/) split as the queries with `loaded` (a LoadedModel), then evaluate_retrieval.
+    spec_options: IndexSpec's factory, metric, pca, whiten. `progress(total, name)` returns a
+    callable taking a number of images done, with .close()."""
+    from ..data.datasets import resolve_classification
+    from ..embedding import embed_labelled
+
+    database, queries = resolve_classification(data, loaded.preprocess.base_size)
+    vectors = {}
+    for name, dataset in (("database", database), ("queries", queries)):
+        bar = progress(len(dataset), f"embed {name}") if progress else None
+        vectors[name] = embed_labelled(loaded.model, dataset, loaded.preprocess, layer, device, batch_size,
+                                       workers, on_batch=bar)
+        if bar:
+            bar.close()
+        if vectors[name][2]:
+            warn(f"skipped {len(vectors[name][2])} unreadable {name} image(s), e.g. {vectors[name][2][0]}")
+    (db, db_labels, _), (q, q_labels, _) = vectors["database"], vectors["queries"]
+    spec = faiss_index.IndexSpec(db.shape[1], **spec_options)
+    result = evaluate_retrieval(db, db_labels, q, q_labels, spec, tuple(sorted(set(ks))), params=params,
+                                device=device)
+    return {"model": str(loaded.source), "layer": layer, "data": data, **result}
