@@ -17,7 +17,9 @@ from .progress import Bar
 
 
 def default_detector() -> Path:
-    found = sorted(Path("runs/detector").glob("*/detector.json"), key=lambda p: p.stat().st_mtime)
+    """The newest detector under runs/detector/ (train-detector's default) or runs/*/detector/ (a demo's)."""
+    found = sorted([*Path("runs/detector").glob("*/detector.json"), *Path("runs").glob("*/detector/detector.json")],
+                   key=lambda p: p.stat().st_mtime)
     if not found:
         raise CheckpointError("no detector: pass --detector DIR (train one with `alexsuite train-detector`)")
     return found[-1].parent

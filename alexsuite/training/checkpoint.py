@@ -117,9 +117,11 @@ def load_model(path, device="cpu", expect_arch: str | None = None) -> LoadedMode
 
 def default_model() -> Path:
     """The model commands use when --model is not given: the newest `alexsuite train` run under
-    runs/train/, else torchvision's AlexNet weights if torch's cache already holds them."""
-    runs = sorted((p for p in Path("runs/train").glob("*/") if (p / "best.pt").exists() or (p / "last.pt").exists()),
-                  key=lambda p: p.stat().st_mtime)
+    runs/train/ (or an `alexsuite demo`'s runs/*/train/), else torchvision's AlexNet weights if
+    torch's cache already holds them."""
+    candidates = [*Path("runs/train").glob("*/"), *Path("runs").glob("*/train/")]
+    runs = sorted((p for p in candidates if (p / "best.pt").exists() or (p / "last.pt").exists()),
+                  key=lambda p: (p / "last.pt").stat().st_mtime if (p / "last.pt").exists() else p.stat().st_mtime)
     if runs:
         return runs[-1]
     cached = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
