@@ -19,9 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/alexsuite train --epochs 8 --out runs/train/demo
-	$(BIN)/alexsuite eval runs/train/demo/last.pt --ten-crop
-	$(BIN)/alexsuite eval-retrieval --model runs/train/demo/last.pt --metric cosine
+	$(BIN)/alexsuite demo --out runs/demo
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -36,6 +34,7 @@ bench: setup
 	$(BIN)/python benchmarks/search_speed.py
 	$(BIN)/python benchmarks/proposals_recall.py
 	$(BIN)/python benchmarks/detection.py --train
+	$(BIN)/python benchmarks/demo.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -24,31 +24,36 @@ class Group(click.Group):
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="alexsuite")
 def main():
-    """AlexNet for your own images: train a backbone, search images by their fc7
-    features, detect objects with R-CNN.
+    """AlexNet for your own images: train a backbone with the paper's recipe, search images
+    by their fc7 features (FAISS + SQLite), detect objects with R-CNN.
 
     \b
-    Start here (runs offline on the bundled Fashion-MNIST subset):
-      alexsuite train --epochs 3            # writes runs/train/exp/
+    Start here: the whole suite on built-in data, offline, about 5 minutes on a CPU:
+      alexsuite demo                        # writes runs/demo/report.html
+
+    \b
+    Then each step on its own (a dataset name, or your own folders):
+      alexsuite train --epochs 3            # bundled Fashion-MNIST subset -> runs/train/exp/
       alexsuite eval runs/train/exp         # top-1 / top-5 on the test split
-      alexsuite eval-retrieval              # how well its fc7 features find same-class images
-
-    Then on your own photos:
-      alexsuite index photos/               # fc7 vectors -> indexes/default (FAISS + SQLite)
+      alexsuite index photos/               # fc7 vectors -> indexes/default
       alexsuite search query.jpg            # the 10 nearest indexed images
+      alexsuite eval-retrieval              # mAP / precision@k of a model's features
 
-    And R-CNN detection (Pascal VOC or COCO annotations):
+    \b
+    R-CNN detection (Pascal VOC directory or COCO JSON):
       alexsuite train-detector data/VOC --backbone runs/train/exp
       alexsuite detect photo.jpg --out runs/boxes
+      alexsuite eval-detector data/VOC --split val
 
+    Errors you can fix print one line saying how, and exit with status 2.
     Every command has --help with a real example.
     """
 
 
 def _register():
     # each module adds its command to `main`
-    from . import (detect, eval_detector, eval_retrieval, evaluate, index, proposals, search,  # noqa: F401
-                   train, train_detector)
+    from . import (demo, detect, eval_detector, eval_retrieval, evaluate, index, proposals,  # noqa: F401
+                   search, train, train_detector)
 
 
 _register()
