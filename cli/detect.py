@@ -58,9 +58,12 @@ def detect_cmd(images, detector, mode, threshold, nms, no_regression, out, cache
 
     \b
     Examples:
+      alexsuite detect runs/demo/scenes/JPEGImages/test_0000.jpg --out runs/boxes
       alexsuite detect photo.jpg                                 # table of boxes
       alexsuite detect photos/*.jpg --mode fast --out runs/boxes # pictures with boxes drawn
       alexsuite detect photo.jpg --threshold -0.5 --json         # more boxes, JSON Lines
+
+    Prints a table per image (or JSON Lines); with --out, writes OUT/<image name>.png.
     """
     det = load_detector(detector or default_detector(), resolve_device(device))
     bar = Bar(len(images), "proposals", enabled=not as_json)

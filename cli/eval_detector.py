@@ -33,8 +33,11 @@ def eval_detector_cmd(data, detector, split, images, mode, cache, device, worker
 
     \b
     Examples:
+      alexsuite eval-detector runs/demo/scenes --split test --detector runs/demo/detector
       alexsuite eval-detector data/scenes --split val --detector runs/detector/scenes
       alexsuite eval-detector data/scenes --mode fast --json
+
+    Prints a per-class table (or one JSON object); writes nothing unless --cache.
     """
     det = load_detector(detector or default_detector(), resolve_device(device))
     dataset = read_detection_set(data, split, images)

@@ -37,9 +37,12 @@ def eval_retrieval_cmd(data, model, layer, factory, metric, pca, whiten, params,
 
     \b
     Examples:
+      alexsuite eval-retrieval --model runs/demo/train/last.pt --metric cosine   # as the demo
       alexsuite eval-retrieval                                   # bundled Fashion-MNIST subset
       alexsuite eval-retrieval fashion-mnist --model runs/train/exp --metric cosine --json
       alexsuite eval-retrieval photos/ --factory ITQ256,LSHt     # photos/train + photos/val
+
+    Prints mAP and precision@k (or one JSON object); builds its index in memory, writes nothing.
     """
     dev = resolve_device(device)
     loaded = load_model(model or default_model(), dev)

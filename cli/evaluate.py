@@ -30,8 +30,11 @@ def evaluate_cmd(checkpoint, data, split, ten_crop, batch_size, device, workers,
 
     \b
     Examples:
+      alexsuite eval runs/demo/train/last.pt --ten-crop  # the model `alexsuite demo` trained
       alexsuite eval runs/train/exp                      # bundled test split
       alexsuite eval runs/train/exp/best.pt fashion-mnist --ten-crop --json
+
+    Prints one line (or with --json one object: top1, top5, loss, images); writes nothing.
     """
     dev = resolve_device(device)
     loaded = load_model(checkpoint, dev)

@@ -35,9 +35,12 @@ def search_cmd(queries, k, index_name, ids, model, params, as_json, sheet, devic
 
     \b
     Examples:
+      alexsuite search runs/demo/images/test/bag/bag_0000.png --index runs/demo/index
       alexsuite search query.jpg                          # table of the 10 nearest
       alexsuite search queries/ -k 5 --sheet sheet.png    # picture grid with distances
       alexsuite search --id 42 --json                     # JSON Lines, one object per query
+
+    Prints a table per query (or JSON Lines); writes only the --sheet picture.
     """
     if not queries and not ids:
         raise click.UsageError("give at least one QUERY image or folder, or --id N")
