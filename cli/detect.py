@@ -58,7 +58,7 @@ def detect_cmd(images, detector, mode, threshold, nms, no_regression, out, cache
 
     \b
     Examples:
-      alexsuite detect runs/demo/scenes/JPEGImages/test_0000.jpg --out runs/boxes
+      alexsuite detect runs/demo/scenes/JPEGImages/test_0004.jpg --threshold -0.5 --out runs/boxes
       alexsuite detect photo.jpg                                 # table of boxes
       alexsuite detect photos/*.jpg --mode fast --out runs/boxes # pictures with boxes drawn
       alexsuite detect photo.jpg --threshold -0.5 --json         # more boxes, JSON Lines

@@ -57,8 +57,8 @@ def index_cmd(images, model, index_name, layer, factory, metric, pca, whiten, pr
     """Embed every image under IMAGES (recursively) and add it to a FAISS index.
 
     Running it again embeds only new or changed files; ids stay stable. Settings left
-    out (--layer, --factory, --metric, --pca) keep what the index was built with. The index
-    directory holds index.faiss, meta.sqlite (id, path, size, mtime, sha256, class label
+    out (--layer, --factory, --metric, --pca) keep what the index was built with. Writes the index
+    directory, which holds index.faiss, meta.sqlite (id, path, size, mtime, sha256, class label
     = first folder under IMAGES) and manifest.json (model fingerprint, layer,
     preprocessing, factory); it refuses vectors from any other model. Work is committed
     every minute, so an interrupted run resumes.

@@ -32,7 +32,11 @@ def proposals_cmd(images, mode, max_boxes, cache, out, draw, workers, as_json):
     \b
     Examples:
       alexsuite proposals photo.jpg                        # how many boxes, how long
+      alexsuite proposals runs/demo/scenes/JPEGImages/test_0000.jpg --out runs/proposals
       alexsuite proposals photos/*.jpg --out runs/proposals --json > boxes.jsonl
+
+    Prints a count per image (or JSON Lines with every box); with --out, writes each image with
+    its first --draw boxes drawn; with --cache, keeps the boxes by image content.
     """
     settings = ProposalSettings(mode=mode, max_boxes=max_boxes)
     bar = Bar(len(images), "proposals", enabled=not as_json)

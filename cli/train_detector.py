@@ -69,8 +69,8 @@ def train_detector_cmd(data, backbone, split, images, out, layer, finetune_iters
       5. one box regressor per class on pool5 (ridge, lambda 1000, proposals with IoU >= 0.6)
 
     Each stage is cached under OUT/cache: run the same command again after an interruption
-    and it carries on. The detector (detector.json, backbone.pt, heads.pt, metrics.json) is
-    complete only once detector.json is written.
+    and it carries on. Writes the detector directory (detector.json, backbone.pt, heads.pt,
+    metrics.json), complete only once detector.json is written.
 
     \b
     Examples:

@@ -17,6 +17,20 @@ def test_help_and_version_teach():
     train_help = run("train", "--help").output
     assert "Examples:" in train_help and "torchrun" in train_help and "--resume" in train_help
     assert "--ten-crop" in run("eval", "--help").output
+    assert "alexsuite demo" in result.output
+    demo_help = run("demo", "--help").output
+    assert "report.html" in demo_help and "Examples:" in demo_help
+    for command in ("train", "eval", "index", "search", "eval-retrieval", "train-detector", "detect",
+                    "eval-detector", "proposals", "demo"):
+        text = run(command, "--help").output   # a manual: an example, and what it writes or prints
+        assert "Examples:" in text and ("Writes" in text or "writes" in text or "Prints" in text), command
+
+
+def test_demo_refuses_a_file_as_its_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run("demo", "--out", blocker)
+    assert result.exit_code == 2 and str(blocker) in result.output and "is a file" in result.output
 
 
 def test_train_then_eval_json(shapes_dir, tmp_path):
