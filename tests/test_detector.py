@@ -141,3 +141,41 @@ def test_an_edited_annotation_is_not_served_from_the_cache(tmp_path, trained_run
     assert again.metrics["finetune"]["resumed_at"] == 0                   # the box moved: fine-tuned afresh
     (features,) = (tmp_path / "det" / "cache" / "features").iterdir()
     assert len(list(features.iterdir())) == 3                             # only the current weights' files
+
+
+def test_fine_tuning_is_the_same_whatever_ran_before_and_when_resumed(tmp_path, trained_run):
+    """Dropout masks come from each iteration's own seed: the process-wide RNG (moved by
+    whatever ran earlier, as in `alexsuite demo`) changes nothing, and stopping halfway and
+    resuming reaches the unbroken run's weights."""
+    from alexsuite.detection.finetune import finetune, replace_head
+    from alexsuite.detection.regions import image_tensor as to_tensor
+    from alexsuite.data.decode import decode_image
+
+    root = make_voc_scenes(tmp_path / "voc", "train", 3, seed=8)
+    data = read_voc(root, "train")
+    truths = [(a.boxes, torch.tensor([data.classes.index(lab) for lab in a.labels])) for a in data.items]
+    windows = build_windows([a.boxes + 1 for a in data.items], truths)
+    images = [to_tensor(decode_image(a.image)) for a in data.items]
+    settings = FinetuneSettings(iterations=6, batch_size=16, lr=0.01, checkpoint_every=3)
+
+    def run(global_seed, state=None, on_step=None):
+        torch.manual_seed(global_seed)
+        loaded = load_model(trained_run)
+        replace_head(loaded.model, len(data.classes) + 1)
+        stats = finetune(loaded.model, loaded.preprocess, windows, images.__getitem__, settings, "cpu", state,
+                         on_step=on_step, key="k")
+        return loaded.model.state_dict(), stats
+
+    (a, _), (b, _) = run(0), run(12345)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = []
+
+    def interrupt(n, loss):
+        steps.append(n)
+        if len(steps) == 5:                    # during iteration 5: the state saved at 3 remains
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run(1, tmp_path / "ft.pt", interrupt)
+    resumed, stats = run(2, tmp_path / "ft.pt")
+    assert stats["resumed_at"] == 3
+    assert all(torch.allclose(a[k].float(), resumed[k].float(), atol=1e-6) for k in a)

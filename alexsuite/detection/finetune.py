@@ -149,9 +149,13 @@ def finetune(model: nn.Module, pre: transforms.Preprocess, windows: Windows, loa
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        loss = loss_fn(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # Dropout masks from this iteration's own seed, not the process-wide RNG: whatever ran
+        # before (the demo's earlier stages, a resume) the same iteration draws the same masks.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(settings.seed * 1_000_003 + it)
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         opt.step()
         sched.step()
         recent = (recent + [loss.item()])[-50:]
