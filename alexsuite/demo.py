@@ -125,6 +125,12 @@ def export_images(images: np.ndarray, labels: np.ndarray, classes: list[str], fo
     return len(images)
 
 
+def _index_model(index_dir: Path) -> str | None:
+    """The fingerprint of the model an existing index was built with (None: no index yet)."""
+    manifest = index_dir / "manifest.json"
+    return json.loads(manifest.read_text())["model"]["fingerprint"] if manifest.exists() else None
+
+
 def _train(cfg: DemoConfig, out: Path, reporter: Reporter):
     run_dir = out / "train"
     tc = TrainConfig(data=DATASET, epochs=cfg.epochs, device=cfg.device, workers=cfg.workers, seed=cfg.seed)
@@ -132,22 +138,21 @@ def _train(cfg: DemoConfig, out: Path, reporter: Reporter):
     return train(tc, run_dir=run_dir, resume=resume, reporter=reporter)
 
 
-def _draw_detections(det, items, cfg: DemoConfig, cache: Path, out: Path) -> list[dict]:
+def _draw_detections(det, items, cfg: DemoConfig, out: Path) -> list[dict]:
     """The first test scenes with the boxes `alexsuite detect --threshold` would keep, drawn;
     [{"src", "truth", "found"}] for the report's captions."""
     drawn = []
     (out / "detections").mkdir(exist_ok=True)
     results = run_detector(det, [a.image for a in items], cfg.detect_mode, threshold=cfg.picture_threshold,
-                           cache_dir=cache, workers=cfg.workers)
+                           workers=cfg.workers)
     for item, r in zip(items, results):
         if r.error is not None:
             continue
-        labels = [det.classes[int(c)] for c in r.detections.labels]
-        scores = r.detections.scores.tolist()
         src = f"detections/{Path(r.path).stem}.png"
-        viz.draw_boxes(decode_image(r.path), r.detections.boxes.numpy(), out / src, labels=labels, scores=scores)
+        viz.draw_detections(decode_image(r.path), r.detections, det.classes, out / src)
+        found = zip(r.detections.labels.tolist(), r.detections.scores.tolist())
         drawn.append({"src": src, "truth": list(item.labels),
-                      "found": [f"{lab} {sc:.2f}" for lab, sc in zip(labels, scores)]})
+                      "found": [f"{det.classes[int(c)]} {sc:.2f}" for c, sc in found]})
     return drawn
 
 
@@ -166,7 +171,8 @@ def run_demo(cfg: DemoConfig, out: Path, reporter: Reporter = Reporter()) -> Dem
         run = _train(cfg, out, reporter)
         last = run.history[-1]
         m["training"] = {"epochs": len(run.history), "val_top1": last["val_top1"], "val_top5": last["val_top5"],
-                         "train_loss": last["train_loss"], "images_per_s": last["images_per_s"]}
+                         "train_loss": last["train_loss"], "images_per_s": last["images_per_s"],
+                         "config": json.loads((run.run_dir / "config.json").read_text())}
         s["summary"] = (f"alexnet-small, {len(run.history)} epochs, validation top-1 {last['val_top1']:.3f} "
                         f"-> {run.run_dir}")
         result.pictures.update(curves="train/curves.png", filters="train/conv1_filters.png")
@@ -186,11 +192,15 @@ def run_demo(cfg: DemoConfig, out: Path, reporter: Reporter = Reporter()) -> Dem
         for split in ("train", "test"):
             arrays, labels = fashion_mnist.load_mini(split)
             export_images(arrays, labels, fashion_mnist.CLASSES, images_dir / split)
+        # a re-run that trained further has new weights: the old vectors cannot stay beside new ones
+        rebuild = _index_model(out / "index") not in (None, loaded.fingerprint)
         report = update_index(out / "index", loaded, images_dir / "train",
-                              IndexOptions(metric=cfg.metric, workers=cfg.workers), device,
+                              IndexOptions(metric=cfg.metric, workers=cfg.workers, rebuild=rebuild), device,
                               progress=lambda total: reporter.progress(total, "embed"), warn=reporter.warn)
+        spec = json.loads((out / "index" / "manifest.json").read_text())["spec"]
         m["index"] = {"images": report.total, "added": report.added, "seconds": round(report.seconds, 2),
-                      "images_per_s": round(report.images_per_s, 1), "metric": cfg.metric, "factory": "Flat"}
+                      "images_per_s": round(report.images_per_s, 1), "metric": spec["metric"],
+                      "factory": spec["factory"]}
         s["summary"] = f"{report.total:,} training images in {out / 'index'} ({report.added:,} added)"
 
     with stage("search") as s:
@@ -200,8 +210,7 @@ def run_demo(cfg: DemoConfig, out: Path, reporter: Reporter = Reporter()) -> Dem
             hits = Searcher(store, loaded, device).search_files(queries, cfg.search_k)
         finally:
             store.close()
-        rows = [(r.query, [(h.path, f"#{h.rank} {h.label} d={h.distance:.2f}") for h in r.results]) for r in hits]
-        viz.result_sheet(rows, out / "search.png")
+        viz.search_sheet(hits, out / "search.png")
         same = [sum(h.label == Path(r.query).parent.name for h in r.results) / max(len(r.results), 1) for r in hits]
         m["search"] = {"queries": len(hits), "k": cfg.search_k, "same_class": float(np.mean(same))}
         s["summary"] = (f"{len(hits)} queries, {np.mean(same):.0%} of their {cfg.search_k} nearest images "
@@ -245,21 +254,22 @@ def run_demo(cfg: DemoConfig, out: Path, reporter: Reporter = Reporter()) -> Dem
         tm = trained.metrics
         m["detector_training"] = {"proposal_recall": tm["proposal_recall"]["recall"],
                                   "boxes_per_image": tm["proposal_recall"]["boxes_per_image"],
-                                  "finetune_loss": tm["finetune"].get("final_loss"), "seconds": tm["seconds"]}
+                                  "finetune_loss": tm["finetune"].get("final_loss"),
+                                  "finetune_resumed_at": tm["finetune"].get("resumed_at"), "seconds": tm["seconds"]}
         s["summary"] = (f"R-CNN on {tm['training_images']} scenes: proposal recall "
                         f"{tm['proposal_recall']['recall']:.2f}, {cfg.finetune_iters} fine-tuning iterations, "
                         f"{len(tm['svms'])} SVMs -> {out / 'detector'}")
 
     with stage("detect") as s:
         det = load_detector(out / "detector", device)
-        cache = out / "detector" / "cache" / "proposals"
+        # no proposal cache: seconds per image always include selective search, as eval-detector's do
         bar = reporter.progress(len(test_set), f"detect ({cfg.detect_mode})")
-        ev = evaluate_detector(det, test_set, cfg.detect_mode, cache_dir=cache, workers=cfg.workers, on_image=bar)
+        ev = evaluate_detector(det, test_set, cfg.detect_mode, workers=cfg.workers, on_image=bar)
         bar.close()
         m["detection"] = {k: ev[k] for k in ("mode", "images", "map", "map_voc07", "map_no_regression",
                                              "seconds_per_image", "proposal_recall")}
         m["detection"]["ap"] = {c: row["ap"] for c, row in ev["per_class"].items()}
-        result.pictures["detections"] = _draw_detections(det, test_set.items[:cfg.pictures], cfg, cache, out)
+        result.pictures["detections"] = _draw_detections(det, test_set.items[:cfg.pictures], cfg, out)
         s["summary"] = (f"mAP@0.5 {ev['map']:.3f} ({ev['map_no_regression']:.3f} without box regression) on "
                         f"{ev['images']} new photos, {ev['seconds_per_image']['total']:.2f} s per image")
         result.commands["detection"] = (f"alexsuite eval-detector {scenes} --split test --detector "

@@ -26,6 +26,10 @@ img { max-width: 100%; border: 1px solid #ddd; }
 """
 
 
+_SCHEDULES = {"plateau": "divided by 10 when validation accuracy stops improving", "cosine": "cosine decay",
+              "onecycle": "one-cycle schedule"}
+
+
 def _e(value) -> str:
     return html.escape(str(value))
 
@@ -67,6 +71,7 @@ def render(result, cfg) -> str:
                           f"found {', '.join(d['found']) or 'nothing'}")
         for d in p.get("detections", []))
     tr = m["training"]
+    tc = tr["config"]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>alexsuite demo report</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"><style>{_CSS}</style></head>
@@ -84,10 +89,11 @@ Built-in data only: the bundled Fashion-MNIST subset and eight bundled photograp
 <table><tr><th>stage</th><th>seconds</th><th>result</th></tr>{stages}</table>
 
 <h2>Training</h2>
-<p>{_e(cfg.epochs)} epochs of <code>alexnet-small</code> (the paper's topology sized for 28 px: five convolutions,
-LRN, overlapping pooling, grouped conv2/4/5, dropout on fc6/fc7) with the paper's recipe: SGD, momentum 0.9,
-weight decay 5e-4, batch 128, lr 0.01 divided by 10 on a plateau, random crops, flips and PCA colour jitter.
-Last epoch: training loss {tr['train_loss']:.3f}, validation top-1 {tr['val_top1']:.3f},
+<p>{tr['epochs']} epochs of <code>{_e(tc['arch'])}</code> (the paper's topology sized for 28 px: five
+convolutions, LRN, overlapping pooling, grouped conv2/4/5, dropout {tc['dropout']:g} on fc6/fc7) with the paper's
+recipe: SGD, momentum {tc['momentum']:g}, weight decay {tc['weight_decay']:g}, batch {tc['batch_size']},
+lr {tc['lr']:g} ({_e(_SCHEDULES.get(tc['schedule'], tc['schedule']))}), random
+crops, flips{' and PCA colour jitter' if tc['pca_lighting'] else ''}. Last epoch: training loss {tr['train_loss']:.3f}, validation top-1 {tr['val_top1']:.3f},
 {tr['images_per_s']:.0f} images/s.</p>
 {_figure(p['curves'], 'Loss and error per epoch (the numbers: train/metrics.csv)')}
 {_figure(p['filters'], "conv1 filters, as in the paper's Figure 3 (greyscale data: each shows what it does to a grey image)")}

@@ -140,3 +140,17 @@ def draw_boxes(image: np.ndarray, boxes, out, labels=None, scores=None, width: i
             draw.rectangle([x1, max(0, y1 - 12), x1 + tw + 4, max(12, y1)], fill=colour)
             draw.text((x1 + 2, max(0, y1 - 12)), caption, fill=(255, 255, 255))
     img.save(out, format="PNG")
+
+
+def search_sheet(results, out, tile: int = 128) -> None:
+    """`alexsuite search --sheet`: one row per QueryResult (retrieval/search.py) that has results,
+    each hit captioned with its rank, distance and label."""
+    rows = [(r.query, [(h.path, f"#{h.rank} d={h.distance:.3g} {h.label or ''}") for h in r.results])
+            for r in results if not r.error]
+    result_sheet(rows, out, tile)
+
+
+def draw_detections(image: np.ndarray, detections, classes: list[str], out) -> None:
+    """`alexsuite detect --out`: a Detections' boxes on the image, captioned with class and score."""
+    draw_boxes(image, detections.boxes.numpy(), out, labels=[classes[int(c)] for c in detections.labels],
+               scores=detections.scores.tolist())

@@ -28,7 +28,7 @@ _D = DemoConfig()
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics and stage times as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the stage lines, no progress bars or epoch lines.")
 def demo_cmd(out, epochs, train_scenes, test_scenes, finetune_iters, detect_mode, device, workers, as_json, quiet):
-    """Run the whole suite on built-in data, offline, in about 5 minutes on a 2-core CPU,
+    """Run the whole suite on built-in data, offline, in about 6 minutes on a 2-core CPU,
     and write a report to look at.
 
     \b

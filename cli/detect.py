@@ -89,9 +89,7 @@ def detect_cmd(images, detector, mode, threshold, nms, no_regression, out, cache
             from alexsuite import viz
             from alexsuite.data.decode import decode_image
             Path(out).mkdir(parents=True, exist_ok=True)
-            viz.draw_boxes(decode_image(r.path), r.detections.boxes.numpy(), Path(out) / f"{Path(r.path).stem}.png",
-                           labels=[det.classes[int(c)] for c in r.detections.labels],
-                           scores=r.detections.scores.tolist())
+            viz.draw_detections(decode_image(r.path), r.detections, det.classes, Path(out) / f"{Path(r.path).stem}.png")
     bar.close()
     network.close()
     done = len(images) - failed

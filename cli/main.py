@@ -17,7 +17,8 @@ class Group(click.Group):
             click.secho(f"error: {e}", fg="red", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            click.secho("interrupted (a training run continues with --resume RUN_DIR)", fg="yellow", err=True)
+            click.secho("interrupted: `alexsuite train --resume RUN_DIR` continues a training run; demo, index "
+                        "and train-detector carry on when run again", fg="yellow", err=True)
             sys.exit(130)
 
 
@@ -28,7 +29,7 @@ def main():
     by their fc7 features (FAISS + SQLite), detect objects with R-CNN.
 
     \b
-    Start here: the whole suite on built-in data, offline, about 5 minutes on a CPU:
+    Start here: the whole suite on built-in data, offline, about 6 minutes on a CPU:
       alexsuite demo                        # writes runs/demo/report.html
 
     \b

@@ -64,9 +64,7 @@ def search_cmd(queries, k, index_name, ids, model, params, as_json, sheet, devic
                 _print_table(r)
     if sheet:
         from alexsuite import viz
-        rows = [(r.query, [(h.path, f"#{h.rank} d={h.distance:.3g} {h.label or ''}") for h in r.results])
-                for r in results if not r.error]
-        viz.result_sheet(rows, sheet)
+        viz.search_sheet(results, sheet)
         click.echo(f"sheet: {sheet}", err=True)
     if failed and len(failed) == len(results):
         raise SystemExit(2)

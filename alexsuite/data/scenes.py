@@ -9,8 +9,10 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
+import torch
 from PIL import Image
 
+from ..detection.boxes import box_iou
 from ..errors import DataError
 from ..fileio import atomic_write_bytes, atomic_write_text
 from .decode import decode_image
@@ -27,13 +29,6 @@ class SceneSettings:
     size: tuple[int, int] = (56, 120)         # pasted article side, pixels (the 28 px article scaled up)
     recolour: bool = False                    # shuffle and scale the photo's colour channels per scene,
                                               # so a few photographs look like many backgrounds
-
-
-def _iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def _background(photo: np.ndarray, w: int, h: int, rng: np.random.Generator, recolour: bool) -> np.ndarray:
@@ -63,7 +58,7 @@ def _paste(scene: np.ndarray, article: np.ndarray, boxes: list, rng: np.random.G
             return None
         px, py = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
         box = (px + int(xs.min()), py + int(ys.min()), px + int(xs.max()) + 1, py + int(ys.max()) + 1)
-        if any(_iou(box, b) > MAX_OVERLAP for b in boxes):
+        if boxes and float(box_iou(torch.tensor([box]), torch.tensor(boxes)).max()) > MAX_OVERLAP:
             continue
         tint = rng.uniform(0.3, 1.0, 3).astype(np.float32)
         m = mask[..., None].astype(np.float32)

@@ -26,12 +26,6 @@ def test_help_and_version_teach():
         assert "Examples:" in text and ("Writes" in text or "writes" in text or "Prints" in text), command
 
 
-def test_demo_refuses_a_file_as_its_folder(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    result = run("demo", "--out", blocker)
-    assert result.exit_code == 2 and str(blocker) in result.output and "is a file" in result.output
-
 
 def test_train_then_eval_json(shapes_dir, tmp_path):
     out = tmp_path / "run"
