@@ -9,6 +9,7 @@ padded to an aspect ratio of at most MAX_ASPECT, and boxes are filtered afterwar
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 from concurrent.futures import ProcessPoolExecutor
@@ -33,7 +34,8 @@ class ProposalSettings:
     max_boxes: int = 2000      # keep the first N (selective search ranks its boxes)
 
     def key(self) -> str:
-        return hashlib.sha256(repr(sorted(asdict(self).items())).encode()).hexdigest()[:12]
+        # "seeded": boxes cached before the ranking was seeded came in an arbitrary order
+        return hashlib.sha256((repr(sorted(asdict(self).items())) + "seeded").encode()).hexdigest()[:12]
 
     def check(self) -> "ProposalSettings":
         if self.mode not in ("fast", "quality"):
@@ -57,6 +59,15 @@ def _working_image(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     return np.ascontiguousarray(img[:, :, ::-1]), scale
 
 
+def _seed_c_rand(seed: int = 0) -> None:
+    """OpenCV ranks selective search's boxes by level times C's rand(), a process-wide state: seeded
+    here, the same image gives the same ranked list whichever worker process or call order."""
+    try:
+        ctypes.CDLL(None).srand(seed)
+    except (OSError, AttributeError):   # no C library to reach (e.g. Windows): order may vary
+        pass
+
+
 def selective_search(rgb: np.ndarray, settings: ProposalSettings = ProposalSettings()) -> np.ndarray:
     """float32 (N, 4) boxes [x1, y1, x2, y2] in `rgb`'s pixels (0-based, x2/y2 exclusive)."""
     import cv2
@@ -69,6 +80,7 @@ def selective_search(rgb: np.ndarray, settings: ProposalSettings = ProposalSetti
         search.switchToSelectiveSearchQuality()
     else:
         search.switchToSelectiveSearchFast()
+    _seed_c_rand()
     rects = search.process().astype(np.float32)  # x, y, w, h in working pixels
     if not len(rects):
         return np.zeros((0, 4), np.float32)

@@ -50,3 +50,17 @@ def test_cache_parallel_and_unreadable_images(tmp_path):
     assert isinstance(missing, ImageDecodeError) and "gone.png" in str(missing)
     with pytest.raises(ConfigError):
         propose(paths, ProposalSettings(mode="slow"))
+
+
+def test_the_same_image_gets_the_same_ranked_boxes_every_time(tmp_path):
+    """OpenCV ranks boxes with C's rand(): unseeded, the order (and so which boxes survive
+    --max-boxes, and R-CNN's fine-tuning batches) changed from call to call and process to process."""
+    rng = np.random.default_rng(3)
+    img = np.asarray(Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((320, 240)))
+    first = selective_search(img)
+    assert len(first) > 20
+    assert np.array_equal(first, selective_search(img))
+    path = tmp_path / "a.png"
+    Image.fromarray(img).save(path)
+    (pooled,) = propose([path], workers=1)                  # in a worker process
+    assert np.array_equal(first, pooled)
