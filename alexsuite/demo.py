@@ -102,13 +102,13 @@ class _Stages:
     @contextmanager
     def __call__(self, name: str):
         n = len(self.result.stages) + 1
-        self.reporter.note(f"[{n}/{self.total}] {name}")
+        self.reporter.stage(f"[{n}/{self.total}] {name}")
         record = {"stage": name, "seconds": 0.0, "summary": ""}
         start = time.perf_counter()
         yield record
         record["seconds"] = round(time.perf_counter() - start, 2)
         self.result.stages.append(record)
-        self.reporter.note(f"[{n}/{self.total}] {name}: {record['summary']} ({record['seconds']:.0f} s)")
+        self.reporter.stage(f"[{n}/{self.total}] {name}: {record['summary']} ({record['seconds']:.0f} s)")
 
 
 def export_images(images: np.ndarray, labels: np.ndarray, classes: list[str], folder: Path) -> int:

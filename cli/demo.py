@@ -68,8 +68,6 @@ class _StageReporter(ConsoleReporter):
         super().__init__(quiet=quiet)
         self.stage_lines = stage_lines
 
-    def note(self, message: str) -> None:
-        if self.stage_lines and message.startswith("["):
+    def stage(self, message: str) -> None:
+        if self.stage_lines:
             click.echo(message, err=True)
-        else:
-            super().note(message)

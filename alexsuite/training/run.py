@@ -39,6 +39,9 @@ class Reporter:
     def warn(self, message: str) -> None: ...
     def note(self, message: str) -> None: ...   # one line of news (a stage starting, a file written)
 
+    def stage(self, message: str) -> None:      # a pipeline's stage starting or done (the demo's)
+        self.note(message)
+
 
 class _NoProgress:
     def __call__(self, n, loss=None): ...
