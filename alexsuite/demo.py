@@ -111,7 +111,7 @@ class _Stages:
         self.reporter.stage(f"[{n}/{self.total}] {name}: {record['summary']} ({record['seconds']:.0f} s)")
 
 
-def export_images(images: np.ndarray, labels: np.ndarray, classes: list[str], folder: Path) -> int:
+def export_images(images: np.ndarray, labels: np.ndarray, classes: list[str], folder: Path) -> None:
     """Write (N, H, W) uint8 images as folder/<class>/<class>_<n>.png, n counting within the class
     (the layout `index` labels by); files already there are kept, so a second run costs nothing."""
     seen = [0] * len(classes)
@@ -122,7 +122,6 @@ def export_images(images: np.ndarray, labels: np.ndarray, classes: list[str], fo
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(path, lambda f, img=img: Image.fromarray(img).save(f, format="PNG"))
-    return len(images)
 
 
 def _index_model(index_dir: Path) -> str | None:
@@ -197,15 +196,14 @@ def run_demo(cfg: DemoConfig, out: Path, reporter: Reporter = Reporter()) -> Dem
         report = update_index(out / "index", loaded, images_dir / "train",
                               IndexOptions(metric=cfg.metric, workers=cfg.workers, rebuild=rebuild), device,
                               progress=lambda total: reporter.progress(total, "embed"), warn=reporter.warn)
-        spec = json.loads((out / "index" / "manifest.json").read_text())["spec"]
+        store = IndexStore.open_read(out / "index")   # read once: its settings here, searched next
         m["index"] = {"images": report.total, "added": report.added, "seconds": round(report.seconds, 2),
-                      "images_per_s": round(report.images_per_s, 1), "metric": spec["metric"],
-                      "factory": spec["factory"]}
+                      "images_per_s": round(report.images_per_s, 1), "metric": store.spec.metric,
+                      "factory": store.spec.factory}
         s["summary"] = f"{report.total:,} training images in {out / 'index'} ({report.added:,} added)"
 
     with stage("search") as s:
         queries = [images_dir / "test" / c / f"{c}_0000.png" for c in fashion_mnist.CLASSES]
-        store = IndexStore.open_read(out / "index")
         try:
             hits = Searcher(store, loaded, device).search_files(queries, cfg.search_k)
         finally:
@@ -278,8 +276,7 @@ def run_demo(cfg: DemoConfig, out: Path, reporter: Reporter = Reporter()) -> Dem
     with stage("report") as s:
         from .report import write_report
         write_report(result, cfg)
-        atomic_write_text(out / "demo.json", json.dumps({"config": asdict(cfg), **result.to_dict()}, indent=2))
         s["summary"] = f"{out / 'report.html'}"
-    # the report's own stage time is known only now: rewrite the JSON with it
+    # after the report stage, so the JSON holds its time too
     atomic_write_text(out / "demo.json", json.dumps({"config": asdict(cfg), **result.to_dict()}, indent=2))
     return result
