@@ -34,12 +34,15 @@ def main():
     ap.add_argument("--dropout", type=float, default=0.5)
     ap.add_argument("--lr", type=float, default=0.04)
     ap.add_argument("--schedule", default="onecycle")
+    ap.add_argument("--paste-on", default=None,
+                    help="copy-paste pre-training onto these photos (alexsuite train --paste-on), e.g. "
+                         "alexsuite/data/bundled/photos for the detection backbone")
     ap.add_argument("--out", default="runs/bench/fashion-mnist")
     ap.add_argument("--json", default="benchmarks/results/train_fashion_mnist.json")
     a = ap.parse_args()
     start = time.perf_counter()
     cfg = TrainConfig(data="fashion-mnist", arch="alexnet-small", epochs=a.epochs, lr=a.lr,
-                      schedule=a.schedule, dropout=a.dropout, workers=0, seed=0)
+                      schedule=a.schedule, dropout=a.dropout, workers=0, seed=0, paste_on=a.paste_on)
     result = train(cfg, run_dir=Path(a.out))
     train_seconds = time.perf_counter() - start
     loaded = load_model(Path(a.out) / "last.pt")

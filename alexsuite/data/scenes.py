@@ -16,8 +16,8 @@ from ..detection.boxes import box_iou
 from ..errors import DataError
 from ..fileio import atomic_write_bytes, atomic_write_text
 from .decode import decode_image
+from .paste import MASK_LEVEL
 
-MASK_LEVEL = 12        # article pixels above this grey level are the object, the rest its black ground
 MAX_OVERLAP = 0.05     # articles in one scene barely touch, so every box is a fair target
 
 

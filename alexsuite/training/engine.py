@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import batching, transforms
+from ..data.paste import paste
 from ..evaluation.classification import topk_correct
 from .distributed import DistContext
 
@@ -22,8 +23,10 @@ def autocast_for(device: torch.device, enabled: bool):
 def train_one_epoch(model, dataset, pre: transforms.Preprocess, optimizer, *, epoch: int,
                     batch_size: int, seed: int, device: torch.device, ctx: DistContext = DistContext(),
                     workers: int = 0, pca: bool = True, amp: bool = False, scaler=None,
-                    step_scheduler=None, strict: bool = False, on_batch=None) -> dict:
-    """Train over one epoch's global batches (each rank its slice); returns summed statistics."""
+                    step_scheduler=None, strict: bool = False, on_batch=None,
+                    backgrounds: torch.Tensor | None = None) -> dict:
+    """Train over one epoch's global batches (each rank its slice); returns summed statistics.
+    `backgrounds`: a paste.background_bank; each image is pasted onto one of them first."""
     model.train()
     plan = batching.epoch_batches(len(dataset), batch_size, epoch, seed)
     n = c1 = 0
@@ -34,8 +37,12 @@ def train_one_epoch(model, dataset, pre: transforms.Preprocess, optimizer, *, ep
         skipped += batch.failures
         if len(batch.labels) == 0 and not ctx.enabled:
             continue  # every file of this batch failed to decode
-        params = augment_slice(len(plan[batch.step]), pre, seed, epoch, batch.step, ctx, batch)
-        images = (transforms.augment(batch.images.to(device, non_blocking=True), pre, params, pca)
+        params = augment_slice(len(plan[batch.step]), pre, seed, epoch, batch.step, ctx, batch,
+                               0 if backgrounds is None else len(backgrounds))
+        images = batch.images.to(device, non_blocking=True)
+        if backgrounds is not None and len(batch.labels):
+            images = paste(images, backgrounds, params)
+        images = (transforms.augment(images, pre, params, pca)
                   if len(batch.labels) else torch.zeros(0, 3, pre.crop_size, pre.crop_size, device=device))
         labels = batch.labels.to(device, non_blocking=True)
         with autocast_for(device, amp):
@@ -73,11 +80,12 @@ def train_one_epoch(model, dataset, pre: transforms.Preprocess, optimizer, *, ep
             "skipped": int(n_skipped), "skipped_examples": [str(e) for e in skipped[:3]]}
 
 
-def augment_slice(global_size: int, pre, seed: int, epoch: int, step: int, ctx: DistContext, batch) -> dict:
+def augment_slice(global_size: int, pre, seed: int, epoch: int, step: int, ctx: DistContext, batch,
+                  paste_bank: int = 0) -> dict:
     """This rank's share of the global batch's random draws (see transforms.augment_params).
     When files failed to decode the batch is shorter: it uses the first draws of the share."""
     params = {k: v[ctx.rank::ctx.world] for k, v in
-              transforms.augment_params(global_size, pre, seed, epoch, step).items()}
+              transforms.augment_params(global_size, pre, seed, epoch, step, paste_bank).items()}
     if batch.failures:
         params = {k: v[:len(batch.labels)] for k, v in params.items()}
     return params

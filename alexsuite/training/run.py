@@ -238,7 +238,11 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
                         "device": str(device), "world": ctx.world, "start_epoch": start_epoch,
                         "epochs": cfg.epochs})
 
-    grayscale = isinstance(train_set, ArrayDataset) and train_set.images.shape[1] == 1
+    grayscale = isinstance(train_set, ArrayDataset) and train_set.images.shape[1] == 1 and not cfg.paste_on
+    backgrounds = None
+    if cfg.paste_on:
+        from ..data.paste import background_bank
+        backgrounds = background_bank(cfg.paste_on, cfg.base_size, seed=cfg.seed).to(device)
     for epoch in range(start_epoch, cfg.epochs):
         bar = reporter.progress(steps_per_epoch * cfg.batch_size // ctx.world if ctx.is_main else 0,
                                 f"epoch {epoch + 1}/{cfg.epochs}") if ctx.is_main else _NoProgress()
@@ -246,7 +250,8 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
         stats = train_one_epoch(model, train_set, pre, optimizer, epoch=epoch, batch_size=cfg.batch_size,
                                 seed=cfg.seed, device=device, ctx=ctx, workers=cfg.workers,
                                 pca=cfg.pca_lighting, amp=cfg.amp, scaler=scaler,
-                                step_scheduler=step_sched, strict=cfg.strict, on_batch=bar)
+                                step_scheduler=step_sched, strict=cfg.strict, on_batch=bar,
+                                backgrounds=backgrounds)
         bar.close()
         val = evaluate(raw_model, val_set, pre, device, batch_size=cfg.eval_batch_size,
                        workers=cfg.workers, ctx=ctx, strict=cfg.strict)
