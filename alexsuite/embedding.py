@@ -101,11 +101,14 @@ def context_padding(crop_size: int, padding_at_227: int = 16) -> int:
 
 
 def warp_regions(image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
-                 padding: int | None = None) -> torch.Tensor:
+                 padding: int | None = None, margin: int = 0) -> torch.Tensor:
     """R-CNN's region warping (Section 2.1, appendix A): each box grown by context padding,
-    warped (anisotropically) to crop x crop with bilinear sampling. `image` is a uint8
-    (3, H, W) tensor; it is normalised first, so whatever lies outside the image samples
-    as 0, the mean colour, as in R-CNN."""
+    warped (anisotropically) to crop x crop with bilinear sampling and no antialiasing, as
+    rcnn_im_crop.m does (imresize(..., 'bilinear', 'antialiasing', false), to match Caffe's
+    window layer). `image` is a uint8 (3, H, W) tensor; it is normalised first, so whatever
+    lies outside the image samples as 0, the mean colour, as in R-CNN. `margin` > 0 adds
+    that many pixels of image around each crop (crop + 2 * margin square, the window still
+    crop x crop in the middle)."""
     # torchvision only when regions are warped: `alexsuite search` starts without it
     from torchvision.ops import roi_align
 
@@ -114,4 +117,7 @@ def warp_regions(image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Prepr
     pad = context_padding(crop) if padding is None else padding
     x = transforms.normalize(image[None], pre)
     windows = context_window(boxes.to(x.device, torch.float32), crop, pad)
-    return roi_align(x, [windows], output_size=crop, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    if margin:
+        windows = context_window(windows, crop + 2 * margin, margin)
+    return roi_align(x, [windows], output_size=crop + 2 * margin, spatial_scale=1.0, sampling_ratio=2,
+                     aligned=True)

@@ -40,6 +40,12 @@ def default_out(data: str) -> Path:
                    "pre-trained at a higher rate or far from your images needs more (scenes-dev from the "
                    "Fashion-MNIST backbone: 0.04).")
 @click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True)
+@click.option("--recolour", is_flag=True,
+              help="Fine-tuning sees each window with its colour channels shuffled and scaled (not in "
+                   "R-CNN; for objects that come in any colour).")
+@click.option("--fast-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of each fine-tuning batch read as --mode fast reads it (conv5 of the window with "
+                   "image around it, RoI-pooled), so the network learns both modes' features.")
 @click.option("--svm-c", type=float, default=1e-3, show_default=True, help="SVM regularisation C (rcnn_train.m: 1e-3).")
 @click.option("--proposals", "proposal_mode", type=click.Choice(["fast", "quality"]), default="fast", show_default=True)
 @click.option("--max-boxes", type=click.IntRange(min=1), default=2000, show_default=True, help="Proposals per image.")
@@ -54,7 +60,8 @@ def default_out(data: str) -> Path:
 @click.option("--seed", type=int, default=0)
 @click.option("--json", "as_json", is_flag=True, help="Print the training metrics as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def train_detector_cmd(data, backbone, split, images, out, layer, finetune_iters, lr, batch_size, svm_c,
+def train_detector_cmd(data, backbone, split, images, out, layer, finetune_iters, lr, batch_size, recolour,
+                       fast_fraction, svm_c,
                        proposal_mode, max_boxes, proposal_cache, train_fast, device, workers, seed, as_json,
                        quiet):
     """Train an R-CNN detector on DATA (a Pascal VOC directory, or a COCO .json with --images)
@@ -80,7 +87,8 @@ def train_detector_cmd(data, backbone, split, images, out, layer, finetune_iters
     """
     cfg = DetectorConfig(
         data=data, backbone=backbone, split=split, images=images, layer=layer,
-        finetune=asdict(FinetuneSettings(iterations=finetune_iters, lr=lr, batch_size=batch_size, seed=seed)),
+        finetune=asdict(FinetuneSettings(iterations=finetune_iters, lr=lr, batch_size=batch_size, seed=seed,
+                                         recolour=recolour, fast_fraction=fast_fraction)),
         svm=asdict(SVMSettings(C=svm_c)),
         proposals=asdict(ProposalSettings(mode=proposal_mode, max_boxes=max_boxes)),
         proposal_cache=proposal_cache, train_fast=train_fast, device=device, workers=workers)

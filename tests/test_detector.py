@@ -44,6 +44,27 @@ def test_fast_mode_reads_each_box_at_the_scale_the_network_knows(trained_run):
     assert a.shape == b.shape and torch.cosine_similarity(a, b).item() > 0.8
 
 
+def test_fine_tuning_can_read_windows_as_fast_mode_does(trained_run):
+    """--fast-fraction trains on context_crop_pool5: a window warped with image around it,
+    RoI-pooled from the middle of its conv5 map. For a window at the network's own scale that
+    is fast mode's pool5 (conv5 of the whole image) far more closely than the plain warp is."""
+    from alexsuite.detection.regions import context_crop_pool5, fast_margin
+    from alexsuite.embedding import warp_regions
+    m = load_model(trained_run)
+    pre, model = m.preprocess, m.model.eval()
+    g = torch.Generator().manual_seed(0)
+    image = (torch.rand(3, 120, 120, generator=g) * 255).to(torch.uint8)
+    boxes = torch.tensor([[48.0, 48.0, 72.0, 72.0], [40.0, 50.0, 64.0, 74.0]])   # 24 px: level (0, 0)
+    with torch.no_grad():
+        fast = fast_pool5(model, image, boxes, pre)
+        crops = warp_regions(image, boxes, pre, margin=fast_margin(pre.crop_size))
+        assert crops.shape[-1] == pre.crop_size + 2 * fast_margin(pre.crop_size)
+        context = context_crop_pool5(model, crops, pre, fast_margin(pre.crop_size))
+        plain = rcnn_pool5(model, image, boxes, pre)
+    assert torch.cosine_similarity(context, fast).min() > 0.9
+    assert torch.cosine_similarity(context, fast).min() > torch.cosine_similarity(plain, fast).max()
+
+
 def test_detector_finds_the_shapes_in_both_modes(trained_detector, voc_scenes):
     det = load_detector(trained_detector)
     meta = json.loads((trained_detector / "detector.json").read_text())
@@ -143,10 +164,12 @@ def test_an_edited_annotation_is_not_served_from_the_cache(tmp_path, trained_run
     assert len(list(features.iterdir())) == 3                             # only the current weights' files
 
 
-def test_fine_tuning_is_the_same_whatever_ran_before_and_when_resumed(tmp_path, trained_run):
+@pytest.mark.parametrize("extra", [{}, {"recolour": True, "fast_fraction": 0.5}], ids=["paper", "recolour-fast"])
+def test_fine_tuning_is_the_same_whatever_ran_before_and_when_resumed(tmp_path, trained_run, extra):
     """Dropout masks come from each iteration's own seed: the process-wide RNG (moved by
     whatever ran earlier, as in `alexsuite demo`) changes nothing, and stopping halfway and
-    resuming reaches the unbroken run's weights."""
+    resuming reaches the unbroken run's weights; also with windows recoloured and half of
+    each batch read the fast-mode way."""
     from alexsuite.detection.finetune import finetune, replace_head
     from alexsuite.detection.regions import image_tensor as to_tensor
     from alexsuite.data.decode import decode_image
@@ -156,7 +179,7 @@ def test_fine_tuning_is_the_same_whatever_ran_before_and_when_resumed(tmp_path, 
     truths = [(a.boxes, torch.tensor([data.classes.index(lab) for lab in a.labels])) for a in data.items]
     windows = build_windows([a.boxes + 1 for a in data.items], truths)
     images = [to_tensor(decode_image(a.image)) for a in data.items]
-    settings = FinetuneSettings(iterations=6, batch_size=16, lr=0.01, checkpoint_every=3)
+    settings = FinetuneSettings(iterations=6, batch_size=16, lr=0.01, checkpoint_every=3, **extra)
 
     def run(global_seed, state=None, on_step=None):
         torch.manual_seed(global_seed)
@@ -179,3 +202,7 @@ def test_fine_tuning_is_the_same_whatever_ran_before_and_when_resumed(tmp_path, 
     resumed, stats = run(2, tmp_path / "ft.pt")
     assert stats["resumed_at"] == 3
     assert all(torch.allclose(a[k].float(), resumed[k].float(), atol=1e-6) for k in a)
+    if extra:   # the options change what the network is trained on
+        settings = FinetuneSettings(iterations=6, batch_size=16, lr=0.01, checkpoint_every=3)
+        paper, _ = run(0)
+        assert not torch.equal(paper["body.0.weight"], a["body.0.weight"])

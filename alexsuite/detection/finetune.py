@@ -18,6 +18,7 @@ from ..data import transforms
 from ..embedding import warp_regions
 from ..fileio import atomic_write_bytes
 from .boxes import box_iou
+from .regions import context_crop_pool5, fast_margin
 
 BACKGROUND = "__background__"
 
@@ -34,6 +35,11 @@ class FinetuneSettings:
     weight_decay: float = 5e-4
     step_fraction: float = 0.5      # lr / 10 after this share of iterations (rcnn: step 20k of 40k)
     flip: bool = True               # rcnn window layer: mirror = true
+    recolour: bool = False          # not R-CNN's: per window, shuffle the colour channels and scale
+                                    # each by U(0.6, 1.4); for objects whose colour says nothing
+    fast_fraction: float = 0.0      # not R-CNN's: this share of each batch is read as --mode fast
+                                    # reads it (regions.context_crop_pool5), so fc6-fc8 learn those
+                                    # features too (Fast R-CNN trains on RoI-pooled features only)
     checkpoint_every: int = 200     # iterations between resumable saves
     seed: int = 0
 
@@ -104,14 +110,28 @@ def sample_batch(windows: Windows, settings: FinetuneSettings, generator: torch.
 
 
 def warp_batch(windows: Windows, picks: torch.Tensor, load_image, pre: transforms.Preprocess,
-               device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The warped crops of the picked windows (grouped by image, one warp call each) and their labels."""
+               device, margin: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The warped crops of the picked windows (grouped by image, one warp call each) and their
+    labels; `margin`: see warp_regions."""
     picks = picks[torch.argsort(windows.image[picks], stable=True)]
     crops = []
     for img in torch.unique_consecutive(windows.image[picks]).tolist():
         mine = picks[windows.image[picks] == img]
-        crops.append(warp_regions(load_image(img).to(device), windows.boxes[mine].to(device), pre))
+        crops.append(warp_regions(load_image(img).to(device), windows.boxes[mine].to(device), pre, margin=margin))
     return torch.cat(crops), windows.labels[picks].to(device)
+
+
+def recolour(x: torch.Tensor, pre: transforms.Preprocess, generator: torch.Generator,
+             gain: tuple[float, float] = (0.6, 1.4)) -> torch.Tensor:
+    """Normalised crops (N, 3, h, w) with each crop's colour channels shuffled and scaled:
+    the same object in another colour (done on the 0-1 scale, then normalised again)."""
+    n = len(x)
+    mean = torch.tensor(pre.mean, device=x.device)[None, :, None, None]
+    std = torch.tensor(pre.std, device=x.device)[None, :, None, None]
+    order = torch.argsort(torch.rand(n, 3, generator=generator), dim=1).to(x.device)
+    scale = (gain[0] + (gain[1] - gain[0]) * torch.rand(n, 3, generator=generator)).to(x.device)
+    raw = (x * std + mean).gather(1, order[:, :, None, None].expand_as(x))
+    return (raw * scale[:, :, None, None] - mean) / std
 
 
 def finetune(model: nn.Module, pre: transforms.Preprocess, windows: Windows, load_image,
@@ -139,21 +159,34 @@ def finetune(model: nn.Module, pre: transforms.Preprocess, windows: Windows, loa
             sched.load_state_dict(saved["scheduler"])
             start = int(saved["iteration"])
     loss_fn = nn.CrossEntropyLoss()
+    margin = fast_margin(pre.crop_size)
     recent = []
     for it in range(start, settings.iterations):
         # one generator per iteration: a resumed run draws the batches an unbroken one would
         g = torch.Generator().manual_seed(settings.seed * 1_000_003 + it)
-        x, y = warp_batch(windows, sample_batch(windows, settings, g), load_image, pre, device)
-        if settings.flip:
-            flip = (torch.rand(len(x), generator=g) < 0.5).to(device)
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        picks = sample_batch(windows, settings, g)
+        read_fast = torch.rand(len(picks), generator=g) < settings.fast_fraction
+        batch = []   # (crops, labels, margin): the warped windows, then those read as fast mode does
+        for part, m in ((picks[~read_fast], 0), (picks[read_fast], margin)):
+            if not len(part):
+                continue
+            x, y = warp_batch(windows, part, load_image, pre, device, margin=m)
+            if settings.flip:
+                flip = (torch.rand(len(x), generator=g) < 0.5).to(device)
+                x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            if settings.recolour:
+                x = recolour(x, pre, g)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            batch.append((x, y, m))
         # Dropout masks from this iteration's own seed, not the process-wide RNG: whatever ran
         # before (the demo's earlier stages, a resume) the same iteration draws the same masks.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(settings.seed * 1_000_003 + it)
-            loss = loss_fn(model(x), y)
+            pool5 = torch.cat([context_crop_pool5(model, x, pre, m) if m else model.pool5(model.conv5(x))
+                               for x, _, m in batch])
+            logits = model.head(pool5, "logits")
+            loss = loss_fn(logits, torch.cat([y for _, y, _ in batch]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
         opt.step()

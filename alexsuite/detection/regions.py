@@ -87,7 +87,8 @@ def fast_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.
     for kx, ky in torch.unique(levels, dim=0).tolist():
         mine = torch.nonzero((levels[:, 0] == kx) & (levels[:, 1] == ky)).flatten()
         size = (max(1, round(h * step ** -ky)), max(1, round(w * step ** -kx)))
-        level = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", antialias=True,
+        # no antialiasing, as SPPnet's pyramid and R-CNN's warp (imresize 'antialiasing', false)
+        level = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", antialias=False,
                                                        align_corners=False)
         if channels_last:
             level = level.contiguous(memory_format=torch.channels_last)
@@ -98,6 +99,29 @@ def fast_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.
                            sampling_ratio=2, aligned=True)
         out[mine] = model.pool5(pooled.contiguous())
     return out
+
+
+def fast_margin(crop: int) -> int:
+    """Pixels of image added around a window to read it as fast mode does: 0.4 of the crop
+    (11 px at 28), about half the small net's conv5 receptive field (43 px)."""
+    return round(0.4 * crop)
+
+
+def context_crop_pool5(model, crops: torch.Tensor, pre: transforms.Preprocess, margin: int) -> torch.Tensor:
+    """Fast mode's pool5 of windows warped with `margin` px of image around them
+    (warp_regions(..., margin=)): the conv body runs on the whole crop, so the window's
+    border cells see the image beyond it, as in a whole-image conv5 map, and the window is
+    RoI-pooled from the middle. Differentiable: fine-tuning trains on it (finetune.py)."""
+    from torchvision.ops import roi_align
+    crop = pre.crop_size
+    grid = _crop_shapes(model, pre)[0]
+    fmap = model.conv5(crops)
+    rois = torch.tensor([[margin, margin, margin + crop, margin + crop]], dtype=fmap.dtype, device=fmap.device)
+    rois = torch.cat([torch.arange(len(crops), device=fmap.device, dtype=fmap.dtype)[:, None],
+                      rois.expand(len(crops), 4)], 1)
+    pooled = roi_align(fmap, rois, output_size=grid, spatial_scale=1.0 / model.feature_stride,
+                       sampling_ratio=2, aligned=True)
+    return model.pool5(pooled.contiguous())
 
 
 def region_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
