@@ -165,7 +165,8 @@ def finetune(model: nn.Module, pre: transforms.Preprocess, windows: Windows, loa
         # one generator per iteration: a resumed run draws the batches an unbroken one would
         g = torch.Generator().manual_seed(settings.seed * 1_000_003 + it)
         picks = sample_batch(windows, settings, g)
-        read_fast = torch.rand(len(picks), generator=g) < settings.fast_fraction
+        read_fast = (torch.rand(len(picks), generator=g) < settings.fast_fraction if settings.fast_fraction
+                     else torch.zeros(len(picks), dtype=torch.bool))   # R-CNN's recipe draws what it always drew
         batch = []   # (crops, labels, margin): the warped windows, then those read as fast mode does
         for part, m in ((picks[~read_fast], 0), (picks[read_fast], margin)):
             if not len(part):
