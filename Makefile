@@ -33,6 +33,9 @@ bench: setup
 	$(BIN)/python benchmarks/search_cold_start.py
 	$(BIN)/python benchmarks/search_speed.py
 	$(BIN)/python benchmarks/proposals_recall.py
+	$(BIN)/python benchmarks/train_fashion_mnist.py --paste-on alexsuite/data/bundled/photos \
+	    --out runs/bench/fashion-mnist-paste --json benchmarks/results/train_fashion_mnist_paste.json
+	$(BIN)/python benchmarks/backbone_transfer.py
 	$(BIN)/python benchmarks/detection.py --train
 	$(BIN)/python benchmarks/demo.py
 
