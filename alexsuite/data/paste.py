@@ -18,14 +18,15 @@ from .decode import decode_image
 from .transforms import rgb
 
 MASK_LEVEL = 12             # object pixels are brighter than this grey level, the rest black ground
-BANK_SIZE = 4096            # background crops made once per run; each batch draws from them
+BANK_SIZE = 4096            # background crops made once per run; each batch draws from them,
+BANK_BYTES = 256 << 20      # fewer for large images (256 px: 1,365 crops in 256 MB)
 ZOOM = (2.0, 6.0)           # a crop spans this many times the image's side in photo pixels:
                             # a 28 px article then stands for one of 56-168 px, as in a scene
 TINT = (0.3, 1.0)           # per-channel gain of the pasted object
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def background_bank(folder, size: int, n: int = BANK_SIZE, seed: int = 0) -> torch.Tensor:
+def background_bank(folder, size: int, n: int | None = None, seed: int = 0) -> torch.Tensor:
     """n random square crops (uint8 (n, 3, size, size)) of the photos in `folder`, each
     resized from ZOOM x size photo pixels, with colour channels shuffled and scaled per crop
     so that a handful of photos gives many backgrounds."""
@@ -39,6 +40,8 @@ def background_bank(folder, size: int, n: int = BANK_SIZE, seed: int = 0) -> tor
     photos = [ph for ph in photos if min(ph.shape[:2]) >= size]
     if not photos:
         raise DataError(f"--paste-on {folder}: no readable photo of at least {size} px; give a folder of photographs")
+    if n is None:
+        n = max(64, min(BANK_SIZE, BANK_BYTES // (3 * size * size)))
     rng = np.random.default_rng(seed)
     bank = np.empty((n, size, size, 3), np.uint8)
     for i in range(n):
