@@ -103,9 +103,9 @@ def context_padding(crop_size: int, padding_at_227: int = 16) -> int:
 def warp_regions(image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
                  padding: int | None = None, margin: int = 0) -> torch.Tensor:
     """R-CNN's region warping (Section 2.1, appendix A): each box grown by context padding,
-    warped (anisotropically) to crop x crop with bilinear sampling and no antialiasing, as
-    rcnn_im_crop.m does (imresize(..., 'bilinear', 'antialiasing', false), to match Caffe's
-    window layer). `image` is a uint8 (3, H, W) tensor; it is normalised first, so whatever
+    warped (anisotropically) to crop x crop with bilinear sampling (2x2 samples per pixel)
+    and no antialiasing filter, as rcnn_im_crop.m does (imresize(..., 'bilinear',
+    'antialiasing', false), to match Caffe's window layer). `image` is a uint8 (3, H, W) tensor; it is normalised first, so whatever
     lies outside the image samples as 0, the mean colour, as in R-CNN. `margin` > 0 adds
     that many pixels of image around each crop (crop + 2 * margin square, the window still
     crop x crop in the middle)."""

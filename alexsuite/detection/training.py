@@ -40,6 +40,8 @@ from .regions import head_features, image_tensor, region_pool5
 NEGATIVE_IOU = 0.3          # rcnn_train.m: negatives overlap every object of the class < 0.3
 FEATURE_STAT_IMAGES = 200   # rcnn_feature_stats: the mean feature norm is taken over a sample of images
 IMAGE_MEMORY = 4 << 30      # decoded training images kept in memory during fine-tuning
+FEATURES_VERSION = "v2"     # how features are read (v2: fast mode's pyramid without antialiasing);
+                            # a new version never meets cached features of an old one
 
 
 @dataclass
@@ -268,7 +270,7 @@ def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter
     # 3. features, in each mode the heads will serve
     t0 = time.perf_counter()
     modes = ("rcnn", "fast") if cfg.train_fast else ("rcnn",)
-    stem = f"{weights_fingerprint(model)}-{cfg.layer}"
+    stem = f"{weights_fingerprint(model)}-{cfg.layer}-{FEATURES_VERSION}"
     _drop_stale_features(cache / "features", {f"{stem}-{m}" for m in modes})
     loads = []
     for mode in modes:
