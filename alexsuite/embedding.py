@@ -105,10 +105,10 @@ def warp_regions(image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Prepr
     """R-CNN's region warping (Section 2.1, appendix A): each box grown by context padding,
     warped (anisotropically) to crop x crop with bilinear sampling (2x2 samples per pixel)
     and no antialiasing filter, as rcnn_im_crop.m does (imresize(..., 'bilinear',
-    'antialiasing', false), to match Caffe's window layer). `image` is a uint8 (3, H, W) tensor; it is normalised first, so whatever
-    lies outside the image samples as 0, the mean colour, as in R-CNN. `margin` > 0 adds
-    that many pixels of image around each crop (crop + 2 * margin square, the window still
-    crop x crop in the middle)."""
+    'antialiasing', false), to match Caffe's window layer). `image` is a uint8 (3, H, W)
+    tensor; it is normalised first, so whatever lies outside the image samples as 0, the
+    mean colour, as in R-CNN. `margin` > 0 adds that many pixels of image around each crop
+    (crop + 2 * margin square, the window still crop x crop in the middle)."""
     # torchvision only when regions are warped: `alexsuite search` starts without it
     from torchvision.ops import roi_align
 
