@@ -38,10 +38,13 @@ def test_paste_tints_the_object_and_shows_a_photo_crop_around_it(photos):
     assert torch.equal(out[0, :, :8], bank[3, :, :8]) and torch.equal(out[1, :, 24:], bank[5, :, 24:])
 
 
-def test_a_folder_without_photos_is_a_clear_error(tmp_path):
+def test_a_folder_without_photos_is_a_clear_error_before_anything_is_written(tmp_path, shapes_dir):
     (tmp_path / "notes.txt").write_text("no photos here")
     with pytest.raises(DataError, match="no readable photo"):
         background_bank(tmp_path, 32)
+    with pytest.raises(DataError, match="no readable photo"):
+        train(TrainConfig(data=str(shapes_dir), epochs=1, workers=0, paste_on=str(tmp_path)), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_pasted_training_resumes_to_the_same_weights(shapes_dir, photos, tmp_path):

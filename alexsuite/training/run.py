@@ -207,6 +207,10 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
     if cfg.batch_size % ctx.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch: make it a multiple of "
                           f"the {ctx.world} processes")
+    backgrounds = None   # made before the run directory, so a bad --paste-on leaves nothing behind
+    if cfg.paste_on:
+        from ..data.paste import background_bank
+        backgrounds = background_bank(cfg.paste_on, cfg.base_size, seed=cfg.seed).to(device)
     pre = (transforms.Preprocess.from_dict(json.loads(state["preprocess"])) if state
            else _preprocess_for(cfg, train_set))
     model = (create_model(cfg.arch, len(train_set.classes), cfg.dropout, cfg.activation) if state
@@ -239,10 +243,6 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
                         "epochs": cfg.epochs})
 
     grayscale = isinstance(train_set, ArrayDataset) and train_set.images.shape[1] == 1 and not cfg.paste_on
-    backgrounds = None
-    if cfg.paste_on:
-        from ..data.paste import background_bank
-        backgrounds = background_bank(cfg.paste_on, cfg.base_size, seed=cfg.seed).to(device)
     for epoch in range(start_epoch, cfg.epochs):
         bar = reporter.progress(steps_per_epoch * cfg.batch_size // ctx.world if ctx.is_main else 0,
                                 f"epoch {epoch + 1}/{cfg.epochs}") if ctx.is_main else _NoProgress()
