@@ -35,8 +35,9 @@ def test_fast_mode_reads_each_box_at_the_scale_the_network_knows(trained_run):
     m = load_model(trained_run)
     pre = m.preprocess           # 28 px crops: a box is 24 px across inside its context
     boxes = torch.tensor([[0, 0, 24, 24], [0, 0, 48, 48], [0, 0, 96, 24], [0, 0, 10, 10]], dtype=torch.float32)
-    # levels k: the image scaled by 2**-k across and down, as the warp scales the box; never enlarged
-    assert pyramid_levels(boxes, pre).tolist() == [[0, 0], [1, 1], [2, 0], [0, 0]]
+    # levels k: the image scaled by sqrt(2)**-k across and down, as the warp scales the box; never enlarged
+    assert pyramid_levels(boxes, pre).tolist() == [[0, 0], [2, 2], [4, 0], [0, 0]]
+    assert pyramid_levels(boxes, pre, step=2.0).tolist() == [[0, 0], [1, 1], [2, 0], [0, 0]]
     # a box that fills the image at the right scale gives rcnn and fast features that agree
     image = torch.randint(0, 255, (3, 24, 24), dtype=torch.uint8)
     a = rcnn_pool5(m.model, image, boxes[:1], pre)
