@@ -43,6 +43,9 @@ def detections_json(result, classes) -> dict:
 @click.option("--threshold", type=float, default=0.0, show_default=True,
               help="Keep boxes whose SVM score is above this (0 is the SVM's margin; lower finds more).")
 @click.option("--nms", type=click.FloatRange(0, 1), default=NMS_IOU, show_default=True, help="NMS overlap per class.")
+@click.option("--mirror", is_flag=True,
+              help="Also read each proposal mirrored and score the mean of the two fc7 vectors "
+                   "(AlexNet's test-time reflections; not R-CNN's): about +0.01 mAP, twice the network time.")
 @click.option("--no-regression", is_flag=True, help="Keep the proposals' own boxes (no bounding-box regression).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Draw each image with its labelled boxes into OUT/<name>.png.")
@@ -52,7 +55,7 @@ def detections_json(result, classes) -> dict:
 @click.option("--json", "as_json", is_flag=True,
               help='JSON Lines: {"image", "width", "height", "detections": [{"label", "score", "box": [x1, y1, x2, y2]}]} '
                    "per image, boxes in 0-based pixel corners.")
-def detect_cmd(images, detector, mode, threshold, nms, no_regression, out, cache, device, workers, as_json):
+def detect_cmd(images, detector, mode, threshold, nms, mirror, no_regression, out, cache, device, workers, as_json):
     """Detect objects in each IMAGE with an R-CNN detector: selective-search proposals, fc7
     features, per-class SVM scores, box regression, NMS.
 
@@ -71,7 +74,7 @@ def detect_cmd(images, detector, mode, threshold, nms, no_regression, out, cache
     start = time.perf_counter()
     failed = 0
     for r in run_detector(det, images, mode, threshold, nms, not no_regression, cache_dir=cache,
-                          workers=workers, on_proposals=bar):
+                          workers=workers, on_proposals=bar, mirror=mirror):
         network(1)
         if r.error is not None:
             failed += 1

@@ -22,11 +22,14 @@ from .progress import Bar
 @click.option("--split", default="val", show_default=True, help="Pascal VOC: the split to measure on.")
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None, help="COCO: the image folder.")
 @click.option("--mode", type=click.Choice(["rcnn", "fast"]), default="rcnn", show_default=True)
+@click.option("--mirror", is_flag=True,
+              help="Also read each proposal mirrored and score the mean of the two fc7 vectors "
+                   "(AlexNet's test-time reflections; not R-CNN's): about +0.01 mAP, twice the network time.")
 @click.option("--cache", type=click.Path(file_okay=False), default=None, help="Cache proposals here (by image content).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
-def eval_detector_cmd(data, detector, split, images, mode, cache, device, workers, as_json):
+def eval_detector_cmd(data, detector, split, images, mode, mirror, cache, device, workers, as_json):
     """Average precision of a detector on DATA (Pascal VOC --split, or COCO .json): per class
     and mean, at IoU 0.5, by the area under the precision-recall curve (VOC2010 on) and by
     VOC2007's 11 points, with and without box regression; proposal recall; seconds per image.
@@ -43,7 +46,8 @@ def eval_detector_cmd(data, detector, split, images, mode, cache, device, worker
     dataset = read_detection_set(data, split, images)
     bar = Bar(len(dataset), "proposals", enabled=not as_json)
     bar2 = Bar(len(dataset), "detect", enabled=not as_json)
-    result = evaluate_detector(det, dataset, mode, cache_dir=cache, workers=workers, on_proposals=bar, on_image=bar2)
+    result = evaluate_detector(det, dataset, mode, cache_dir=cache, workers=workers, on_proposals=bar, on_image=bar2,
+                               mirror=mirror)
     bar.close()
     bar2.close()
     if as_json:
@@ -51,7 +55,7 @@ def eval_detector_cmd(data, detector, split, images, mode, cache, device, worker
         return
     for e in result["failed"][:5]:
         click.secho(f"warning: skipped {e}", fg="yellow", err=True)
-    click.echo(f"{dataset.source}: {result['images']} images, {mode} mode")
+    click.echo(f"{dataset.source}: {result['images']} images, {mode} mode{', mirrored too' if mirror else ''}")
     click.echo(f"{'class':<14} {'AP':>6} {'AP07':>6} {'AP no-bbox':>10} {'objects':>8}")
     for name, row in result["per_class"].items():
         plain = result["per_class_no_regression"][name]["ap"]

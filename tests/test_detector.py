@@ -82,6 +82,23 @@ def test_detector_finds_the_shapes_in_both_modes(trained_detector, voc_scenes):
     assert rcnn["seconds_per_image"]["total"] > 0
 
 
+def test_mirror_scores_an_image_and_its_mirror_alike(trained_detector, voc_scenes):
+    """--mirror averages a proposal's features with its mirror's: a mirrored photo with
+    mirrored proposals then scores exactly as the photo does, in both modes."""
+    from alexsuite.data.decode import decode_image
+    det = load_detector(trained_detector)
+    image = image_tensor(decode_image(read_voc(voc_scenes, "val").items[0].image))
+    w = image.shape[-1]
+    boxes = torch.tensor([[10.0, 12.0, 60.0, 50.0], [40.0, 30.0, 100.0, 90.0], [5.0, 5.0, 30.0, 80.0]])
+    mirrored = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+    for mode in ("rcnn", "fast"):
+        _, plain, _ = det.score(image, boxes, mode)
+        _, both, _ = det.score(image, boxes, mode, mirror=True)
+        _, other, _ = det.score(image.flip(-1), mirrored, mode, mirror=True)
+        assert torch.allclose(both, other, atol=1e-5)
+        assert not torch.allclose(both, plain, atol=1e-3)   # the mirrored view was read
+
+
 def test_training_again_resumes_from_the_cached_stages(trained_detector, voc_scenes, trained_run):
     metrics = json.loads((trained_detector / "metrics.json").read_text())
     cfg = DetectorConfig(data=str(voc_scenes), backbone=str(trained_run),

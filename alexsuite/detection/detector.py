@@ -50,20 +50,28 @@ class Detector:
         return next(self.model.parameters()).device
 
     @torch.no_grad()
-    def score(self, image: torch.Tensor, proposals: torch.Tensor, mode: str = "rcnn"):
-        """(boxes kept, SVM scores (N, K), pool5 features (N, D5)) of an image's proposals."""
+    def score(self, image: torch.Tensor, proposals: torch.Tensor, mode: str = "rcnn", mirror: bool = False):
+        """(boxes kept, SVM scores (N, K), pool5 features (N, D5)) of an image's proposals.
+        mirror: also read the mirrored image's mirrored boxes and score the mean of the two
+        feature vectors (not R-CNN's: AlexNet's test-time reflections, Section 4.1, twice
+        the network time); the box regressors read the unmirrored pool5."""
         boxes = proposals.float().to(self.device)
         boxes = boxes[valid(boxes)]
         pool5 = region_pool5(self.model, image, boxes, self.preprocess, mode)
-        feats = head_features(self.model, pool5, self.layer) * self.feature_scale
-        return boxes, feats @ self.svm_weight.T + self.svm_bias, pool5
+        feats = head_features(self.model, pool5, self.layer)
+        if mirror:
+            w = image.shape[-1]
+            mirrored = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+            pool5_m = region_pool5(self.model, image.flip(-1), mirrored, self.preprocess, mode)
+            feats = (feats + head_features(self.model, pool5_m, self.layer)) / 2
+        return boxes, feats * self.feature_scale @ self.svm_weight.T + self.svm_bias, pool5
 
     @torch.no_grad()
     def detect(self, image: torch.Tensor, proposals: torch.Tensor, mode: str = "rcnn",
                threshold: float = 0.0, nms: float = NMS_IOU, regress: bool = True,
-               max_per_class: int = MAX_PER_CLASS) -> Detections:
+               max_per_class: int = MAX_PER_CLASS, mirror: bool = False) -> Detections:
         """Detections of one uint8 (3, H, W) image from its proposals."""
-        boxes, scores, pool5 = self.score(image, proposals, mode)
+        boxes, scores, pool5 = self.score(image, proposals, mode, mirror)
         return self.select(boxes, scores, pool5, image.shape[-1], image.shape[-2], threshold, nms,
                            regress, max_per_class)
 

@@ -40,8 +40,8 @@ def proposal_settings(det: Detector) -> ProposalSettings:
 def run_detector(det: Detector, paths, mode: str = "rcnn", threshold: float = 0.0, nms: float = NMS_IOU,
                  regress: bool = True, settings: ProposalSettings | None = None, cache_dir=None,
                  workers: int = 2, on_proposals=None, unregressed: bool = False,
-                 max_per_class: int = MAX_PER_CLASS):
-    """Yield an ImageResult per path, in order."""
+                 max_per_class: int = MAX_PER_CLASS, mirror: bool = False):
+    """Yield an ImageResult per path, in order (mirror: see Detector.score)."""
     paths = [str(p) for p in paths]
     boxes = propose(paths, settings or proposal_settings(det), cache_dir=cache_dir, workers=workers,
                     on_image=on_proposals)
@@ -59,7 +59,7 @@ def run_detector(det: Detector, paths, mode: str = "rcnn", threshold: float = 0.
         rgb, scale = _bounded(rgb)
         image = image_tensor(rgb)
         sh, sw = image.shape[-2:]
-        scored = det.score(image, torch.from_numpy(props) * scale, mode)
+        scored = det.score(image, torch.from_numpy(props) * scale, mode, mirror)
         result = ImageResult(path, w, h, proposals=torch.from_numpy(props))
         result.detections = _rescale(det.select(*scored, sw, sh, threshold, nms, regress, max_per_class), scale, w, h)
         if unregressed:

@@ -121,7 +121,7 @@ def proposal_recall(proposals: list[torch.Tensor], truths: list[Truth], iou_thre
 
 
 def evaluate_detector(det, data, mode: str = "rcnn", cache_dir=None, workers: int = 2,
-                      settings=None, on_proposals=None, on_image=None) -> dict:
+                      settings=None, on_proposals=None, on_image=None, mirror: bool = False) -> dict:
     """Run `det` over a DetectionSet and score it: AP with and without box regression,
     proposal recall, and seconds per image (proposals, network, and the two together)."""
     import time
@@ -140,7 +140,7 @@ def evaluate_detector(det, data, mode: str = "rcnn", cache_dir=None, workers: in
     # threshold -inf: every box scored, so the precision-recall curve runs to full recall
     results = run_detector(det, [a.image for a in data.items], mode, threshold=-float("inf"),
                            settings=settings, cache_dir=cache_dir, workers=workers,
-                           on_proposals=proposals_done, unregressed=True)
+                           on_proposals=proposals_done, unregressed=True, mirror=mirror)
     for item, r in zip(data.items, results):
         if on_image:
             on_image(1)
@@ -159,7 +159,7 @@ def evaluate_detector(det, data, mode: str = "rcnn", cache_dir=None, workers: in
     with_reg = average_precision(found, truths, det.classes)
     without = average_precision(plain, truths, det.classes)
     proposal_seconds = marks.get("proposals", start) - start
-    return {"mode": mode, "images": len(found), "failed": failed,
+    return {"mode": mode, "mirror": mirror, "images": len(found), "failed": failed,
             "map": with_reg["map"], "map_voc07": with_reg["map_voc07"],
             "map_no_regression": without["map"], "map_voc07_no_regression": without["map_voc07"],
             "per_class": with_reg["per_class"], "per_class_no_regression": without["per_class"],

@@ -58,8 +58,9 @@ def test_eval_detector_reports_both_ap_definitions(trained_detector, voc_scenes)
     out = json.loads(result.stdout)
     assert out["mode"] == "fast" and out["images"] == 8 and 0 <= out["map"] <= 1
     assert {"map_voc07", "map_no_regression", "proposal_recall", "seconds_per_image"} <= set(out)
-    table = run("eval-detector", voc_scenes, "--detector", trained_detector, "--workers", "0")
+    table = run("eval-detector", voc_scenes, "--detector", trained_detector, "--workers", "0", "--mirror")
     assert table.exit_code == 0 and "mAP" in table.stdout and "AP07" in table.stdout
+    assert "rcnn mode, mirrored too" in table.stdout
 
 
 def test_train_detector_command_and_its_errors(voc_scenes, trained_run, tmp_path):
