@@ -61,3 +61,21 @@ def test_pasted_training_resumes_to_the_same_weights(shapes_dir, photos, tmp_pat
                   run_dir=tmp_path / "plain")
     c = read_checkpoint(plain.run_dir / "last.pt")["model"]
     assert not torch.equal(c["body.0.weight"], a["body.0.weight"])
+
+
+def test_resuming_onto_other_photos_is_refused(shapes_dir, photos, tmp_path):
+    """The background bank is drawn from the photos, so a run resumed onto changed photos
+    would silently paste onto other backgrounds: it stops with a one-line error instead."""
+    import shutil
+    from alexsuite.errors import ConfigError
+    mine = tmp_path / "photos"
+    shutil.copytree(photos, mine)
+    cfg = TrainConfig(data=str(shapes_dir), epochs=1, batch_size=12, workers=0, paste_on=str(mine))
+    train(cfg, run_dir=tmp_path / "run")
+    Image.fromarray(np.zeros((90, 120, 3), np.uint8)).save(mine / "p0.png")
+    with pytest.raises(ConfigError, match="photos changed since this run began"):
+        train(TrainConfig(epochs=2, workers=0), resume=tmp_path / "run")
+    shutil.rmtree(mine)
+    with pytest.raises(DataError, match="no such folder"):
+        train(TrainConfig(epochs=2, workers=0), resume=tmp_path / "run")
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 0   # the run is as it was

@@ -7,6 +7,7 @@ objects in scenes). Every draw comes from the keyed augmentation generator
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +27,30 @@ TINT = (0.3, 1.0)           # per-channel gain of the pasted object
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
+def photo_paths(folder) -> list[Path]:
+    """The photo files of `folder`, by name (a clear error when the folder is gone)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"--paste-on {folder}: no such folder; give the folder of photographs "
+                        "(a resumed run reads the one it began with)")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+
+
+def photos_fingerprint(folder) -> str:
+    """sha256 of the photos' names and bytes: a resumed run checks it pastes onto what it began
+    with (the bank is drawn from them, so other photos would silently change the run)."""
+    digest = hashlib.sha256()
+    for p in photo_paths(folder):
+        digest.update(p.name.encode() + b"\0" + p.read_bytes())
+    return digest.hexdigest()
+
+
 def background_bank(folder, size: int, n: int | None = None, seed: int = 0) -> torch.Tensor:
     """n random square crops (uint8 (n, 3, size, size)) of the photos in `folder`, each
     resized from ZOOM x size photo pixels, with colour channels shuffled and scaled per crop
     so that a handful of photos gives many backgrounds."""
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
     photos = []
-    for p in paths:
+    for p in photo_paths(folder):
         try:
             photos.append(decode_image(p))
         except ImageDecodeError:

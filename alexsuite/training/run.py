@@ -207,9 +207,13 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
     if cfg.batch_size % ctx.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch: make it a multiple of "
                           f"the {ctx.world} processes")
-    backgrounds = None   # made before the run directory, so a bad --paste-on leaves nothing behind
+    backgrounds = paste_photos = None   # made before the run directory: a bad --paste-on leaves nothing
     if cfg.paste_on:
-        from ..data.paste import background_bank
+        from ..data.paste import background_bank, photos_fingerprint
+        paste_photos = photos_fingerprint(cfg.paste_on)
+        if state and state.get("paste_photos", paste_photos) != paste_photos:
+            raise ConfigError(f"--paste-on {cfg.paste_on}: its photos changed since this run began; put "
+                              "those photos back to resume, or start a new run")
         backgrounds = background_bank(cfg.paste_on, cfg.base_size, seed=cfg.seed).to(device)
     pre = (transforms.Preprocess.from_dict(json.loads(state["preprocess"])) if state
            else _preprocess_for(cfg, train_set))
@@ -271,7 +275,8 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
                        "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                        "scheduler": (epoch_sched or step_sched).state_dict(), "epoch": epoch,
                        "best_top1": best, "history": json.dumps(history), "rng": rng,
-                       **({"scaler": scaler.state_dict()} if scaler is not None else {})}
+                       **({"scaler": scaler.state_dict()} if scaler is not None else {}),
+                       **({"paste_photos": paste_photos} if paste_photos else {})}
             _save_epoch(run_dir, payload, improved, history)
             atomic_write_bytes(run_dir / "conv1_filters.png",
                                lambda f: viz.filter_grid(raw_model.body[0].weight, f, grayscale=grayscale))
