@@ -66,6 +66,24 @@ def test_fine_tuning_can_read_windows_as_fast_mode_does(trained_run):
     assert torch.cosine_similarity(context, fast).min() > torch.cosine_similarity(plain, fast).max()
 
 
+def test_recolouring_changes_the_windows_colours_but_not_the_mean_fill_outside_the_image():
+    from alexsuite.data import transforms
+    from alexsuite.detection.finetune import recolour
+    from alexsuite.embedding import warp_regions
+    pre = transforms.Preprocess(32, 28, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    image = torch.zeros(3, 40, 40, dtype=torch.uint8)
+    image[0], image[1], image[2] = 200, 120, 40
+    crops = warp_regions(image, torch.tensor([[0.0, 0.0, 39.0, 39.0]] * 4), pre)   # context reaches outside
+    out = recolour(crops, pre, torch.Generator().manual_seed(0))
+    outside = (crops == 0).all(1)
+    assert outside.any() and (~outside).any()
+    assert (out.permute(0, 2, 3, 1)[outside] == 0).all()
+    raw = out * torch.tensor(pre.std)[:, None, None] + torch.tensor(pre.mean)[:, None, None]
+    inside = raw.permute(0, 2, 3, 1)[~outside].mul(255)            # the photo's pixels, recoloured
+    assert not torch.allclose(inside, torch.tensor([200.0, 120.0, 40.0]), atol=5)
+    assert inside.min() >= 40 * 0.6 - 1 and inside.max() <= 200 * 1.4 + 1
+
+
 def test_detector_finds_the_shapes_in_both_modes(trained_detector, voc_scenes):
     det = load_detector(trained_detector)
     meta = json.loads((trained_detector / "detector.json").read_text())

@@ -124,14 +124,16 @@ def warp_batch(windows: Windows, picks: torch.Tensor, load_image, pre: transform
 def recolour(x: torch.Tensor, pre: transforms.Preprocess, generator: torch.Generator,
              gain: tuple[float, float] = (0.6, 1.4)) -> torch.Tensor:
     """Normalised crops (N, 3, h, w) with each crop's colour channels shuffled and scaled:
-    the same object in another colour (done on the 0-1 scale, then normalised again)."""
+    the same object in another colour (done on the 0-1 scale, then normalised again). What
+    lies outside the image stays 0, the mean colour, as the warp and fast mode fill it."""
     n = len(x)
     mean = torch.tensor(pre.mean, device=x.device)[None, :, None, None]
     std = torch.tensor(pre.std, device=x.device)[None, :, None, None]
     order = torch.argsort(torch.rand(n, 3, generator=generator), dim=1).to(x.device)
     scale = (gain[0] + (gain[1] - gain[0]) * torch.rand(n, 3, generator=generator)).to(x.device)
     raw = (x * std + mean).gather(1, order[:, :, None, None].expand_as(x))
-    return (raw * scale[:, :, None, None] - mean) / std
+    outside = (x == 0).all(1, keepdim=True)
+    return torch.where(outside, 0.0, (raw * scale[:, :, None, None] - mean) / std)
 
 
 def finetune(model: nn.Module, pre: transforms.Preprocess, windows: Windows, load_image,
