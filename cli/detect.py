@@ -44,8 +44,8 @@ def detections_json(result, classes) -> dict:
               help="Keep boxes whose SVM score is above this (0 is the SVM's margin; lower finds more).")
 @click.option("--nms", type=click.FloatRange(0, 1), default=NMS_IOU, show_default=True, help="NMS overlap per class.")
 @click.option("--mirror", is_flag=True,
-              help="Also read each proposal mirrored and score the mean of the two fc7 vectors "
-                   "(AlexNet's test-time reflections; not R-CNN's): about +0.01 mAP, twice the network time.")
+              help="Also read each proposal mirrored and score the mean of the two feature vectors "
+                   "(AlexNet's test-time reflections; not R-CNN's): about +0.01 mAP, up to twice the network time.")
 @click.option("--no-regression", is_flag=True, help="Keep the proposals' own boxes (no bounding-box regression).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Draw each image with its labelled boxes into OUT/<name>.png.")

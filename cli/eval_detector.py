@@ -23,8 +23,8 @@ from .progress import Bar
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None, help="COCO: the image folder.")
 @click.option("--mode", type=click.Choice(["rcnn", "fast"]), default="rcnn", show_default=True)
 @click.option("--mirror", is_flag=True,
-              help="Also read each proposal mirrored and score the mean of the two fc7 vectors "
-                   "(AlexNet's test-time reflections; not R-CNN's): about +0.01 mAP, twice the network time.")
+              help="Also read each proposal mirrored and score the mean of the two feature vectors "
+                   "(AlexNet's test-time reflections; not R-CNN's): about +0.01 mAP, up to twice the network time.")
 @click.option("--cache", type=click.Path(file_okay=False), default=None, help="Cache proposals here (by image content).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)

@@ -32,7 +32,7 @@ from .progress import ConsoleReporter
 @click.option("--patience", "plateau_patience", type=int, default=2, help="Epochs without improvement before lr/10.")
 @click.option("--dropout", type=float, default=0.5)
 @click.option("--no-pca-lighting", is_flag=True, help="Turn off the paper's PCA colour augmentation.")
-@click.option("--paste-on", type=click.Path(exists=True, file_okay=False, resolve_path=True), default=None,
+@click.option("--paste-on", type=click.Path(exists=True, file_okay=False), default=None,
               help="Paste every training image (objects on a black ground, e.g. Fashion-MNIST) tinted onto a "
                    "random crop of a photo in this folder: a backbone for `train-detector` that has seen its "
                    "classes in clutter (copy-paste augmentation; not in the paper).")

@@ -11,6 +11,7 @@ from alexsuite.detection.detector import load_detector
 from alexsuite.detection.finetune import FinetuneSettings, Windows, build_windows, sample_batch
 from alexsuite.detection.regions import fast_pool5, image_tensor, pyramid_levels, rcnn_pool5
 from alexsuite.detection.training import DetectorConfig, train_detector
+from alexsuite.embedding import warp_regions
 from alexsuite.errors import CheckpointError, DataError
 from alexsuite.evaluation.detection import evaluate_detector
 from alexsuite.proposals import ProposalSettings
@@ -50,7 +51,6 @@ def test_fine_tuning_can_read_windows_as_fast_mode_does(trained_run):
     RoI-pooled from the middle of its conv5 map. For a window at the network's own scale that
     is fast mode's pool5 (conv5 of the whole image) far more closely than the plain warp is."""
     from alexsuite.detection.regions import context_crop_pool5, fast_margin
-    from alexsuite.embedding import warp_regions
     m = load_model(trained_run)
     pre, model = m.preprocess, m.model.eval()
     g = torch.Generator().manual_seed(0)
@@ -69,7 +69,6 @@ def test_fine_tuning_can_read_windows_as_fast_mode_does(trained_run):
 def test_recolouring_changes_the_windows_colours_but_not_the_mean_fill_outside_the_image():
     from alexsuite.data import transforms
     from alexsuite.detection.finetune import recolour
-    from alexsuite.embedding import warp_regions
     pre = transforms.Preprocess(32, 28, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
     image = torch.zeros(3, 40, 40, dtype=torch.uint8)
     image[0], image[1], image[2] = 200, 120, 40
@@ -109,6 +108,9 @@ def test_mirror_scores_an_image_and_its_mirror_alike(trained_detector, voc_scene
     w = image.shape[-1]
     boxes = torch.tensor([[10.0, 12.0, 60.0, 50.0], [40.0, 30.0, 100.0, 90.0], [5.0, 5.0, 30.0, 80.0]])
     mirrored = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+    # the mirrored box of the mirrored photo is the same pixels, mirrored: the formula's geometry
+    assert torch.allclose(warp_regions(image.flip(-1), mirrored, det.preprocess),
+                          warp_regions(image, boxes, det.preprocess).flip(-1), atol=1e-5)
     for mode in ("rcnn", "fast"):
         _, plain, _ = det.score(image, boxes, mode)
         _, both, _ = det.score(image, boxes, mode, mirror=True)

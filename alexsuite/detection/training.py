@@ -71,12 +71,15 @@ class TrainedDetector:
     metrics: dict
 
 
+FINETUNE_VERSION = "v2"     # how windows are fine-tuned on (v2: --recolour keeps the fill outside the image at 0)
+
+
 def _finetune_key(backbone_digest: str, data: DetectionSet, windows) -> str:
     """What a cached fine-tuning run must share with this one to be resumed."""
     h = hashlib.sha256(windows.boxes.float().contiguous().numpy().tobytes())
     h.update(windows.labels.numpy().tobytes())   # every box and label: an edited annotation starts over
     return json.dumps({"backbone_sha256": backbone_digest, "data": data.source, "classes": data.classes,
-                       "windows": h.hexdigest()[:16]}, sort_keys=True)
+                       "windows": h.hexdigest()[:16], "version": FINETUNE_VERSION}, sort_keys=True)
 
 
 def _drop_stale_features(root: Path, keep: set[str]) -> None:

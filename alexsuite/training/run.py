@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -196,6 +196,8 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
         # Only what does not change the result may differ on resume: length, device, workers.
         saved.epochs, saved.device, saved.workers = cfg.epochs, cfg.device, cfg.workers
         cfg, run_dir = saved, ckpt_path.parent
+    elif cfg.paste_on:   # a resume reads the photos from wherever it is started
+        cfg = replace(cfg, paste_on=str(Path(cfg.paste_on).resolve()))
     cfg.validate()
     run_dir = Path(run_dir) if run_dir else next_run_dir()
 
