@@ -79,3 +79,19 @@ def test_resuming_onto_other_photos_is_refused(shapes_dir, photos, tmp_path):
     with pytest.raises(DataError, match="no such folder"):
         train(TrainConfig(epochs=2, workers=0), resume=tmp_path / "run")
     assert read_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 0   # the run is as it was
+
+
+def test_a_pasted_run_takes_its_statistics_from_pasted_images(photos):
+    """Objects on black alone give grey statistics, and a PCA lighting (paper 4.1) that only
+    changes brightness; the network sees them pasted on colour photos, so those are measured."""
+    from alexsuite.data.datasets import ArrayDataset
+    from alexsuite.training.run import _preprocess_for
+    objects = torch.zeros(64, 1, 32, 32, dtype=torch.uint8)
+    objects[:, :, 10:22, 8:24] = 200
+    data = ArrayDataset(objects, torch.zeros(64, dtype=torch.long), ["article"], "objects")
+    cfg = TrainConfig(data="objects", arch="alexnet-small", paste_on=str(photos))
+    plain = _preprocess_for(cfg, data)
+    pasted = _preprocess_for(cfg, data, background_bank(photos, 32, n=16, seed=0))
+    assert max(plain.eigval[:2]) < 1e-9 and plain.eigval[2] > 0.01   # one direction: grey
+    assert min(pasted.eigval) > 1e-3                                   # colour varies as well
+    assert min(pasted.mean) > plain.mean[0] + 0.1    # the photos' noise is brighter than black

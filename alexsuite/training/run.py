@@ -63,25 +63,51 @@ def next_run_dir(root: Path = Path("runs/train"), name: str = "exp") -> Path:
     return root / (name if i == 1 else f"{name}{i}")
 
 
-def _preprocess_for(cfg: TrainConfig, train) -> transforms.Preprocess:
-    """Mean/std and RGB PCA of the training images (paper 4.1); ImageNet's for torchvision weights."""
+PASTED_SAMPLE = 2048   # images pasted to estimate a --paste-on run's statistics (~2M pixels at 32 px)
+
+
+def _preprocess_for(cfg: TrainConfig, train, backgrounds: torch.Tensor | None = None) -> transforms.Preprocess:
+    """Mean/std and RGB PCA of the training images (paper 4.1); ImageNet's for torchvision weights.
+    With --paste-on the network sees pasted images, so their statistics are those of a pasted
+    sample: the objects-on-black alone would give grey statistics and a PCA lighting that only
+    changes brightness."""
     if cfg.weights or cfg.pretrained:
         stats = transforms.IMAGENET
+    elif backgrounds is not None:
+        stats = transforms.pixel_statistics(_pasted_sample(cfg, train, backgrounds), seed=cfg.seed)
     elif isinstance(train, ArrayDataset):
         stats = transforms.pixel_statistics(train.images, seed=cfg.seed)
     else:  # a few hundred decoded images estimate the statistics of a folder well
-        g = torch.Generator().manual_seed(cfg.seed)
-        pick = torch.randperm(len(train), generator=g)[:256].tolist()
-        arrays = []
-        for i in pick:
-            try:
-                arrays.append(torch.tensor(load_square(train.paths[i], 64)).permute(2, 0, 1))
-            except ImageDecodeError:
-                continue
-        if not arrays:
-            raise DataError(f"{train.source}: none of {len(pick)} sampled images could be decoded")
-        stats = transforms.pixel_statistics(torch.stack(arrays), seed=cfg.seed)
+        stats = transforms.pixel_statistics(_decoded_sample(train, 64, cfg.seed), seed=cfg.seed)
     return transforms.Preprocess(cfg.base_size, cfg.crop_size, **stats)
+
+
+def _decoded_sample(train, size: int, seed: int, count: int = 256) -> torch.Tensor:
+    """`count` random images of a folder dataset, decoded to size x size (undecodable ones skipped)."""
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(train), generator=g)[:count].tolist()
+    arrays = []
+    for i in pick:
+        try:
+            arrays.append(torch.tensor(load_square(train.paths[i], size)).permute(2, 0, 1))
+        except ImageDecodeError:
+            continue
+    if not arrays:
+        raise DataError(f"{train.source}: none of {len(pick)} sampled images could be decoded")
+    return torch.stack(arrays)
+
+
+def _pasted_sample(cfg: TrainConfig, train, backgrounds: torch.Tensor) -> torch.Tensor:
+    """Training images pasted onto the run's backgrounds as training pastes them (paste.py)."""
+    from ..data.paste import paste, paste_params
+    if isinstance(train, ArrayDataset):
+        g = torch.Generator().manual_seed(cfg.seed)
+        images = train.images[torch.randperm(len(train), generator=g)[:PASTED_SAMPLE]]
+    else:
+        images = _decoded_sample(train, cfg.base_size, cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    bank = backgrounds.cpu()
+    return paste(images, bank, paste_params(len(images), len(bank), g))
 
 
 def _build_model(cfg: TrainConfig, num_classes: int):
@@ -218,7 +244,7 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
                               "those photos back to resume, or start a new run")
         backgrounds = background_bank(cfg.paste_on, cfg.base_size, seed=cfg.seed).to(device)
     pre = (transforms.Preprocess.from_dict(json.loads(state["preprocess"])) if state
-           else _preprocess_for(cfg, train_set))
+           else _preprocess_for(cfg, train_set, backgrounds))
     model = (create_model(cfg.arch, len(train_set.classes), cfg.dropout, cfg.activation) if state
              else _build_model(cfg, len(train_set.classes))).to(device)  # resume: weights come from last.pt
     raw_model = model
