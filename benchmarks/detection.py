@@ -2,6 +2,7 @@
 
     python benchmarks/detection.py --detector runs/bench/scenes-det [--data ../shared/data/scenes-dev]
     python benchmarks/detection.py --train    # trains it first (resumes from its cache)
+    python benchmarks/detection.py --train --seed 1 --detector runs/bench/scenes-det-seed1 --result detection_seed1
 
 --train fine-tunes the copy-paste backbone (train_fashion_mnist.py --paste-on
 alexsuite/data/bundled/photos --out runs/bench/fashion-mnist-paste) for 4,000 iterations at
@@ -48,14 +49,17 @@ def main():
     ap.add_argument("--recolour", action=argparse.BooleanOptionalAction, default=True,
                     help="fine-tuning recolours windows (train-detector --recolour)")
     ap.add_argument("--fast-fraction", type=float, default=0.5, help="train-detector --fast-fraction")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="fine-tuning seed (new head, window sampling): other seeds measure the run-to-run spread")
     ap.add_argument("--cache", default="runs/bench/proposals-cache", help="proposal cache for the mAP runs")
+    ap.add_argument("--result", default="detection", help="writes benchmarks/results/RESULT.json")
     ap.add_argument("--timing-images", type=int, default=30)
     args = ap.parse_args()
     if args.train:
         cfg = DetectorConfig(data=args.data, backbone=args.backbone, proposal_cache=args.cache,
                              finetune=asdict(FinetuneSettings(iterations=args.finetune_iters, lr=args.lr,
                                                                 recolour=args.recolour,
-                                                                fast_fraction=args.fast_fraction)))
+                                                                fast_fraction=args.fast_fraction, seed=args.seed)))
         train_detector(cfg, Path(args.detector))
     det = load_detector(args.detector)
     val = read_voc(args.data, "val")
@@ -80,7 +84,7 @@ def main():
           f"{timing['rcnn']['network'] / timing['fast']['network']:.1f}x on the network; "
           f"fast - rcnn mAP {rows['fast']['map'] - rows['rcnn']['map']:+.4f}")
     info = json.loads((Path(args.detector) / "detector.json").read_text())
-    path = write_result("detection", {
+    path = write_result(args.result, {
         "data": args.data, "detector": args.detector, "config": info.get("config", {}),
         "training": info.get("metrics", {}),
         "modes": rows, "end_to_end_seconds_per_image": timing, "timing_images": len(timed),
