@@ -46,6 +46,23 @@ def test_fast_mode_reads_each_box_at_the_scale_the_network_knows(trained_run):
     assert a.shape == b.shape and torch.cosine_similarity(a, b).item() > 0.8
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fast_mode_on_cuda_gives_the_cpu_features(trained_run):
+    """On CUDA fast mode runs its pyramid without cuDNN (regions._without_cudnn): same numbers,
+    and the user's cuDNN settings are back afterwards."""
+    m = load_model(trained_run)
+    image = torch.randint(0, 255, (3, 90, 130), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    boxes = torch.tensor([[0, 0, 24, 24], [10, 5, 80, 60], [30, 20, 130, 44]], dtype=torch.float32)
+    cpu = fast_pool5(m.model.eval(), image, boxes, m.preprocess)
+    torch.backends.cudnn.benchmark = True
+    try:
+        gpu = fast_pool5(m.model.cuda(), image, boxes, m.preprocess)
+        assert torch.backends.cudnn.enabled and torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cudnn.benchmark = False
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
+
+
 def test_fine_tuning_can_read_windows_as_fast_mode_does(trained_run):
     """--fast-fraction trains on context_crop_pool5: a window warped with image around it,
     RoI-pooled from the middle of its conv5 map. For a window at the network's own scale that

@@ -48,10 +48,10 @@ def test_a_folder_without_photos_is_a_clear_error_before_anything_is_written(tmp
 
 
 def test_pasted_training_resumes_to_the_same_weights(shapes_dir, photos, tmp_path):
-    cfg = dict(data=str(shapes_dir), batch_size=12, lr=0.02, workers=0, paste_on=str(photos))
+    cfg = dict(data=str(shapes_dir), batch_size=12, lr=0.02, workers=0, paste_on=str(photos), device="cpu")
     train(TrainConfig(epochs=2, **cfg), run_dir=tmp_path / "straight")
     train(TrainConfig(epochs=1, **cfg), run_dir=tmp_path / "interrupted")
-    train(TrainConfig(epochs=2, workers=0), resume=tmp_path / "interrupted")
+    train(TrainConfig(epochs=2, workers=0, device="cpu"), resume=tmp_path / "interrupted")
     a = read_checkpoint(tmp_path / "straight" / "last.pt")["model"]
     b = read_checkpoint(tmp_path / "interrupted" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
