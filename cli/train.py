@@ -36,6 +36,10 @@ from .progress import ConsoleReporter
               help="Paste every training image (objects on a black ground, e.g. Fashion-MNIST) tinted onto a "
                    "random crop of a photo in this folder: a backbone for `train-detector` that has seen its "
                    "classes in clutter (copy-paste augmentation; not in the paper).")
+@click.option("--leave-out", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A JSON list of training images never to train on: positions in the training set "
+                   "(Fashion-MNIST: the idx file's order) or file paths. Keeps a benchmark's test objects "
+                   "out of pre-training (benchmarks/scenes_articles.py writes one for scenes-dev val).")
 @click.option("--val-split", type=float, default=None, help="Hold out this fraction of one class-folder tree for validation.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Start alexnet-tv from torchvision weights, e.g. alexnet-owt-7be5be79.pth.")

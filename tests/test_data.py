@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alexsuite.data import batching, fashion_mnist, transforms
-from alexsuite.data.datasets import ArrayDataset, folder_dataset, resolve_classification, split_holdout
+from alexsuite.data.datasets import ArrayDataset, folder_dataset, leave_out, resolve_classification, split_holdout
 from alexsuite.errors import DataError
 
 from .conftest import make_class_folders
@@ -137,3 +137,26 @@ def test_pixel_statistics_recover_the_covariance():
     rebuilt = vecs @ torch.diag(torch.tensor(stats["eigval"], dtype=torch.float64)) @ vecs.T
     assert torch.allclose(rebuilt, torch.cov(x.T), atol=1e-6)
     assert np.allclose(stats["mean"], x.mean(0).numpy(), atol=1e-6)
+
+
+def test_leave_out_drops_listed_positions_or_files_and_names_what_it_cannot_find(tmp_path):
+    import json
+    arrays = ArrayDataset(torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 4, 4).clone(),
+                          torch.arange(10) % 3, ["a", "b", "c"], "toy")
+    listing = tmp_path / "out.json"
+    listing.write_text(json.dumps([0, 3, 3]))
+    kept = leave_out(arrays, listing)
+    assert kept.images[:, 0, 0, 0].tolist() == [1, 2, 4, 5, 6, 7, 8, 9] and kept.labels.tolist() == [1, 2, 1, 2, 0, 1, 2, 0]
+    listing.write_text(json.dumps({"indices": [9]}))          # benchmarks/scenes_articles.py's report
+    assert len(leave_out(arrays, listing)) == 9
+    folder = folder_dataset(make_class_folders(tmp_path / "f", 4, seed=0), 32)
+    listing.write_text(json.dumps([str(folder.paths[1]), 0]))
+    kept = leave_out(folder, listing)
+    assert len(kept) == 10 and folder.paths[1] not in kept.paths and folder.paths[0] not in kept.paths
+    for bad, words in (([10], "positions 0-9"), (["x.png"], "not an image"), ({"a": 1}, "JSON list")):
+        listing.write_text(json.dumps(bad))
+        with pytest.raises(DataError, match=words):
+            leave_out(arrays, listing)
+    listing.write_text("[1, 2")
+    with pytest.raises(DataError, match="not a readable JSON list"):
+        leave_out(arrays, listing)

@@ -134,6 +134,38 @@ def split_holdout(dataset: FolderDataset, fraction: float, seed: int) -> tuple[F
     return subset(~val, "train"), subset(val, "val")
 
 
+def leave_out(dataset: ArrayDataset | FolderDataset, listing: str | Path) -> ArrayDataset | FolderDataset:
+    """`dataset` without the images a JSON file lists: positions in the dataset (Fashion-MNIST:
+    the idx file's order) or, for image folders, file paths; a list, or an object holding it
+    under "indices". For keeping a benchmark's test objects out of pre-training."""
+    import json
+    try:
+        entries = json.loads(Path(listing).read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"--leave-out {listing}: not a readable JSON list ({e})") from None
+    if isinstance(entries, dict):   # a report that carries its list, as benchmarks/scenes_articles.py writes
+        entries = entries.get("indices")
+    if not isinstance(entries, list):
+        raise DataError(f"--leave-out {listing}: expected a JSON list of positions or file paths "
+                        "(or an object with one under \"indices\")")
+    drop = np.zeros(len(dataset), dtype=bool)
+    paths = ({str(Path(p).resolve()): i for i, p in enumerate(dataset.paths)}
+             if isinstance(dataset, FolderDataset) else {})
+    for e in entries:
+        i = e if isinstance(e, int) else paths.get(str(Path(e).resolve())) if isinstance(e, str) else None
+        if i is None or not 0 <= i < len(dataset):
+            raise DataError(f"--leave-out {listing}: {e!r} is not an image of {dataset.source} "
+                            f"(positions 0-{len(dataset) - 1}{', or file paths' if paths else ''})")
+        drop[i] = True
+    keep = np.flatnonzero(~drop)
+    tag = f"{dataset.source} without {int(drop.sum())} left out"
+    if isinstance(dataset, ArrayDataset):
+        idx = torch.from_numpy(keep)
+        return ArrayDataset(dataset.images[idx], dataset.labels[idx], dataset.classes, tag)
+    return FolderDataset([dataset.paths[i] for i in keep], dataset.labels[keep], dataset.classes, tag,
+                         dataset.base_size, dataset.skipped_files)
+
+
 def resolve_classification(data: str, base_size: int, val_split: float | None = None,
                            seed: int = 0) -> tuple[ArrayDataset | FolderDataset, ArrayDataset | FolderDataset]:
     """(train, val) for a dataset name, a folder with train/ and val/, or one folder + val_split."""

@@ -28,6 +28,7 @@ class TrainConfig:
     activation: str = "relu"        # paper Section 3.1 (tanh only for Figure 1's comparison)
     pca_lighting: bool = True       # paper Section 4.1
     paste_on: str | None = None     # not the paper's: paste each image onto crops of these photos (data/paste.py)
+    leave_out: str | None = None    # a JSON list of training images never trained on (datasets.leave_out)
     val_split: float | None = None
     weights: str | None = None      # torchvision AlexNet state dict to start alexnet-tv from
     pretrained: bool = False        # torchvision's IMAGENET1K_V1 via its downloader

@@ -13,7 +13,7 @@ import torch
 
 from .. import viz
 from ..data import transforms
-from ..data.datasets import ArrayDataset, resolve_classification
+from ..data.datasets import ArrayDataset, leave_out, resolve_classification
 from ..data.decode import load_square
 from ..devices import resolve_device
 from ..errors import CheckpointError, ConfigError, DataError, ImageDecodeError
@@ -222,8 +222,11 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
         # Only what does not change the result may differ on resume: length, device, workers.
         saved.epochs, saved.device, saved.workers = cfg.epochs, cfg.device, cfg.workers
         cfg, run_dir = saved, ckpt_path.parent
-    elif cfg.paste_on:   # a resume reads the photos from wherever it is started
-        cfg = replace(cfg, paste_on=str(Path(cfg.paste_on).resolve()))
+    else:   # a resume reads these from wherever it is started
+        if cfg.paste_on:
+            cfg = replace(cfg, paste_on=str(Path(cfg.paste_on).resolve()))
+        if cfg.leave_out:
+            cfg = replace(cfg, leave_out=str(Path(cfg.leave_out).resolve()))
     cfg.validate()
     run_dir = Path(run_dir) if run_dir else next_run_dir()
 
@@ -232,6 +235,8 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
     torch.manual_seed(cfg.seed + ctx.rank)  # dropout masks; augmentation has its own keyed RNG
 
     train_set, val_set = resolve_classification(cfg.data, cfg.base_size, cfg.val_split, cfg.seed)
+    if cfg.leave_out:
+        train_set = leave_out(train_set, cfg.leave_out)
     if cfg.batch_size % ctx.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch: make it a multiple of "
                           f"the {ctx.world} processes")

@@ -66,3 +66,16 @@ def test_a_val_split_run_is_evaluated_on_its_hold_out_only(shapes_dir, tmp_path)
     assert result.exit_code == 0, result.output
     metrics = json.loads(run("eval", tmp_path / "r", folder, "--json", "--workers", "0").stdout)
     assert metrics["images"] == 18  # the 6-per-class hold-out, not all 72 images
+
+
+def test_train_leaves_out_the_listed_images(shapes_dir, tmp_path):
+    listing = tmp_path / "leave.json"
+    listing.write_text(json.dumps([0, 1, str(sorted((shapes_dir / "train" / "square").iterdir())[0])]))
+    result = run("train", shapes_dir, "--epochs", "1", "--batch-size", "12", "--workers", "0",
+                 "--leave-out", listing, "--out", tmp_path / "r", "-q", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["leave_out"] == str(listing.resolve())
+    listing.write_text(json.dumps([72]))                      # 3 classes x 24 images: positions 0-71
+    result = run("train", shapes_dir, "--epochs", "1", "--workers", "0", "--leave-out", listing,
+                 "--out", tmp_path / "r2", "-q")
+    assert result.exit_code == 2 and "positions 0-71" in result.output and not (tmp_path / "r2").exists()
