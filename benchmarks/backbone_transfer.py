@@ -4,6 +4,12 @@ of scenes-dev train, for the copy-paste backbone against the plain one, in the s
 
     python benchmarks/backbone_transfer.py [--backbone runs/bench/fashion-mnist-paste/last.pt]
                                            [--reference runs/bench/fashion-mnist/last.pt]
+    python benchmarks/backbone_transfer.py --split val --backbone runs/bench/fashion-mnist-paste-leaveout/last.pt \
+        --reference runs/bench/fashion-mnist-paste/last.pt --result backbone_transfer_val_leak
+
+The second measures what pre-training on val's own articles is worth: scenes-dev's articles
+come from Fashion-MNIST's training split (scenes_articles.py), so a backbone pre-trained on
+all of it has seen val's objects; the first backbone left them out (--leave-out).
 
 Both come from train_fashion_mnist.py (the first with --paste-on alexsuite/data/bundled/photos).
 The backbone's classes must be the detection set's (Fashion-MNIST's ten, as in scenes-dev).
@@ -38,14 +44,16 @@ def main():
     ap.add_argument("--data", default="../shared/data/scenes-dev")
     ap.add_argument("--backbone", default="runs/bench/fashion-mnist-paste/last.pt")
     ap.add_argument("--reference", default="runs/bench/fashion-mnist/last.pt")
+    ap.add_argument("--split", default="train")
+    ap.add_argument("--result", default="backbone_transfer", help="writes benchmarks/results/RESULT.json")
     args = ap.parse_args()
-    items = read_voc(args.data, "train").items
+    items = read_voc(args.data, args.split).items
     top1 = {name: window_top1(path, items) for name, path in (("backbone", args.backbone),
                                                                 ("reference", args.reference))}
     objects = sum(len(a.labels) for a in items)
     print(f"top-1 on {objects} warped ground-truth windows: {top1['backbone']:.3f} ({args.backbone}) vs "
           f"{top1['reference']:.3f} ({args.reference}): {top1['backbone'] / top1['reference']:.2f}x; chance 0.10")
-    path = write_result("backbone_transfer", {"data": args.data, "split": "train", "objects": objects,
+    path = write_result(args.result, {"data": args.data, "split": args.split, "objects": objects,
                                               "backbone": args.backbone, "reference": args.reference,
                                               "top1": top1["backbone"], "reference_top1": top1["reference"],
                                               "ratio": top1["backbone"] / top1["reference"]})
