@@ -152,7 +152,8 @@ def leave_out(dataset: ArrayDataset | FolderDataset, listing: str | Path) -> Arr
     paths = ({str(Path(p).resolve()): i for i, p in enumerate(dataset.paths)}
              if isinstance(dataset, FolderDataset) else {})
     for e in entries:
-        i = e if isinstance(e, int) else paths.get(str(Path(e).resolve())) if isinstance(e, str) else None
+        i = (e if isinstance(e, int) and not isinstance(e, bool)
+             else paths.get(str(Path(e).resolve())) if isinstance(e, str) else None)
         if i is None or not 0 <= i < len(dataset):
             raise DataError(f"--leave-out {listing}: {e!r} is not an image of {dataset.source} "
                             f"(positions 0-{len(dataset) - 1}{', or file paths' if paths else ''})")

@@ -18,7 +18,7 @@ from ..data.decode import load_square
 from ..devices import resolve_device
 from ..errors import CheckpointError, ConfigError, DataError, ImageDecodeError
 from ..evaluation.classification import evaluate
-from ..fileio import atomic_write_bytes, atomic_write_text
+from ..fileio import atomic_write_bytes, atomic_write_text, file_sha256
 from ..models.alexnet import count_parameters, create_model, load_torchvision_state_dict
 from . import distributed
 from .checkpoint import read_checkpoint, save_checkpoint
@@ -235,8 +235,13 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
     torch.manual_seed(cfg.seed + ctx.rank)  # dropout masks; augmentation has its own keyed RNG
 
     train_set, val_set = resolve_classification(cfg.data, cfg.base_size, cfg.val_split, cfg.seed)
+    left_out = None
     if cfg.leave_out:
         train_set = leave_out(train_set, cfg.leave_out)
+        left_out = file_sha256(cfg.leave_out)
+        if state and state.get("leave_out_sha256", left_out) != left_out:
+            raise ConfigError(f"--leave-out {cfg.leave_out}: the list changed since this run began; put it "
+                              "back to resume, or start a new run")
     if cfg.batch_size % ctx.world:
         raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch: make it a multiple of "
                           f"the {ctx.world} processes")
@@ -309,7 +314,8 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
                        "scheduler": (epoch_sched or step_sched).state_dict(), "epoch": epoch,
                        "best_top1": best, "history": json.dumps(history), "rng": rng,
                        **({"scaler": scaler.state_dict()} if scaler is not None else {}),
-                       **({"paste_photos": paste_photos} if paste_photos else {})}
+                       **({"paste_photos": paste_photos} if paste_photos else {}),
+                       **({"leave_out_sha256": left_out} if left_out else {})}
             _save_epoch(run_dir, payload, improved, history)
             atomic_write_bytes(run_dir / "conv1_filters.png",
                                lambda f: viz.filter_grid(raw_model.body[0].weight, f, grayscale=grayscale))

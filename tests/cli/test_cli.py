@@ -75,6 +75,9 @@ def test_train_leaves_out_the_listed_images(shapes_dir, tmp_path):
                  "--leave-out", listing, "--out", tmp_path / "r", "-q", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "r" / "config.json").read_text())["leave_out"] == str(listing.resolve())
+    listing.write_text(json.dumps([0, 1, 2]))                 # another list: resuming would train on other images
+    result = run("train", "--resume", tmp_path / "r", "--epochs", "2", "--workers", "0", "-q")
+    assert result.exit_code == 2 and "the list changed" in result.output
     listing.write_text(json.dumps([72]))                      # 3 classes x 24 images: positions 0-71
     result = run("train", shapes_dir, "--epochs", "1", "--workers", "0", "--leave-out", listing,
                  "--out", tmp_path / "r2", "-q")
