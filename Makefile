@@ -33,8 +33,10 @@ bench: setup
 	$(BIN)/python benchmarks/search_cold_start.py
 	$(BIN)/python benchmarks/search_speed.py
 	$(BIN)/python benchmarks/proposals_recall.py
+	$(BIN)/python benchmarks/scenes_articles.py
 	$(BIN)/python benchmarks/train_fashion_mnist.py --paste-on alexsuite/data/bundled/photos \
-	    --out runs/bench/fashion-mnist-paste --json benchmarks/results/train_fashion_mnist_paste.json
+	    --leave-out benchmarks/results/scenes_dev_val_articles.json --out runs/bench/fashion-mnist-paste-leaveout \
+	    --json benchmarks/results/train_fashion_mnist_paste_leaveout.json
 	$(BIN)/python benchmarks/backbone_transfer.py
 	$(BIN)/python benchmarks/detection.py --train
 	$(BIN)/python benchmarks/demo.py

@@ -2,7 +2,7 @@
 its own classifier on the warped ground-truth windows (16 px context at 227, as R-CNN warps)
 of scenes-dev train, for the copy-paste backbone against the plain one, in the same run.
 
-    python benchmarks/backbone_transfer.py [--backbone runs/bench/fashion-mnist-paste/last.pt]
+    python benchmarks/backbone_transfer.py [--backbone runs/bench/fashion-mnist-paste-leaveout/last.pt]
                                            [--reference runs/bench/fashion-mnist/last.pt]
     python benchmarks/backbone_transfer.py --split val --backbone runs/bench/fashion-mnist-paste-leaveout/last.pt \
         --reference runs/bench/fashion-mnist-paste/last.pt --result backbone_transfer_val_leak
@@ -42,10 +42,10 @@ def window_top1(checkpoint: str, items) -> float:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data/scenes-dev")
-    ap.add_argument("--backbone", default="runs/bench/fashion-mnist-paste/last.pt")
+    ap.add_argument("--backbone", default="runs/bench/fashion-mnist-paste-leaveout/last.pt")
     ap.add_argument("--reference", default="runs/bench/fashion-mnist/last.pt")
     ap.add_argument("--split", default="train")
-    ap.add_argument("--result", default="backbone_transfer", help="writes benchmarks/results/RESULT.json")
+    ap.add_argument("--result", default="backbone_transfer_leaveout", help="writes benchmarks/results/RESULT.json")
     args = ap.parse_args()
     items = read_voc(args.data, args.split).items
     top1 = {name: window_top1(path, items) for name, path in (("backbone", args.backbone),
