@@ -54,12 +54,12 @@ def test_fast_mode_on_cuda_gives_the_cpu_features(trained_run):
     image = torch.randint(0, 255, (3, 90, 130), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     boxes = torch.tensor([[0, 0, 24, 24], [10, 5, 80, 60], [30, 20, 130, 44]], dtype=torch.float32)
     cpu = fast_pool5(m.model.eval(), image, boxes, m.preprocess)
-    torch.backends.cudnn.benchmark = True
+    before, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, True
     try:
         gpu = fast_pool5(m.model.cuda(), image, boxes, m.preprocess)
         assert torch.backends.cudnn.enabled and torch.backends.cudnn.benchmark
     finally:
-        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.benchmark = before
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-3)
 
 
