@@ -100,10 +100,38 @@ def context_padding(crop_size: int, padding_at_227: int = 16) -> int:
     return round(padding_at_227 * crop_size / 227)
 
 
+REGION_SHAPES = ("warp", "square")
+
+
+@dataclass(frozen=True)
+class Framing:
+    """Which image region a box is read from: R-CNN's appendix A (Figure 7) compares them.
+    "warp" (D, the paper's choice): the box itself, stretched anisotropically to the square
+    crop. "square" (B, "tightest square with context"): the smallest square around the box,
+    scaled isotropically, so an object keeps its proportions and the short side shows the
+    image beside it. Either grows by `padding` px of context at a 227 px crop (p = 16)."""
+    shape: str = "warp"
+    padding: int = 16
+
+    def check(self) -> "Framing":
+        if self.shape not in REGION_SHAPES:
+            raise ConfigError(f"region shape {self.shape!r}: choose one of {', '.join(REGION_SHAPES)}")
+        if not 0 <= self.padding < 113:
+            raise ConfigError(f"context padding {self.padding}: give 0-112 px (at a 227 px crop; the paper's is 16)")
+        return self
+
+    def windows(self, boxes: torch.Tensor, crop: int) -> torch.Tensor:
+        """The image region (x1, y1, x2, y2) that is resampled to crop x crop for each box."""
+        from .detection.boxes import context_window, tightest_square
+        if self.shape == "square":
+            boxes = tightest_square(boxes)
+        return context_window(boxes, crop, context_padding(crop, self.padding))
+
+
 def warp_regions(image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
-                 padding: int | None = None, margin: int = 0) -> torch.Tensor:
-    """R-CNN's region warping (Section 2.1, appendix A): each box grown by context padding,
-    warped (anisotropically) to crop x crop with bilinear sampling (2x2 samples per pixel)
+                 framing: Framing = Framing(), margin: int = 0) -> torch.Tensor:
+    """R-CNN's region warping (Section 2.1, appendix A): each box's `framing` window
+    warped to crop x crop with bilinear sampling (2x2 samples per pixel)
     and no antialiasing filter, as rcnn_im_crop.m does (imresize(..., 'bilinear',
     'antialiasing', false), to match Caffe's window layer). `image` is a uint8 (3, H, W)
     tensor; it is normalised first, so whatever lies outside the image samples as 0, the
@@ -114,9 +142,8 @@ def warp_regions(image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Prepr
 
     from .detection.boxes import context_window
     crop = pre.crop_size
-    pad = context_padding(crop) if padding is None else padding
     x = transforms.normalize(image[None], pre)
-    windows = context_window(boxes.to(x.device, torch.float32), crop, pad)
+    windows = framing.windows(boxes.to(x.device, torch.float32), crop)
     if margin:
         windows = context_window(windows, crop + 2 * margin, margin)
     return roi_align(x, [windows], output_size=crop + 2 * margin, spatial_scale=1.0, sampling_ratio=2,

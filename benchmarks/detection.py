@@ -31,6 +31,7 @@ from alexsuite.data.detection_sets import DetectionSet, read_voc
 from alexsuite.detection.detector import load_detector
 from alexsuite.detection.finetune import FinetuneSettings
 from alexsuite.detection.training import DetectorConfig, train_detector
+from alexsuite.embedding import REGION_SHAPES, Framing
 from alexsuite.evaluation.detection import evaluate_detector
 
 
@@ -52,6 +53,8 @@ def main():
     ap.add_argument("--recolour", action=argparse.BooleanOptionalAction, default=True,
                     help="fine-tuning recolours windows (train-detector --recolour)")
     ap.add_argument("--fast-fraction", type=float, default=0.5, help="train-detector --fast-fraction")
+    ap.add_argument("--region-shape", choices=REGION_SHAPES, default="warp", help="train-detector --region-shape")
+    ap.add_argument("--context-padding", type=int, default=16, help="train-detector --context-padding")
     ap.add_argument("--seed", type=int, default=0,
                     help="fine-tuning seed (new head, window sampling): other seeds measure the run-to-run spread")
     ap.add_argument("--cache", default="runs/bench/proposals-cache", help="proposal cache for the mAP runs")
@@ -60,6 +63,7 @@ def main():
     args = ap.parse_args()
     if args.train:
         cfg = DetectorConfig(data=args.data, backbone=args.backbone, proposal_cache=args.cache,
+                             framing=asdict(Framing(args.region_shape, args.context_padding)),
                              finetune=asdict(FinetuneSettings(iterations=args.finetune_iters, lr=args.lr,
                                                                 recolour=args.recolour,
                                                                 fast_fraction=args.fast_fraction, seed=args.seed)))

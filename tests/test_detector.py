@@ -46,6 +46,33 @@ def test_fast_mode_reads_each_box_at_the_scale_the_network_knows(trained_run):
     assert a.shape == b.shape and torch.cosine_similarity(a, b).item() > 0.8
 
 
+def test_a_square_region_shows_a_tall_object_narrow_in_both_modes(trained_run):
+    """--region-shape square: the crop holds the tightest square around the box, so a tall bar
+    stays a narrow bar with the image beside it, where warp stretches it across the crop; fast
+    mode pools the same window from conv5 (levels chosen by the window's size)."""
+    from alexsuite.embedding import Framing
+    m = load_model(trained_run)
+    pre = m.preprocess
+    image = torch.zeros(3, 120, 120, dtype=torch.uint8)
+    image[:, 20:100, 50:70] = 255                                    # a 20 x 80 white bar
+    bar = torch.tensor([[50.0, 20.0, 70.0, 100.0]])
+    square, warp = Framing("square", 0), Framing("warp", 0)
+    black = warp_regions(torch.zeros_like(image), bar, pre, square)[0].mean(0)
+    white = warp_regions(image, bar, pre, square)[0].mean(0) > black + 0.5
+    assert white[:, pre.crop_size // 2].all()                      # the bar down the middle...
+    assert not white[:, :pre.crop_size // 4].any() and not white[:, -(pre.crop_size // 4):].any()   # ...dark beside it
+    assert (warp_regions(image, bar, pre, warp)[0] > 0).all()       # warp: white edge to edge
+    # the 80 px square is 28 px at level 3 (80 / 2**1.5 = 28.3) both ways; warp's 20 px width is
+    # read at level 0, since the image is never enlarged
+    assert pyramid_levels(bar, pre, framing=square).tolist() == [[3, 3]]
+    assert pyramid_levels(bar, pre, framing=warp).tolist() == [[0, 3]]
+    with torch.no_grad():
+        a = rcnn_pool5(m.model, image, bar, pre, framing=square)
+        b = fast_pool5(m.model, image, bar, pre, framing=square)
+        c = fast_pool5(m.model, image, bar, pre, framing=warp)
+    assert torch.cosine_similarity(a, b).item() > torch.cosine_similarity(a, c).item()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fast_mode_on_cuda_gives_the_cpu_features(trained_run):
     """On CUDA fast mode runs its pyramid without cuDNN (regions._without_cudnn): same numbers,
@@ -157,6 +184,31 @@ def test_an_unfinished_or_tampered_detector_is_refused(trained_detector, tmp_pat
         load_detector(copy)
     (copy / "detector.json").unlink()
     with pytest.raises(CheckpointError, match="no detector.json"):
+        load_detector(copy)
+
+
+def test_a_detector_reads_boxes_with_the_framing_it_was_trained_with(trained_detector, tmp_path):
+    import shutil
+
+    from alexsuite.embedding import Framing
+    det = load_detector(trained_detector)
+    assert det.framing == Framing("warp", 16)                       # the paper's
+    copy = tmp_path / "det"
+    shutil.copytree(trained_detector, copy, ignore=shutil.ignore_patterns("cache"))
+    meta = json.loads((copy / "detector.json").read_text())
+    meta.pop("framing")                                             # written before framing was a setting
+    (copy / "detector.json").write_text(json.dumps(meta))
+    assert load_detector(copy).framing == Framing("warp", 16)
+    meta["framing"] = {"shape": "square", "padding": 0}
+    (copy / "detector.json").write_text(json.dumps(meta))
+    square = load_detector(copy)
+    assert square.framing == Framing("square", 0)
+    image = torch.randint(0, 255, (3, 100, 140), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    tall = torch.tensor([[30.0, 10.0, 50.0, 90.0]])
+    assert not torch.allclose(det.score(image, tall)[1], square.score(image, tall)[1])
+    meta["framing"] = {"shape": "circle", "padding": 0}
+    (copy / "detector.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="framing"):
         load_detector(copy)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torchvision.ops import batched_nms, box_iou
 
-__all__ = ["box_iou", "clip", "nms_per_class", "encode", "decode", "context_window", "valid"]
+__all__ = ["box_iou", "clip", "nms_per_class", "encode", "decode", "context_window", "tightest_square", "valid"]
 
 # R-CNN's bounding-box regression targets (Girshick et al. 2014, appendix C).
 
@@ -59,3 +59,10 @@ def context_window(boxes: torch.Tensor, crop: int, padding: int = 16) -> torch.T
     scale = crop / (crop - 2.0 * padding)
     half_w, half_h = 0.5 * w * scale, 0.5 * h * scale
     return torch.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], 1)
+
+
+def tightest_square(boxes: torch.Tensor) -> torch.Tensor:
+    """The smallest square about each box's centre that holds the box (R-CNN appendix A, B)."""
+    cx, cy, w, h = _centre_size(boxes)
+    half = 0.5 * torch.maximum(w, h)
+    return torch.stack([cx - half, cy - half, cx + half, cy + half], 1)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..data.transforms import Preprocess
-from ..errors import CheckpointError
+from ..embedding import Framing
+from ..errors import CheckpointError, ConfigError
 from ..evaluation.detection import Detections
 from ..fileio import atomic_write_bytes, atomic_write_text, file_sha256
 from ..training.checkpoint import load_model, save_checkpoint
@@ -44,6 +45,7 @@ class Detector:
     reg_weight: torch.Tensor | None = None   # (K, D5, 4)
     reg_bias: torch.Tensor | None = None     # (K, 4)
     info: dict = field(default_factory=dict)
+    framing: Framing = Framing()      # the region each box is read from, as in training
 
     @property
     def device(self) -> torch.device:
@@ -57,12 +59,12 @@ class Detector:
         the network time); the box regressors read the unmirrored pool5."""
         boxes = proposals.float().to(self.device)
         boxes = boxes[valid(boxes)]
-        pool5 = region_pool5(self.model, image, boxes, self.preprocess, mode)
+        pool5 = region_pool5(self.model, image, boxes, self.preprocess, mode, self.framing)
         feats = head_features(self.model, pool5, self.layer)
         if mirror:
             w = image.shape[-1]
             mirrored = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
-            pool5_m = region_pool5(self.model, image.flip(-1), mirrored, self.preprocess, mode)
+            pool5_m = region_pool5(self.model, image.flip(-1), mirrored, self.preprocess, mode, self.framing)
             feats = (feats + head_features(self.model, pool5_m, self.layer)) / 2
         return boxes, feats * self.feature_scale @ self.svm_weight.T + self.svm_bias, pool5
 
@@ -114,7 +116,8 @@ def save_detector(det: Detector, out: Path, checkpoint: dict) -> None:
     atomic_write_bytes(out / "heads.pt", lambda f: torch.save(heads, f))
     meta = {"format": FORMAT, "classes": det.classes, "layer": det.layer,
             "feature_scale": det.feature_scale, "pool5_scale": det.pool5_scale,
-            "preprocess": det.preprocess.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "preprocess": det.preprocess.to_dict(), "framing": asdict(det.framing),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "files": {name: file_sha256(out / name) for name in ("backbone.pt", "heads.pt")}, **det.info}
     atomic_write_text(out / "detector.json", json.dumps(meta, indent=2))
 
@@ -140,4 +143,13 @@ def load_detector(path, device="cpu") -> Detector:
     return Detector(loaded.model.eval(), Preprocess.from_dict(meta["preprocess"]), list(meta["classes"]),
                     meta["layer"], float(meta["feature_scale"]), float(meta["pool5_scale"]),
                     heads["svm_weight"], heads["svm_bias"], heads.get("reg_weight"), heads.get("reg_bias"),
-                    info={k: v for k, v in meta.items() if k not in ("files",)})
+                    info={k: v for k, v in meta.items() if k not in ("files", "framing")},
+                    framing=_framing(meta, meta_file))
+
+
+def _framing(meta: dict, meta_file: Path) -> Framing:
+    """Detectors written before framing was a setting warped, with the paper's 16 px."""
+    try:
+        return Framing(**meta.get("framing", {})).check()
+    except (TypeError, ConfigError) as e:
+        raise CheckpointError(f"{meta_file}: bad framing ({e})") from None

@@ -9,7 +9,8 @@
   multi-scale testing, with x and y scaled apart as the warp does), so the same fc6/fc7, SVMs
   and regressors apply.
 
-fc6/fc7 come from `model.head(pool5, layer)` for either.
+Both read each proposal's `Framing` window (embedding.py: the box, or its tightest square,
+with context). fc6/fc7 come from `model.head(pool5, layer)` for either.
 """
 from __future__ import annotations
 
@@ -21,8 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import transforms
-from ..embedding import context_padding, warp_regions
-from .boxes import context_window
+from ..embedding import Framing, warp_regions
 
 FAST_SCALE_STEP = 2 ** 0.5   # pyramid levels 1, 1/sqrt(2), 1/2, ... in each direction: a box is read
                              # at most 2**0.25 (1.19x) off its warped size. Step 2 (1.41x off) cost
@@ -37,7 +37,7 @@ def image_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def rcnn_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
-               batch_size: int = 256) -> torch.Tensor:
+               batch_size: int = 256, framing: Framing = Framing()) -> torch.Tensor:
     device = next(model.parameters()).device
     image = image.to(device)
     channels_last = device.type == "cpu"   # ~1.45x faster CPU convolutions on batches of crops
@@ -45,7 +45,7 @@ def rcnn_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.
         model.to(memory_format=torch.channels_last)
     out = []
     for chunk in boxes.float().split(batch_size):
-        x = warp_regions(image, chunk.to(device), pre)
+        x = warp_regions(image, chunk.to(device), pre, framing)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out.append(model.pool5(model.conv5(x)))
@@ -61,20 +61,21 @@ def _crop_shapes(model, pre) -> tuple[int, int]:
 
 
 def pyramid_levels(boxes: torch.Tensor, pre: transforms.Preprocess, step: float = FAST_SCALE_STEP,
-                   max_scale: float = FAST_MAX_SCALE) -> torch.Tensor:
-    """Per box, the pyramid level (kx, ky) at which it is nearest the size a warped crop gives
-    it, crop - 2 * context padding pixels, in each direction: the image is scaled by
-    step**-kx across and step**-ky down, as R-CNN's warp scales each box anisotropically."""
-    inner = pre.crop_size - 2 * context_padding(pre.crop_size)
-    sides = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1).clamp_min(1)
-    k = torch.round(torch.log(sides / inner) / math.log(step))
+                   max_scale: float = FAST_MAX_SCALE, framing: Framing = Framing()) -> torch.Tensor:
+    """Per box, the pyramid level (kx, ky) at which its window (`framing`) is nearest the
+    crop's size in each direction: the image is scaled by step**-kx across and step**-ky
+    down, as R-CNN's warp scales each window anisotropically."""
+    windows = framing.windows(boxes.float(), pre.crop_size)
+    sides = torch.stack([windows[:, 2] - windows[:, 0], windows[:, 3] - windows[:, 1]], 1).clamp_min(1)
+    k = torch.round(torch.log(sides / pre.crop_size) / math.log(step))
     lowest = math.ceil(-math.log(max_scale) / math.log(step) - 1e-9)
     return k.clamp_min(lowest).long()
 
 
 @torch.no_grad()
 def fast_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
-               step: float = FAST_SCALE_STEP, max_scale: float = FAST_MAX_SCALE) -> torch.Tensor:
+               step: float = FAST_SCALE_STEP, max_scale: float = FAST_MAX_SCALE,
+               framing: Framing = Framing()) -> torch.Tensor:
     from torchvision.ops import roi_align
     device = next(model.parameters()).device
     boxes = boxes.float().to(device)
@@ -84,8 +85,7 @@ def fast_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.
         return out
     x = transforms.normalize(image.to(device)[None], pre)   # the mean colour is 0: conv padding matches the warp's fill
     h, w = x.shape[-2:]
-    levels = pyramid_levels(boxes, pre, step, max_scale)
-    pad = context_padding(pre.crop_size)
+    levels = pyramid_levels(boxes, pre, step, max_scale, framing)
     channels_last = device.type == "cpu"
     with _without_cudnn(device):
         for kx, ky in torch.unique(levels, dim=0).tolist():
@@ -94,11 +94,11 @@ def fast_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.
             # no antialiasing, as SPPnet's pyramid and R-CNN's warp (imresize 'antialiasing', false)
             level = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", antialias=False,
                                                            align_corners=False)
+            sy, sx = size[0] / h, size[1] / w
+            windows = framing.windows(boxes[mine], pre.crop_size) * torch.tensor([sx, sy, sx, sy], device=device)
             if channels_last:
                 level = level.contiguous(memory_format=torch.channels_last)
             fmap = model.conv5(level)
-            sy, sx = size[0] / h, size[1] / w
-            windows = context_window(boxes[mine], pre.crop_size, pad) * torch.tensor([sx, sy, sx, sy], device=device)
             pooled = roi_align(fmap, [windows], output_size=grid, spatial_scale=1.0 / model.feature_stride,
                                sampling_ratio=2, aligned=True)
             out[mine] = model.pool5(pooled.contiguous())
@@ -142,11 +142,11 @@ def context_crop_pool5(model, crops: torch.Tensor, pre: transforms.Preprocess, m
 
 
 def region_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
-                 mode: str = "rcnn") -> torch.Tensor:
+                 mode: str = "rcnn", framing: Framing = Framing()) -> torch.Tensor:
     if mode == "rcnn":
-        return rcnn_pool5(model, image, boxes, pre)
+        return rcnn_pool5(model, image, boxes, pre, framing=framing)
     if mode == "fast":
-        return fast_pool5(model, image, boxes, pre)
+        return fast_pool5(model, image, boxes, pre, framing=framing)
     raise ValueError(f"unknown mode {mode!r}")
 
 

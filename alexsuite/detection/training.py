@@ -24,7 +24,7 @@ import torch
 from ..data.decode import decode_image
 from ..data.detection_sets import DetectionSet, read_detection_set
 from ..devices import resolve_device
-from ..embedding import check_layer
+from ..embedding import Framing, check_layer
 from ..errors import ConfigError, DataError, ImageDecodeError
 from ..evaluation.detection import Truth, proposal_recall
 from ..fileio import atomic_write_bytes, atomic_write_text, file_sha256
@@ -52,6 +52,7 @@ class DetectorConfig:
     split: str = "train"                       # VOC split to train on
     images: str | None = None                  # COCO: the image folder (default: next to the .json)
     layer: str = "fc7"                         # SVM features (paper: fc7)
+    framing: dict = field(default_factory=lambda: asdict(Framing()))   # region read per box (paper: warp, 16 px)
     finetune: dict = field(default_factory=lambda: asdict(FinetuneSettings()))
     svm: dict = field(default_factory=lambda: asdict(svm.SVMSettings()))
     negative_iou: float = NEGATIVE_IOU
@@ -74,12 +75,13 @@ class TrainedDetector:
 FINETUNE_VERSION = "v2"     # how windows are fine-tuned on (v2: --recolour keeps the fill outside the image at 0)
 
 
-def _finetune_key(backbone_digest: str, data: DetectionSet, windows) -> str:
+def _finetune_key(backbone_digest: str, data: DetectionSet, windows, framing: Framing) -> str:
     """What a cached fine-tuning run must share with this one to be resumed."""
     h = hashlib.sha256(windows.boxes.float().contiguous().numpy().tobytes())
     h.update(windows.labels.numpy().tobytes())   # every box and label: an edited annotation starts over
     return json.dumps({"backbone_sha256": backbone_digest, "data": data.source, "classes": data.classes,
-                       "windows": h.hexdigest()[:16], "version": FINETUNE_VERSION}, sort_keys=True)
+                       "windows": h.hexdigest()[:16], "version": FINETUNE_VERSION,
+                       "framing": asdict(framing)}, sort_keys=True)
 
 
 def _drop_stale_features(root: Path, keep: set[str]) -> None:
@@ -108,7 +110,8 @@ def _feature_file(folder: Path, item, boxes: torch.Tensor) -> Path:
 
 
 def extract_features(model, pre, items, proposals, truths, layer: str, regression_iou: float,
-                     folder: Path, load_image, on_image=None, mode: str = "rcnn") -> list[Path]:
+                     folder: Path, load_image, on_image=None, mode: str = "rcnn",
+                     framing: Framing = Framing()) -> list[Path]:
     """Stage 3: per image, `layer` features of every box (ground truth first, then proposals)
     and pool5 features of the boxes near an object (the only ones a regressor trains on),
     read in `mode` (regions.py), stored as float16. Images already done are skipped."""
@@ -120,7 +123,7 @@ def extract_features(model, pre, items, proposals, truths, layer: str, regressio
         file = _feature_file(folder, item, boxes)
         files.append(file)
         if not file.exists():
-            pool5 = region_pool5(model, load_image(i), boxes, pre, mode)
+            pool5 = region_pool5(model, load_image(i), boxes, pre, mode, framing)
             feats = head_features(model, pool5, layer)
             near = (box_iou(boxes, gt.float()).max(1).values >= regression_iou) if len(gt) else torch.zeros(len(boxes), dtype=torch.bool)
             rows = torch.nonzero(near).flatten()
@@ -220,6 +223,7 @@ def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter
     check_layer(cfg.layer)
     ft = FinetuneSettings(**cfg.finetune)
     svm_settings = svm.SVMSettings(**cfg.svm)
+    framing = Framing(**cfg.framing).check()
     prop_settings = ProposalSettings(**cfg.proposals).check()
     device = resolve_device(cfg.device)
     data = read_detection_set(cfg.data, cfg.split, cfg.images)
@@ -267,21 +271,22 @@ def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter
                   f"{len(windows.background):,} background windows, {ft.iterations} iterations of {ft.batch_size}")
     bar = reporter.progress(ft.iterations, "fine-tune")
     ft_stats = finetune(model, loaded.preprocess, windows, load_image, ft, device, cache / "finetune.pt",
-                        on_step=bar, key=_finetune_key(file_sha256(loaded.source), kept, windows))
+                        on_step=bar, key=_finetune_key(file_sha256(loaded.source), kept, windows, framing),
+                        framing=framing)
     bar.close()
     timings["finetune"] = time.perf_counter() - t0
 
     # 3. features, in each mode the heads will serve
     t0 = time.perf_counter()
     modes = ("rcnn", "fast") if cfg.train_fast else ("rcnn",)
-    stem = f"{weights_fingerprint(model)}-{cfg.layer}-{FEATURES_VERSION}"
+    stem = f"{weights_fingerprint(model)}-{cfg.layer}-{FEATURES_VERSION}-{framing.shape}{framing.padding}"
     _drop_stale_features(cache / "features", {f"{stem}-{m}" for m in modes})
     loads = []
     for mode in modes:
         bar = reporter.progress(len(items), f"features ({mode})")
         files = extract_features(model, loaded.preprocess, items, proposals, truths, cfg.layer,
                                  cfg.regression_iou, cache / "features" / f"{stem}-{mode}", load_image,
-                                 on_image=bar, mode=mode)
+                                 on_image=bar, mode=mode, framing=framing)
         bar.close()
         loads.append(_feature_loader(files))
     load_image.cache_clear()
@@ -313,7 +318,8 @@ def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter
                       preprocess=json.dumps(loaded.preprocess.to_dict()))
     det = Detector(model.eval(), loaded.preprocess, list(data.classes), cfg.layer, feature_scale, pool5_scale,
                    svm_w.to(device), svm_b.to(device), reg_w.to(device), reg_b.to(device),
-                   info={"config": asdict(cfg), "backbone_source": str(loaded.source), "metrics": metrics})
+                   info={"config": asdict(cfg), "backbone_source": str(loaded.source), "metrics": metrics},
+                   framing=framing)
     save_detector(det, out, checkpoint)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return TrainedDetector(out, det, metrics)

@@ -66,9 +66,13 @@ def test_eval_detector_reports_both_ap_definitions(trained_detector, voc_scenes)
 def test_train_detector_command_and_its_errors(voc_scenes, trained_run, tmp_path):
     out = tmp_path / "det"
     result = run("train-detector", voc_scenes, "--backbone", trained_run, "--out", out, "--finetune-iters", "3",
-                 "--batch-size", "16", "--max-boxes", "40", "--workers", "0", "--json")
+                 "--batch-size", "16", "--max-boxes", "40", "--workers", "0", "--region-shape", "square",
+                 "--context-padding", "0", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["detector"] == str(out) and (out / "detector.json").exists()
+    assert json.loads((out / "detector.json").read_text())["framing"] == {"shape": "square", "padding": 0}
+    result = run("train-detector", voc_scenes, "--backbone", trained_run, "--region-shape", "round")
+    assert result.exit_code == 2 and "round" in result.output
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"junk")
     result = run("train-detector", voc_scenes, "--backbone", junk, "--out", tmp_path / "x")
