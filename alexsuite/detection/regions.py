@@ -96,6 +96,8 @@ def fast_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.
                                                            align_corners=False)
             sy, sx = size[0] / h, size[1] / w
             windows = framing.windows(boxes[mine], pre.crop_size) * torch.tensor([sx, sy, sx, sy], device=device)
+            level, shift = _pad_to_cover(level, windows, model.feature_stride)
+            windows = windows + shift
             if channels_last:
                 level = level.contiguous(memory_format=torch.channels_last)
             fmap = model.conv5(level)
@@ -103,6 +105,25 @@ def fast_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.
                                sampling_ratio=2, aligned=True)
             out[mine] = model.pool5(pooled.contiguous())
     return out
+
+
+def _pad_to_cover(level: torch.Tensor, windows: torch.Tensor, stride: int):
+    """The level grown with zeros (the mean colour, as the warp fills what lies outside the
+    image) until it holds every window, so a window's cells beyond the image are convolved
+    from that fill, as a warped crop's are, not read as roi_align's zeros. Left and top grow
+    by whole conv5 cells, so the cells over the image stay where they were. Measured on
+    scenes-dev val (detectors trained on unpadded features): square windows, which often
+    leave the image, 0.761 -> 0.772 mAP for 0.21 -> 0.23 s/img; warp windows 0.795 -> 0.793."""
+    h, w = level.shape[-2:]
+    def grow(outside: float) -> int:
+        return max(0, math.ceil(outside))
+    left = -(-grow(-float(windows[:, 0].min())) // stride) * stride
+    top = -(-grow(-float(windows[:, 1].min())) // stride) * stride
+    right, bottom = grow(float(windows[:, 2].max()) - w), grow(float(windows[:, 3].max()) - h)
+    if not (left or top or right or bottom):
+        return level, 0.0
+    shift = torch.tensor([left, top, left, top], dtype=windows.dtype, device=windows.device)
+    return F.pad(level, (left, right, top, bottom)), shift
 
 
 def _without_cudnn(device: torch.device):

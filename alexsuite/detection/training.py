@@ -40,8 +40,8 @@ from .regions import head_features, image_tensor, region_pool5
 NEGATIVE_IOU = 0.3          # rcnn_train.m: negatives overlap every object of the class < 0.3
 FEATURE_STAT_IMAGES = 200   # rcnn_feature_stats: the mean feature norm is taken over a sample of images
 IMAGE_MEMORY = 4 << 30      # decoded training images kept in memory during fine-tuning
-FEATURES_VERSION = "v3"     # how features are read (v2: fast mode's pyramid without antialiasing,
-                            # v3: its levels sqrt(2) apart);
+FEATURES_VERSION = "v4"     # how features are read (v2: fast mode's pyramid without antialiasing,
+                            # v3: its levels sqrt(2) apart, v4: levels padded to hold every window);
                             # a new version never meets cached features of an old one
 
 
