@@ -73,6 +73,20 @@ def test_a_square_region_shows_a_tall_object_narrow_in_both_modes(trained_run):
     assert torch.cosine_similarity(a, b).item() > torch.cosine_similarity(a, c).item()
 
 
+def test_fast_mode_pads_a_level_to_hold_windows_that_leave_the_image():
+    from alexsuite.detection.regions import _pad_to_cover
+    level = torch.ones(1, 3, 20, 30)
+    windows = torch.tensor([[-5.0, -9.0, 25.0, 40.0], [2.0, 3.0, 10.0, 12.0]])
+    padded, shift = _pad_to_cover(level, windows, stride=4)
+    assert shift.tolist() == [8, 12, 8, 12]                  # whole conv5 cells left and top
+    assert padded.shape[-2:] == (12 + 20 + 20, 8 + 30)       # down to y 40, x already inside
+    moved = windows + shift
+    assert (moved[:, :2] >= 0).all() and (moved[:, 2] <= padded.shape[-1]).all() and (moved[:, 3] <= padded.shape[-2]).all()
+    assert padded[..., 12:32, 8:38].eq(1).all() and padded.sum() == level.sum()   # the image, then the mean (0)
+    inside, none = _pad_to_cover(level, windows[1:], stride=4)
+    assert inside is level and none == 0.0
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fast_mode_on_cuda_gives_the_cpu_features(trained_run):
     """On CUDA fast mode runs its pyramid without cuDNN (regions._without_cudnn): same numbers,
