@@ -100,7 +100,8 @@ def context_padding(crop_size: int, padding_at_227: int = 16) -> int:
     return round(padding_at_227 * crop_size / 227)
 
 
-REGION_SHAPES = ("warp", "square")
+REGION_SHAPES = ("warp", "square")          # one window per box
+FRAMING_CHOICES = (*REGION_SHAPES, "warp+square")   # "+": each box read in both, features side by side
 
 
 @dataclass(frozen=True)
@@ -109,23 +110,61 @@ class Framing:
     "warp" (D, the paper's choice): the box itself, stretched anisotropically to the square
     crop. "square" (B, "tightest square with context"): the smallest square around the box,
     scaled isotropically, so an object keeps its proportions and the short side shows the
-    image beside it. Either grows by `padding` px of context at a 227 px crop (p = 16)."""
+    image beside it. Either grows by `padding` px of context at a 227 px crop (p = 16).
+    Shapes joined by "+" (not the paper's) read every box once per shape, its `views`, and
+    join their features; `padding` is then one number for all or one per view."""
     shape: str = "warp"
-    padding: int = 16
+    padding: int | tuple[int, ...] = 16
+
+    def __post_init__(self):
+        if isinstance(self.padding, list):   # as it comes back from JSON
+            object.__setattr__(self, "padding", tuple(self.padding))
+
+    @property
+    def views(self) -> tuple["Framing", ...]:
+        shapes = self.shape.split("+")
+        pads = self.padding if isinstance(self.padding, tuple) else (self.padding,) * len(shapes)
+        return tuple(Framing(s, p) for s, p in zip(shapes, pads))
+
+    @property
+    def name(self) -> str:
+        """"warp16", "warp16+square0": names cached features."""
+        return "+".join(f"{v.shape}{v.padding}" for v in self.views)
 
     def check(self) -> "Framing":
-        if self.shape not in REGION_SHAPES:
-            raise ConfigError(f"region shape {self.shape!r}: choose one of {', '.join(REGION_SHAPES)}")
-        if not 0 <= self.padding < 113:
-            raise ConfigError(f"context padding {self.padding}: give 0-112 px (at a 227 px crop; the paper's is 16)")
+        shapes = self.shape.split("+")
+        for s in shapes:
+            if s not in REGION_SHAPES:
+                raise ConfigError(f"region shape {self.shape!r}: choose one of {', '.join(FRAMING_CHOICES)}")
+        if len(set(shapes)) < len(shapes):
+            raise ConfigError(f"region shape {self.shape!r}: each shape once")
+        pads = self.padding if isinstance(self.padding, tuple) else (self.padding,)
+        if isinstance(self.padding, tuple) and len(pads) != len(shapes):
+            raise ConfigError(f"context padding {','.join(map(str, pads))}: give one number, or one per "
+                              f"shape of {self.shape!r}")
+        for p in pads:
+            if not isinstance(p, int) or not 0 <= p < 113:
+                raise ConfigError(f"context padding {p}: give 0-112 px (at a 227 px crop; the paper's is 16)")
         return self
 
     def windows(self, boxes: torch.Tensor, crop: int) -> torch.Tensor:
-        """The image region (x1, y1, x2, y2) that is resampled to crop x crop for each box."""
+        """The image region (x1, y1, x2, y2) that is resampled to crop x crop for each box
+        (one view: a joined framing reads each of its `views` apart)."""
         from .detection.boxes import context_window, tightest_square
+        if "+" in self.shape:
+            raise ValueError(f"{self.shape!r} reads several windows per box: take them from .views")
         if self.shape == "square":
             boxes = tightest_square(boxes)
         return context_window(boxes, crop, context_padding(crop, self.padding))
+
+
+def parse_padding(text: str) -> int | tuple[int, ...]:
+    """`--context-padding`: "16", or "16,0" for one per view of a joined framing."""
+    try:
+        pads = tuple(int(t) for t in str(text).split(","))
+    except ValueError:
+        raise ConfigError(f"context padding {text!r}: give whole pixels, e.g. 16 or 16,0") from None
+    return pads[0] if len(pads) == 1 else pads
 
 
 def warp_regions(image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,

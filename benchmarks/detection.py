@@ -31,7 +31,7 @@ from alexsuite.data.detection_sets import DetectionSet, read_voc
 from alexsuite.detection.detector import load_detector
 from alexsuite.detection.finetune import FinetuneSettings
 from alexsuite.detection.training import DetectorConfig, train_detector
-from alexsuite.embedding import REGION_SHAPES, Framing
+from alexsuite.embedding import FRAMING_CHOICES, Framing, parse_padding
 from alexsuite.evaluation.detection import evaluate_detector
 
 
@@ -53,8 +53,8 @@ def main():
     ap.add_argument("--recolour", action=argparse.BooleanOptionalAction, default=True,
                     help="fine-tuning recolours windows (train-detector --recolour)")
     ap.add_argument("--fast-fraction", type=float, default=0.5, help="train-detector --fast-fraction")
-    ap.add_argument("--region-shape", choices=REGION_SHAPES, default="warp", help="train-detector --region-shape")
-    ap.add_argument("--context-padding", type=int, default=16, help="train-detector --context-padding")
+    ap.add_argument("--region-shape", choices=FRAMING_CHOICES, default="warp", help="train-detector --region-shape")
+    ap.add_argument("--context-padding", type=parse_padding, default=16, help="train-detector --context-padding (16, or 16,0 per view)")
     ap.add_argument("--seed", type=int, default=0,
                     help="fine-tuning seed (new head, window sampling): other seeds measure the run-to-run spread")
     ap.add_argument("--cache", default="runs/bench/proposals-cache", help="proposal cache for the mAP runs")

@@ -10,7 +10,8 @@ import click
 from alexsuite.detection.finetune import FinetuneSettings
 from alexsuite.detection.svm import SVMSettings
 from alexsuite.detection.training import DetectorConfig, train_detector
-from alexsuite.embedding import REGION_SHAPES, Framing
+from alexsuite.embedding import FRAMING_CHOICES, Framing, parse_padding
+from alexsuite.errors import ConfigError
 from alexsuite.proposals import ProposalSettings
 
 from .main import main
@@ -21,6 +22,20 @@ def default_out(data: str) -> Path:
     """runs/detector/<name of DATA>: the same command run again resumes in the same place."""
     p = Path(data).expanduser().resolve()
     return Path("runs/detector") / (p.stem if p.suffix.lower() == ".json" else p.name)
+
+
+def _padding(ctx, param, value):
+    try:
+        return parse_padding(value)
+    except ConfigError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _framing(shape: str, padding) -> Framing:
+    try:
+        return Framing(shape, padding).check()
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="'--context-padding'") from None
 
 
 @main.command(name="train-detector")
@@ -35,15 +50,18 @@ def default_out(data: str) -> Path:
               help="Detector directory. [default: runs/detector/<DATA's name>]")
 @click.option("--layer", type=click.Choice(["fc7", "fc6", "pool5"]), default="fc7", show_default=True,
               help="Features the SVMs use (R-CNN: fc7).")
-@click.option("--region-shape", type=click.Choice(REGION_SHAPES), default="warp", show_default=True,
+@click.option("--region-shape", type=click.Choice(FRAMING_CHOICES), default="warp", show_default=True,
               help="The region read for each box (R-CNN appendix A): warp stretches the box to the square "
                    "input, the paper's choice; square takes the tightest square around it and keeps the "
                    "object's proportions, for a backbone that learnt whole, unstretched objects "
                    "(scenes-dev from the Fashion-MNIST backbone: 0.58 of val's objects right before "
-                   "fine-tuning with warp, 0.87 with square and --context-padding 0).")
-@click.option("--context-padding", type=click.IntRange(0, 112), default=16, show_default=True,
+                   "fine-tuning with warp, 0.87 with square and --context-padding 0); warp+square reads "
+                   "every box both ways (fine-tuning draws one per window) and gives the SVMs both fc7 "
+                   "vectors side by side, for twice the network time.")
+@click.option("--context-padding", default="16", show_default=True, callback=_padding,
               help="Pixels of image around the region, at a 227 px input (R-CNN: 16; kept as the same "
-                   "fraction at other input sizes).")
+                   "fraction at other input sizes); with warp+square one number for both or one each, "
+                   "e.g. 16,0.")
 @click.option("--finetune-iters", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Fine-tuning iterations of 128 warped windows (0: keep the backbone as it is, the paper's 'no fine-tuning' row).")
 @click.option("--lr", type=float, default=0.001, show_default=True, help="Fine-tuning learning rate. R-CNN: 0.001, a tenth of CaffeNet's pre-training rate; a backbone "
@@ -97,7 +115,7 @@ def train_detector_cmd(data, backbone, split, images, out, layer, region_shape, 
     """
     cfg = DetectorConfig(
         data=data, backbone=backbone, split=split, images=images, layer=layer,
-        framing=asdict(Framing(region_shape, context_padding)),
+        framing=asdict(_framing(region_shape, context_padding)),
         finetune=asdict(FinetuneSettings(iterations=finetune_iters, lr=lr, batch_size=batch_size, seed=seed,
                                          recolour=recolour, fast_fraction=fast_fraction)),
         svm=asdict(SVMSettings(C=svm_c)),

@@ -9,10 +9,10 @@ import torch
 from alexsuite.data.detection_sets import read_voc
 from alexsuite.detection.detector import load_detector
 from alexsuite.detection.finetune import FinetuneSettings, Windows, build_windows, sample_batch
-from alexsuite.detection.regions import fast_pool5, image_tensor, pyramid_levels, rcnn_pool5
+from alexsuite.detection.regions import fast_pool5, head_features, image_tensor, pyramid_levels, rcnn_pool5
 from alexsuite.detection.training import DetectorConfig, train_detector
 from alexsuite.embedding import warp_regions
-from alexsuite.errors import CheckpointError, DataError
+from alexsuite.errors import CheckpointError, ConfigError, DataError
 from alexsuite.evaluation.detection import evaluate_detector
 from alexsuite.proposals import ProposalSettings
 from alexsuite.training.checkpoint import load_model
@@ -71,6 +71,30 @@ def test_a_square_region_shows_a_tall_object_narrow_in_both_modes(trained_run):
         b = fast_pool5(m.model, image, bar, pre, framing=square)
         c = fast_pool5(m.model, image, bar, pre, framing=warp)
     assert torch.cosine_similarity(a, b).item() > torch.cosine_similarity(a, c).item()
+
+
+def test_a_joined_framing_reads_every_view_and_puts_their_features_side_by_side(trained_run):
+    """--region-shape warp+square: pool5 and fc7 of each box are its warp's and its square's,
+    in that order, in both modes (fast mode pools both views from one pyramid)."""
+    from alexsuite.embedding import Framing
+    m = load_model(trained_run)
+    pre, model = m.preprocess, m.model.eval()
+    image = torch.randint(0, 255, (3, 90, 120), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    boxes = torch.tensor([[10.0, 10.0, 40.0, 80.0], [50.0, 20.0, 110.0, 40.0], [0.0, 0.0, 119.0, 89.0]])
+    joined = Framing("warp+square", (16, 0)).check()
+    assert joined.views == (Framing("warp", 16), Framing("square", 0)) and joined.name == "warp16+square0"
+    for read in (rcnn_pool5, fast_pool5):
+        with torch.no_grad():
+            both = read(model, image, boxes, pre, framing=joined)
+            apart = [read(model, image, boxes, pre, framing=v) for v in joined.views]
+        assert both.shape == (3, 2 * model.pool5_dim)
+        assert torch.allclose(both, torch.cat(apart, 1), atol=1e-5)
+        fc7 = head_features(model, both, "fc7")
+        assert torch.allclose(fc7, torch.cat([head_features(model, a, "fc7") for a in apart], 1), atol=1e-5)
+        assert read(model, image, boxes[:0], pre, framing=joined).shape == (0, 2 * model.pool5_dim)
+    for bad in (Framing("warp+warp"), Framing("warp+square", (16, 0, 4)), Framing("warp", (16, 0))):
+        with pytest.raises(ConfigError):
+            bad.check()
 
 
 def test_fast_mode_pads_a_level_to_hold_windows_that_leave_the_image():

@@ -7,6 +7,7 @@ drawn uniformly from all training images.
 """
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -164,6 +165,7 @@ def finetune(model: nn.Module, pre: transforms.Preprocess, windows: Windows, loa
             start = int(saved["iteration"])
     loss_fn = nn.CrossEntropyLoss()
     margin = fast_margin(pre.crop_size)
+    views = framing.views
     recent = []
     for it in range(start, settings.iterations):
         # one generator per iteration: a resumed run draws the batches an unbroken one would
@@ -171,11 +173,16 @@ def finetune(model: nn.Module, pre: transforms.Preprocess, windows: Windows, loa
         picks = sample_batch(windows, settings, g)
         read_fast = (torch.rand(len(picks), generator=g) < settings.fast_fraction if settings.fast_fraction
                      else torch.zeros(len(picks), dtype=torch.bool))   # R-CNN's recipe draws what it always drew
-        batch = []   # (crops, labels, margin): the warped windows, then those read as fast mode does
-        for part, m in ((picks[~read_fast], 0), (picks[read_fast], margin)):
+        # a framing of several views: each window is read in one of them, drawn evenly
+        view = (torch.randint(len(views), (len(picks),), generator=g) if len(views) > 1
+                else torch.zeros(len(picks), dtype=torch.long))
+        batch = []   # (crops, labels, margin): per view, the warped windows, then those read as fast mode does
+        for v, fast in itertools.product(range(len(views)), (False, True)):
+            part = picks[(view == v) & (read_fast == fast)]
             if not len(part):
                 continue
-            x, y = warp_batch(windows, part, load_image, pre, device, margin=m, framing=framing)
+            m = margin if fast else 0
+            x, y = warp_batch(windows, part, load_image, pre, device, margin=m, framing=views[v])
             if settings.flip:
                 flip = (torch.rand(len(x), generator=g) < 0.5).to(device)
                 x = torch.where(flip[:, None, None, None], x.flip(3), x)

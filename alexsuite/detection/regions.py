@@ -10,7 +10,9 @@
   and regressors apply.
 
 Both read each proposal's `Framing` window (embedding.py: the box, or its tightest square,
-with context). fc6/fc7 come from `model.head(pool5, layer)` for either.
+with context). A framing of several views (warp+square) reads one window per view and puts
+their pool5 vectors side by side; `head_features` runs fc6/fc7 on each and joins them the
+same way.
 """
 from __future__ import annotations
 
@@ -38,6 +40,9 @@ def image_tensor(rgb: np.ndarray) -> torch.Tensor:
 @torch.no_grad()
 def rcnn_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
                batch_size: int = 256, framing: Framing = Framing()) -> torch.Tensor:
+    views = framing.views
+    if len(views) > 1:
+        return torch.cat([rcnn_pool5(model, image, boxes, pre, batch_size, v) for v in views], 1)
     device = next(model.parameters()).device
     image = image.to(device)
     channels_last = device.type == "cpu"   # ~1.45x faster CPU convolutions on batches of crops
@@ -83,12 +88,14 @@ def fast_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.
     device = next(model.parameters()).device
     boxes = boxes.float().to(device)
     grid, dim = _crop_shapes(model, pre)
-    out = torch.empty(len(boxes), dim, device=device)
+    views = framing.views
+    out = torch.empty(len(views) * len(boxes), dim, device=device)
     if not len(boxes):
-        return out
+        return out.reshape(0, len(views) * dim)
     x = transforms.normalize(image.to(device)[None], pre)   # the mean colour is 0: conv padding matches the warp's fill
     h, w = x.shape[-2:]
-    windows = framing.windows(boxes, pre.crop_size)
+    # every view's windows at once: views that share a pyramid level share its conv5 map
+    windows = torch.cat([v.windows(boxes, pre.crop_size) for v in views])
     levels = _window_levels(windows, pre.crop_size, step, max_scale)
     channels_last = device.type == "cpu"
     with _without_cudnn(device):
@@ -107,7 +114,7 @@ def fast_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.
             pooled = roi_align(fmap, [scaled + shift], output_size=grid, spatial_scale=1.0 / model.feature_stride,
                                sampling_ratio=2, aligned=True)
             out[mine] = model.pool5(pooled.contiguous())
-    return out
+    return out.view(len(views), len(boxes), dim).transpose(0, 1).reshape(len(boxes), -1)
 
 
 def _pad_to_cover(level: torch.Tensor, windows: torch.Tensor, stride: int):
@@ -175,4 +182,9 @@ def region_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transform
 
 @torch.no_grad()
 def head_features(model, pool5: torch.Tensor, layer: str) -> torch.Tensor:
-    return pool5 if layer == "pool5" else model.head(pool5, layer)
+    """`layer` features of pool5 rows; a row of several views' pool5 side by side (rcnn_pool5,
+    fast_pool5) gives their `layer` features side by side, in the same order."""
+    if layer == "pool5":
+        return pool5
+    views = pool5.shape[1] // model.pool5_dim
+    return model.head(pool5.reshape(len(pool5) * views, -1), layer).reshape(len(pool5), -1)

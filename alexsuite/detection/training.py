@@ -279,7 +279,7 @@ def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter
     # 3. features, in each mode the heads will serve
     t0 = time.perf_counter()
     modes = ("rcnn", "fast") if cfg.train_fast else ("rcnn",)
-    stem = f"{weights_fingerprint(model)}-{cfg.layer}-{FEATURES_VERSION}-{framing.shape}{framing.padding}"
+    stem = f"{weights_fingerprint(model)}-{cfg.layer}-{FEATURES_VERSION}-{framing.name}"
     _drop_stale_features(cache / "features", {f"{stem}-{m}" for m in modes})
     loads = []
     for mode in modes:

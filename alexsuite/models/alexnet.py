@@ -77,6 +77,11 @@ class AlexNet(nn.Module):
     def num_classes(self) -> int:
         return self.classifier[-1].out_features
 
+    @property
+    def pool5_dim(self) -> int:
+        """Length of one flattened pool5 vector: what fc6 reads."""
+        return next(m for m in self.classifier if isinstance(m, nn.Linear)).in_features
+
     def conv5(self, x: torch.Tensor) -> torch.Tensor:
         return self.body[:-1](x)  # the last body module is the pool5 max-pool
 

@@ -1,10 +1,12 @@
 """`alexsuite proposals`, `train-detector`, `detect` and `eval-detector` through the CLI."""
 import json
 
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from alexsuite.cli.main import main
+from alexsuite.detection.detector import load_detector
 
 
 def run(*args):
@@ -66,11 +68,18 @@ def test_eval_detector_reports_both_ap_definitions(trained_detector, voc_scenes)
 def test_train_detector_command_and_its_errors(voc_scenes, trained_run, tmp_path):
     out = tmp_path / "det"
     result = run("train-detector", voc_scenes, "--backbone", trained_run, "--out", out, "--finetune-iters", "3",
-                 "--batch-size", "16", "--max-boxes", "40", "--workers", "0", "--region-shape", "square",
-                 "--context-padding", "0", "--json")
+                 "--batch-size", "16", "--max-boxes", "40", "--workers", "0", "--region-shape", "warp+square",
+                 "--context-padding", "16,0", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["detector"] == str(out) and (out / "detector.json").exists()
-    assert json.loads((out / "detector.json").read_text())["framing"] == {"shape": "square", "padding": 0}
+    assert json.loads((out / "detector.json").read_text())["framing"] == {"shape": "warp+square", "padding": [16, 0]}
+    det = load_detector(out)
+    assert det.svm_weight.shape[1] == 2 * det.model.head(torch.zeros(1, det.model.pool5_dim), "fc7").shape[1]
+    found = run("detect", voc_scenes / "JPEGImages" / "val_000.jpg", "--detector", out, "--mode", "fast", "--json")
+    assert found.exit_code == 0, found.output
+    result = run("train-detector", voc_scenes, "--backbone", trained_run, "--region-shape", "warp+square",
+                 "--context-padding", "16,0,4")
+    assert result.exit_code == 2 and "one per shape" in result.output and "Traceback" not in result.output
     result = run("train-detector", voc_scenes, "--backbone", trained_run, "--region-shape", "round")
     assert result.exit_code == 2 and "round" in result.output
     junk = tmp_path / "junk.pt"
