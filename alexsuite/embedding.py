@@ -138,13 +138,12 @@ class Framing:
                 raise ConfigError(f"region shape {self.shape!r}: choose one of {', '.join(FRAMING_CHOICES)}")
         if len(set(shapes)) < len(shapes):
             raise ConfigError(f"region shape {self.shape!r}: each shape once")
-        pads = self.padding if isinstance(self.padding, tuple) else (self.padding,)
-        if isinstance(self.padding, tuple) and len(pads) != len(shapes):
-            raise ConfigError(f"context padding {','.join(map(str, pads))}: give one number, or one per "
+        if isinstance(self.padding, tuple) and len(self.padding) != len(shapes):
+            raise ConfigError(f"context padding {','.join(map(str, self.padding))}: give one number, or one per "
                               f"shape of {self.shape!r}")
-        for p in pads:
-            if not isinstance(p, int) or not 0 <= p < 113:
-                raise ConfigError(f"context padding {p}: give 0-112 px (at a 227 px crop; the paper's is 16)")
+        for v in self.views:
+            if not isinstance(v.padding, int) or not 0 <= v.padding < 113:
+                raise ConfigError(f"context padding {v.padding}: give 0-112 px (at a 227 px crop; the paper's is 16)")
         return self
 
     def windows(self, boxes: torch.Tensor, crop: int) -> torch.Tensor:
