@@ -26,5 +26,9 @@ class CheckpointError(AlexsuiteError):
     """A checkpoint that is missing, corrupt, or made for another model."""
 
 
+class DiskSpaceError(AlexsuiteError):
+    """Not enough free disk for what a stage is about to write; nothing written so far is lost."""
+
+
 class ConfigError(AlexsuiteError):
     """Options that contradict each other or name something unknown."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -39,3 +40,24 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the file system that holds `path`, or would hold it once created."""
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def check_free_space(path: Path, need: int, what: str, fix: str) -> None:
+    """Refuse to start writing `need` bytes under `path` when the disk cannot take them:
+    a stage that stops at a clear line beats one that dies half-way with ENOSPC."""
+    from .errors import DiskSpaceError
+    free = free_bytes(path)
+    if need > free:
+        raise DiskSpaceError(f"{path}: {what} need about {_gb(need)} and {_gb(free)} are free; {fix}")
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"

@@ -23,6 +23,7 @@ reflections, not R-CNN's), reported apart from the paper's recipe.
 """
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,12 +33,21 @@ from alexsuite.detection.detector import load_detector
 from alexsuite.detection.finetune import FinetuneSettings
 from alexsuite.detection.training import DetectorConfig, train_detector
 from alexsuite.embedding import FRAMING_CHOICES, Framing, parse_padding
+from alexsuite.errors import AlexsuiteError, ConfigError
 from alexsuite.evaluation.detection import evaluate_detector
 
 
 def end_to_end(det, data, mode, mirror=False):
     """Seconds per image with no proposal cache (2 worker processes), as `alexsuite detect` runs."""
     return evaluate_detector(det, data, mode, cache_dir=None, workers=2, mirror=mirror)["seconds_per_image"]
+
+
+def padding(text):
+    """parse_padding for argparse: a bad value is a usage error, not a traceback."""
+    try:
+        return parse_padding(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main():
@@ -54,13 +64,17 @@ def main():
                     help="fine-tuning recolours windows (train-detector --recolour)")
     ap.add_argument("--fast-fraction", type=float, default=0.5, help="train-detector --fast-fraction")
     ap.add_argument("--region-shape", choices=FRAMING_CHOICES, default="warp", help="train-detector --region-shape")
-    ap.add_argument("--context-padding", type=parse_padding, default=16, help="train-detector --context-padding (16, or 16,0 per view)")
+    ap.add_argument("--context-padding", type=padding, default=16, help="train-detector --context-padding (16, or 16,0 per view)")
     ap.add_argument("--seed", type=int, default=0,
                     help="fine-tuning seed (new head, window sampling): other seeds measure the run-to-run spread")
     ap.add_argument("--cache", default="runs/bench/proposals-cache", help="proposal cache for the mAP runs")
     ap.add_argument("--result", default="detection_leaveout", help="writes benchmarks/results/RESULT.json")
     ap.add_argument("--timing-images", type=int, default=30)
     args = ap.parse_args()
+    try:
+        Framing(args.region_shape, args.context_padding).check()
+    except ConfigError as e:
+        ap.error(str(e))
     if args.train:
         cfg = DetectorConfig(data=args.data, backbone=args.backbone, proposal_cache=args.cache,
                              framing=asdict(Framing(args.region_shape, args.context_padding)),
@@ -107,4 +121,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except AlexsuiteError as e:   # a full disk, a missing backbone: one line, as the CLI gives
+        sys.exit(f"error: {e}")

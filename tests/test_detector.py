@@ -213,6 +213,32 @@ def test_training_again_resumes_from_the_cached_stages(trained_detector, voc_sce
     assert torch.equal(reloaded.svm_weight, load_detector(trained_detector).svm_weight)
 
 
+def test_the_features_stage_knows_what_it_will_write_and_refuses_a_disk_that_cannot_take_it(
+        trained_detector, voc_scenes, tmp_path):
+    from alexsuite.detection.training import _feature_dims, _truths, feature_disk_bytes
+    from alexsuite.errors import DiskSpaceError
+    from alexsuite.fileio import check_free_space, file_sha256
+
+    det = load_detector(trained_detector)
+    items = read_voc(voc_scenes, "train").items
+    truths = _truths(read_voc(voc_scenes, "train"), det.classes)
+    folders = sorted((trained_detector / "cache" / "features").iterdir())
+    assert [f.name.rsplit("-", 1)[1] for f in folders] == ["fast", "rcnn"]
+    # the proposals each image's features were read from, as the stage stored them
+    payloads = [torch.load(next(folders[0].glob(f"{file_sha256(a.image)[:20]}-*.pt")), weights_only=True)
+                for a in items]
+    proposals = [p["boxes"][int(p["gt"]):] for p in payloads]
+    layer_dim, pool5_dim = _feature_dims(det.model, det.layer, det.framing)
+    written = sum(f.stat().st_size for d in folders for f in d.iterdir())
+    estimate = feature_disk_bytes(items, proposals, truths, 0.6, layer_dim, pool5_dim, [None, None])
+    assert 0.9 * written < estimate < 1.1 * written
+    assert feature_disk_bytes(items, proposals, truths, 0.6, layer_dim, pool5_dim, folders) == 0   # all done
+
+    check_free_space(tmp_path / "not-yet" / "features", 1 << 20, "the features", "free some")
+    with pytest.raises(DiskSpaceError, match=r"the features need about 1000000000\.0 GB and .* GB are free; free some"):
+        check_free_space(tmp_path / "features", 10 ** 18, "the features", "free some")
+
+
 def test_an_unfinished_or_tampered_detector_is_refused(trained_detector, tmp_path):
     import shutil
     copy = tmp_path / "det"

@@ -27,7 +27,7 @@ from ..devices import resolve_device
 from ..embedding import Framing, check_layer
 from ..errors import ConfigError, DataError, ImageDecodeError
 from ..evaluation.detection import Truth, proposal_recall
-from ..fileio import atomic_write_bytes, atomic_write_text, file_sha256
+from ..fileio import atomic_write_bytes, atomic_write_text, check_free_space, file_sha256, free_bytes
 from ..proposals import ProposalSettings, propose
 from ..training.checkpoint import load_model, weights_fingerprint
 from ..training.run import Reporter
@@ -40,6 +40,8 @@ from .regions import head_features, image_tensor, region_pool5
 NEGATIVE_IOU = 0.3          # rcnn_train.m: negatives overlap every object of the class < 0.3
 FEATURE_STAT_IMAGES = 200   # rcnn_feature_stats: the mean feature norm is taken over a sample of images
 IMAGE_MEMORY = 4 << 30      # decoded training images kept in memory during fine-tuning
+FEATURE_FILE_OVERHEAD = 4096   # torch.save's zip headers per feature file
+DISK_HEADROOM = 1.1         # room asked for beyond the estimate (float16 sizes are exact; headers vary)
 FEATURES_VERSION = "v4"     # how features are read (v2: fast mode's pyramid without antialiasing,
                             # v3: its levels sqrt(2) apart, v4: levels padded to hold every window);
                             # a new version never meets cached features of an old one
@@ -125,14 +127,49 @@ def extract_features(model, pre, items, proposals, truths, layer: str, regressio
         if not file.exists():
             pool5 = region_pool5(model, load_image(i), boxes, pre, mode, framing)
             feats = head_features(model, pool5, layer)
-            near = (box_iou(boxes, gt.float()).max(1).values >= regression_iou) if len(gt) else torch.zeros(len(boxes), dtype=torch.bool)
-            rows = torch.nonzero(near).flatten()
+            rows = _near_rows(boxes, gt, regression_iou)
             payload = {"boxes": boxes, "gt": torch.tensor(len(gt)), "layer": feats.half().cpu(),
                        "pool5_rows": rows, "pool5": pool5[rows.to(pool5.device)].half().cpu()}
             atomic_write_bytes(file, lambda f: torch.save(payload, f))
         if on_image:
             on_image(1)
     return files
+
+
+def _near_rows(boxes: torch.Tensor, gt: torch.Tensor, min_iou: float) -> torch.Tensor:
+    """Rows of the boxes a regressor may train on: IoU >= min_iou with some object."""
+    if not len(gt):
+        return torch.zeros(0, dtype=torch.long)
+    return torch.nonzero(box_iou(boxes, gt.float()).max(1).values >= min_iou).flatten()
+
+
+def feature_disk_bytes(items, proposals, truths, regression_iou: float, layer_dim: int, pool5_dim: int,
+                       folders: list[Path | None]) -> int:
+    """Bytes extract_features will still write into `folders` (one per mode; None: one not
+    begun): float16 `layer` rows for every box, pool5 rows for the boxes near an object, for
+    each image whose file is not there yet."""
+    total = 0
+    for i, item in enumerate(items):
+        gt = truths[i][0]
+        boxes = torch.cat([gt.float(), torch.as_tensor(proposals[i]).float()])
+        missing = sum(f is None or not _feature_file(f, item, boxes).exists() for f in folders)
+        if missing:
+            near = len(_near_rows(boxes, gt, regression_iou))
+            per_file = len(boxes) * (2 * layer_dim + 16) + near * (2 * pool5_dim + 8) + FEATURE_FILE_OVERHEAD
+            total += missing * per_file
+    return total
+
+
+def _feature_dims(model, layer: str, framing: Framing) -> tuple[int, int]:
+    """(`layer` width, pool5 width) of one box's cached features, all views side by side."""
+    views = len(framing.views)
+    with torch.no_grad():
+        x = torch.zeros(1, model.pool5_dim, device=next(model.parameters()).device)
+        return model.head(x, layer).shape[1] * views, model.pool5_dim * views
+
+
+_FREE_SPACE_FIX = ("free some (older detectors' cache/features folders can go) and run the same "
+                   "command again: the finished stages are kept")
 
 
 def _feature_loader(files: list[Path]):
@@ -261,6 +298,18 @@ def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter
     recall = proposal_recall(proposals, [Truth(a.boxes, t[1], a.difficult) for a, t in zip(items, truths)])
     timings["proposals"] = time.perf_counter() - t0
 
+    # Say now, not after fine-tuning, when the features stage will not fit on the disk.
+    modes = ("rcnn", "fast") if cfg.train_fast else ("rcnn",)
+    layer_dim, pool5_dim = _feature_dims(loaded.model, cfg.layer, framing)
+    # A resumed run counts what an earlier one already wrote; the folder's full name (the
+    # fine-tuned weights' digest first) is only known after fine-tuning.
+    begun = [next(iter(sorted((cache / "features").glob(f"*-{cfg.layer}-{FEATURES_VERSION}-{framing.name}-{m}"))), None)
+             for m in modes]
+    need = feature_disk_bytes(items, proposals, truths, cfg.regression_iou, layer_dim, pool5_dim, begun)
+    if need * DISK_HEADROOM > free_bytes(cache):
+        reporter.warn(f"the features stage will need about {need / 1e9:.1f} GB under {cache} and "
+                      f"{free_bytes(cache) / 1e9:.1f} GB are free: it will stop there unless space is freed")
+
     # 2. fine-tuning
     t0 = time.perf_counter()
     model = loaded.model
@@ -278,14 +327,16 @@ def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter
 
     # 3. features, in each mode the heads will serve
     t0 = time.perf_counter()
-    modes = ("rcnn", "fast") if cfg.train_fast else ("rcnn",)
     stem = f"{weights_fingerprint(model)}-{cfg.layer}-{FEATURES_VERSION}-{framing.name}"
     _drop_stale_features(cache / "features", {f"{stem}-{m}" for m in modes})
+    folders = [cache / "features" / f"{stem}-{m}" for m in modes]
+    need = feature_disk_bytes(items, proposals, truths, cfg.regression_iou, layer_dim, pool5_dim, folders)
+    check_free_space(cache / "features", round(need * DISK_HEADROOM), "the features", _FREE_SPACE_FIX)
     loads = []
-    for mode in modes:
+    for mode, folder in zip(modes, folders):
         bar = reporter.progress(len(items), f"features ({mode})")
         files = extract_features(model, loaded.preprocess, items, proposals, truths, cfg.layer,
-                                 cfg.regression_iou, cache / "features" / f"{stem}-{mode}", load_image,
+                                 cfg.regression_iou, folder, load_image,
                                  on_image=bar, mode=mode, framing=framing)
         bar.close()
         loads.append(_feature_loader(files))
