@@ -25,9 +25,9 @@ from ..data.decode import decode_image
 from ..data.detection_sets import DetectionSet, read_detection_set
 from ..devices import resolve_device
 from ..embedding import Framing, check_layer
-from ..errors import ConfigError, DataError, ImageDecodeError
+from ..errors import ConfigError, DataError, DiskSpaceError, ImageDecodeError
 from ..evaluation.detection import Truth, proposal_recall
-from ..fileio import atomic_write_bytes, atomic_write_text, check_free_space, file_sha256, free_bytes
+from ..fileio import atomic_write_bytes, atomic_write_text, check_free_space, file_sha256
 from ..proposals import ProposalSettings, propose
 from ..training.checkpoint import load_model, weights_fingerprint
 from ..training.run import Reporter
@@ -102,6 +102,12 @@ def _image_loader(items, budget: int = IMAGE_MEMORY):
     def load(i: int) -> torch.Tensor:
         return image_tensor(decode_image(items[i].image))
     return load
+
+
+def _features_folder(root: Path, weights: str, layer: str, framing: Framing, mode: str) -> Path:
+    """Where one mode's features of one fine-tuned network go (`weights`: its digest, or "*"
+    to find any network's)."""
+    return root / f"{weights}-{layer}-{FEATURES_VERSION}-{framing.name}-{mode}"
 
 
 def _feature_file(folder: Path, item, boxes: torch.Tensor) -> Path:
@@ -303,12 +309,14 @@ def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter
     layer_dim, pool5_dim = _feature_dims(loaded.model, cfg.layer, framing)
     # A resumed run counts what an earlier one already wrote; the folder's full name (the
     # fine-tuned weights' digest first) is only known after fine-tuning.
-    begun = [next(iter(sorted((cache / "features").glob(f"*-{cfg.layer}-{FEATURES_VERSION}-{framing.name}-{m}"))), None)
-             for m in modes]
+    wanted = [_features_folder(cache / "features", "*", cfg.layer, framing, m) for m in modes]
+    begun = [next(iter(sorted(w.parent.glob(w.name))), None) for w in wanted]
     need = feature_disk_bytes(items, proposals, truths, cfg.regression_iou, layer_dim, pool5_dim, begun)
-    if need * DISK_HEADROOM > free_bytes(cache):
-        reporter.warn(f"the features stage will need about {need / 1e9:.1f} GB under {cache} and "
-                      f"{free_bytes(cache) / 1e9:.1f} GB are free: it will stop there unless space is freed")
+    try:
+        check_free_space(cache / "features", round(need * DISK_HEADROOM), "the features",
+                         "fine-tuning goes on, but the features stage will stop there unless space is freed")
+    except DiskSpaceError as e:
+        reporter.warn(str(e))
 
     # 2. fine-tuning
     t0 = time.perf_counter()
@@ -327,9 +335,9 @@ def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter
 
     # 3. features, in each mode the heads will serve
     t0 = time.perf_counter()
-    stem = f"{weights_fingerprint(model)}-{cfg.layer}-{FEATURES_VERSION}-{framing.name}"
-    _drop_stale_features(cache / "features", {f"{stem}-{m}" for m in modes})
-    folders = [cache / "features" / f"{stem}-{m}" for m in modes]
+    weights = weights_fingerprint(model)
+    folders = [_features_folder(cache / "features", weights, cfg.layer, framing, m) for m in modes]
+    _drop_stale_features(cache / "features", {f.name for f in folders})
     need = feature_disk_bytes(items, proposals, truths, cfg.regression_iou, layer_dim, pool5_dim, folders)
     check_free_space(cache / "features", round(need * DISK_HEADROOM), "the features", _FREE_SPACE_FIX)
     loads = []
