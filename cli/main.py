@@ -1,6 +1,7 @@
 """`alexsuite`: the command group. User-caused errors become one line and exit code 2."""
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -9,7 +10,37 @@ from alexsuite import __version__
 from alexsuite.errors import AlexsuiteError
 
 
+# Each command's module, and the one line `alexsuite --help` shows for it. A module (and torch
+# with it, about 2.5 s) loads only when its command runs or shows its own --help, so the
+# top-level help and --version answer at once. tests/cli/test_cli.py checks that this table and
+# the commands the modules register are the same.
+COMMANDS = {
+    "demo": ("demo", "The whole suite on built-in data, offline; writes a report."),
+    "train": ("train", "Train an AlexNet with the paper's recipe."),
+    "eval": ("evaluate", "Top-1 / top-5 accuracy of a trained model."),
+    "index": ("index", "Embed images into a FAISS index (fc7 by default)."),
+    "search": ("search", "The indexed images nearest to each query."),
+    "eval-retrieval": ("eval_retrieval", "Retrieval mAP and precision@k of a model's features."),
+    "proposals": ("proposals", "Selective-search region proposals for images."),
+    "train-detector": ("train_detector", "Train an R-CNN detector on Pascal VOC or COCO data."),
+    "detect": ("detect", "Detect objects in images with an R-CNN detector."),
+    "eval-detector": ("eval_detector", "Per-class AP and mAP of a detector."),
+}
+
+
 class Group(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name in COMMANDS and name not in self.commands:
+            importlib.import_module(f".{COMMANDS[name][0]}", __package__)   # its decorator adds it to `main`
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx, formatter):
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, line) for name, (_, line) in COMMANDS.items()])
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -50,14 +81,6 @@ def main():
     Every command has --help with a real example.
     """
 
-
-def _register():
-    # each module adds its command to `main`
-    from . import (demo, detect, eval_detector, eval_retrieval, evaluate, index, proposals,  # noqa: F401
-                   search, train, train_detector)
-
-
-_register()
 
 if __name__ == "__main__":
     main()

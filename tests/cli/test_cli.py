@@ -1,4 +1,8 @@
+import importlib
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -24,6 +28,22 @@ def test_help_and_version_teach():
                     "eval-detector", "proposals", "demo"):
         text = run(command, "--help").output   # a manual: an example, and what it writes or prints
         assert "Examples:" in text and ("Writes" in text or "writes" in text or "Prints" in text), command
+
+
+def test_the_command_list_loads_no_command_and_names_every_one():
+    """`alexsuite --help` lists the commands from main.COMMANDS without importing their modules
+    (torch with them); that table names each module that registers a command, under its name."""
+    from alexsuite.cli.main import COMMANDS
+    code = ("import sys; from alexsuite.cli.main import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("torch not loaded") and all(name in out for name in COMMANDS)
+    for path in Path(__file__).parents[2].joinpath("cli").glob("*.py"):   # every module, listed or not
+        if not path.stem.startswith("__"):   # __main__ would run the CLI
+            importlib.import_module(f"alexsuite.cli.{path.stem}")
+    registered = {name: command.callback.__module__ for name, command in main.commands.items()}
+    assert registered == {name: f"alexsuite.cli.{module}" for name, (module, _) in COMMANDS.items()}
 
 
 
