@@ -63,6 +63,7 @@ def main():
     ap.add_argument("--recolour", action=argparse.BooleanOptionalAction, default=True,
                     help="fine-tuning recolours windows (train-detector --recolour)")
     ap.add_argument("--fast-fraction", type=float, default=0.5, help="train-detector --fast-fraction")
+    ap.add_argument("--image-fraction", type=float, default=0.0, help="train-detector --image-fraction")
     ap.add_argument("--region-shape", choices=FRAMING_CHOICES, default="warp", help="train-detector --region-shape")
     ap.add_argument("--context-padding", type=padding, default=16, help="train-detector --context-padding (16, or 16,0 per view)")
     ap.add_argument("--seed", type=int, default=0,
@@ -80,7 +81,8 @@ def main():
                              framing=asdict(Framing(args.region_shape, args.context_padding)),
                              finetune=asdict(FinetuneSettings(iterations=args.finetune_iters, lr=args.lr,
                                                                 recolour=args.recolour,
-                                                                fast_fraction=args.fast_fraction, seed=args.seed)))
+                                                                fast_fraction=args.fast_fraction,
+                                                                image_fraction=args.image_fraction, seed=args.seed)))
         train_detector(cfg, Path(args.detector))
     det = load_detector(args.detector)
     val = read_voc(args.data, "val")

@@ -39,14 +39,14 @@ def timed(fn, model, pre, load, boxes, images):
 
 
 def compare(name, model, pre, load, boxes, images):
-    ours_fn = regions._without_cudnn
+    ours_fn = regions.without_cudnn
     ours, a = timed(regions.fast_pool5, model, pre, load, boxes, images)
-    regions._without_cudnn = lambda device: nullcontext()   # the reference: cuDNN as PyTorch sets it
+    regions.without_cudnn = lambda device: nullcontext()   # the reference: cuDNN as PyTorch sets it
     try:
         cold, b = timed(regions.fast_pool5, model, pre, load, boxes, images)
         warm, _ = timed(regions.fast_pool5, model, pre, load, boxes, images)
     finally:
-        regions._without_cudnn = ours_fn
+        regions.without_cudnn = ours_fn
     rcnn, _ = timed(regions.rcnn_pool5, model, pre, load, boxes, images)
     diff = max(float((x - y).abs().max()) / max(float(y.abs().max()), 1e-6) for x, y in zip(a, b) if len(x))
     row = {"fast_seconds_per_image": round(ours, 4), "fast_cudnn_new_shapes": round(cold, 4),

@@ -74,6 +74,10 @@ def _framing(shape: str, padding) -> Framing:
 @click.option("--fast-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of each fine-tuning batch read as --mode fast reads it (conv5 of the window with "
                    "image around it, RoI-pooled), so the network learns both modes' features.")
+@click.option("--image-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of each fine-tuning batch read exactly as --mode fast reads it, Fast R-CNN's "
+                   "training: groups of 16 windows of one image RoI-pooled from its whole conv5 map at "
+                   "the pyramid level fast mode reads them at.")
 @click.option("--svm-c", type=float, default=1e-3, show_default=True, help="SVM regularisation C (rcnn_train.m: 1e-3).")
 @click.option("--proposals", "proposal_mode", type=click.Choice(["fast", "quality"]), default="fast", show_default=True)
 @click.option("--max-boxes", type=click.IntRange(min=1), default=2000, show_default=True, help="Proposals per image.")
@@ -89,7 +93,7 @@ def _framing(shape: str, padding) -> Framing:
 @click.option("--json", "as_json", is_flag=True, help="Print the training metrics as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def train_detector_cmd(data, backbone, split, images, out, layer, region_shape, context_padding, finetune_iters, lr, batch_size, recolour,
-                       fast_fraction, svm_c,
+                       fast_fraction, image_fraction, svm_c,
                        proposal_mode, max_boxes, proposal_cache, train_fast, device, workers, seed, as_json,
                        quiet):
     """Train an R-CNN detector on DATA (a Pascal VOC directory, or a COCO .json with --images)
@@ -117,7 +121,8 @@ def train_detector_cmd(data, backbone, split, images, out, layer, region_shape, 
         data=data, backbone=backbone, split=split, images=images, layer=layer,
         framing=asdict(_framing(region_shape, context_padding)),
         finetune=asdict(FinetuneSettings(iterations=finetune_iters, lr=lr, batch_size=batch_size, seed=seed,
-                                         recolour=recolour, fast_fraction=fast_fraction)),
+                                         recolour=recolour, fast_fraction=fast_fraction,
+                                         image_fraction=image_fraction)),
         svm=asdict(SVMSettings(C=svm_c)),
         proposals=asdict(ProposalSettings(mode=proposal_mode, max_boxes=max_boxes)),
         proposal_cache=proposal_cache, train_fast=train_fast, device=device, workers=workers)

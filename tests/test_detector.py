@@ -113,7 +113,7 @@ def test_fast_mode_pads_a_level_to_hold_windows_that_leave_the_image():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fast_mode_on_cuda_gives_the_cpu_features(trained_run):
-    """On CUDA fast mode runs its pyramid without cuDNN (regions._without_cudnn): same numbers,
+    """On CUDA fast mode runs its pyramid without cuDNN (regions.without_cudnn): same numbers,
     and the user's cuDNN settings are back afterwards."""
     m = load_model(trained_run)
     image = torch.randint(0, 255, (3, 90, 130), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -146,6 +146,55 @@ def test_fine_tuning_can_read_windows_as_fast_mode_does(trained_run):
         plain = rcnn_pool5(model, image, boxes, pre)
     assert torch.cosine_similarity(context, fast).min() > 0.9
     assert torch.cosine_similarity(context, fast).min() > torch.cosine_similarity(plain, fast).max()
+
+
+def test_fast_r_cnn_reading_takes_windows_of_one_image_and_level_and_reads_them_as_fast_mode_does(trained_run):
+    """--image-fraction: each group is one image's windows at one pyramid level (a quarter
+    of them objects), and its pool5, from that image's whole conv5 map, is fast mode's own,
+    mirrored with the image when flipped; the loss reaches the first convolution."""
+    from alexsuite.detection.finetune import image_group_pool5, sample_image_groups
+    from alexsuite.embedding import Framing
+    m = load_model(trained_run)
+    pre, model = m.preprocess, m.model.eval()
+    g = torch.Generator().manual_seed(0)
+    images = [(torch.rand(3, 90 + 30 * i, 140, generator=g) * 255).to(torch.uint8) for i in range(2)]
+    objects = [torch.tensor([[20.0, 20.0, 44.0, 44.0]]), torch.tensor([[30.0, 10.0, 80.0, 100.0]])]
+    proposals = []
+    for obj in objects:   # around each object (some IoU >= 0.5, some not) and elsewhere, at many sizes
+        shifts = torch.randint(-12, 13, (60, 4), generator=g).float()
+        proposals.append(torch.cat([obj + shifts, torch.tensor([[0.0, 0.0, 30.0, 30.0], [60.0, 5.0, 130.0, 40.0]])]))
+    windows = build_windows(proposals, [(obj, torch.tensor([0])) for obj in objects])
+    framing = Framing("warp+square", (16, 0))
+    levels = torch.stack([pyramid_levels(windows.boxes, pre, framing=v) for v in framing.views])
+    groups = sample_image_groups(windows, levels, 12, 8, 0.25, g)
+    assert {v for v, _, _ in groups} == {0, 1}
+    for view, level, picks in groups:
+        assert len(picks) == 8 and len(set(windows.image[picks].tolist())) == 1
+        assert (levels[view, picks] == torch.tensor(level)).all()
+        objects_in_image_level = windows.labels[(windows.image == windows.image[picks[0]])
+                                                & (levels[view] == torch.tensor(level)).all(1)]
+        if (objects_in_image_level == 0).any():
+            assert int((windows.labels[picks] > 0).sum()) == 2             # fg_fraction 0.25 of 8
+    view, level, picks = groups[0]
+    grid = model.conv5(torch.zeros(1, 3, pre.crop_size, pre.crop_size)).shape[-1]   # a warped crop's conv5 side
+    image = images[int(windows.image[picks[0]])]
+    boxes = windows.boxes[picks]
+    with torch.no_grad():
+        read = image_group_pool5(model, windows, picks, level, framing.views[view], images.__getitem__, pre, "cpu",
+                                 flip=False, colour=None, grid=grid)
+        fast = fast_pool5(model, image, boxes, pre, framing=framing.views[view])
+        flipped = image_group_pool5(model, windows, picks, level, framing.views[view], images.__getitem__, pre,
+                                    "cpu", flip=True, colour=None, grid=grid)
+        w = image.shape[-1]
+        mirrored = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+        fast_flipped = fast_pool5(model, image.flip(2), mirrored, pre, framing=framing.views[view])
+    torch.testing.assert_close(read, fast, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(flipped, fast_flipped, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(flipped, read, atol=1e-3)
+    model.zero_grad()
+    image_group_pool5(model.train(), windows, picks, level, framing.views[view], images.__getitem__, pre, "cpu",
+                      flip=False, colour=g, grid=grid).sum().backward()
+    assert model.body[0].weight.grad.abs().sum() > 0
 
 
 def test_recolouring_changes_the_windows_colours_but_not_the_mean_fill_outside_the_image():
@@ -335,7 +384,9 @@ def test_an_edited_annotation_is_not_served_from_the_cache(tmp_path, trained_run
     assert len(list(features.iterdir())) == 3                             # only the current weights' files
 
 
-@pytest.mark.parametrize("extra", [{}, {"recolour": True, "fast_fraction": 0.5}], ids=["paper", "recolour-fast"])
+@pytest.mark.parametrize("extra", [{}, {"recolour": True, "fast_fraction": 0.5},
+                                   {"recolour": True, "fast_fraction": 0.25, "image_fraction": 0.5, "rois_per_image": 4}],
+                         ids=["paper", "recolour-fast", "recolour-fast-image"])
 def test_fine_tuning_is_the_same_whatever_ran_before_and_when_resumed(tmp_path, trained_run, extra):
     """Dropout masks come from each iteration's own seed: the process-wide RNG (moved by
     whatever ran earlier, as in `alexsuite demo`) changes nothing, and stopping halfway and

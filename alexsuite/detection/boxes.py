@@ -40,6 +40,11 @@ def clip(boxes: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return out
 
 
+def mirror(boxes: torch.Tensor, width: int) -> torch.Tensor:
+    """The boxes of an image `width` px wide, mirrored left to right with it (x -> width - x)."""
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+
+
 def valid(boxes: torch.Tensor, min_size: float = 1.0) -> torch.Tensor:
     """Boxes with at least `min_size` pixels of width and height."""
     return ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)

@@ -23,7 +23,7 @@ from ..errors import CheckpointError, ConfigError
 from ..evaluation.detection import Detections
 from ..fileio import atomic_write_bytes, atomic_write_text, file_sha256
 from ..training.checkpoint import load_model, save_checkpoint
-from .boxes import clip, decode, nms_per_class, valid
+from .boxes import clip, decode, mirror as mirror_boxes, nms_per_class, valid
 from .regions import head_features, region_pool5
 
 FORMAT = "alexsuite-detector/1"
@@ -62,9 +62,8 @@ class Detector:
         pool5 = region_pool5(self.model, image, boxes, self.preprocess, mode, self.framing)
         feats = head_features(self.model, pool5, self.layer)
         if mirror:
-            w = image.shape[-1]
-            mirrored = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
-            pool5_m = region_pool5(self.model, image.flip(-1), mirrored, self.preprocess, mode, self.framing)
+            pool5_m = region_pool5(self.model, image.flip(-1), mirror_boxes(boxes, image.shape[-1]), self.preprocess,
+                                   mode, self.framing)
             feats = (feats + head_features(self.model, pool5_m, self.layer)) / 2
         return boxes, feats * self.feature_scale @ self.svm_weight.T + self.svm_bias, pool5
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,9 +17,10 @@ from torch import nn
 
 from ..data import transforms
 from ..embedding import Framing, warp_regions
+from ..errors import ConfigError
 from ..fileio import atomic_write_bytes
-from .boxes import box_iou
-from .regions import context_crop_pool5, fast_margin
+from .boxes import box_iou, mirror
+from .regions import context_crop_pool5, crop_shapes, fast_margin, level_pool5, pyramid_levels
 
 BACKGROUND = "__background__"
 
@@ -38,11 +39,21 @@ class FinetuneSettings:
     flip: bool = True               # rcnn window layer: mirror = true
     recolour: bool = False          # not R-CNN's: per window, shuffle the colour channels and scale
                                     # each by U(0.6, 1.4); for objects whose colour says nothing
-    fast_fraction: float = 0.0      # not R-CNN's: this share of each batch is read as --mode fast
-                                    # reads it (regions.context_crop_pool5), so fc6-fc8 learn those
-                                    # features too (Fast R-CNN trains on RoI-pooled features only)
+    fast_fraction: float = 0.0      # not R-CNN's: this share of each batch is read about as --mode
+                                    # fast reads it: each window warped with image around it, RoI-pooled
+                                    # from the middle of its conv5 map (regions.context_crop_pool5)
+    image_fraction: float = 0.0     # not R-CNN's: this share is read exactly as --mode fast reads it,
+                                    # Fast R-CNN's own training: groups of one image's windows RoI-pooled
+                                    # from its whole conv5 map at their pyramid level (regions.level_pool5)
+    rois_per_image: int = 16        # windows per image-and-level group (Fast R-CNN: 64 of each of 2 images)
     checkpoint_every: int = 200     # iterations between resumable saves
     seed: int = 0
+
+    def check(self) -> "FinetuneSettings":
+        if self.fast_fraction + self.image_fraction > 1:
+            raise ConfigError(f"--fast-fraction {self.fast_fraction} and --image-fraction {self.image_fraction} "
+                              "take more than the whole batch: make them add up to 1 at most")
+        return self
 
 
 @dataclass
@@ -107,7 +118,52 @@ def sample_batch(windows: Windows, settings: FinetuneSettings, generator: torch.
         picks.append(fg[torch.randint(len(fg), (n_fg,), generator=generator)])
     if n_bg:
         picks.append(bg[torch.randint(len(bg), (n_bg,), generator=generator)])
-    return torch.cat(picks)
+    return torch.cat(picks) if picks else torch.empty(0, dtype=torch.long)
+
+
+def sample_image_groups(windows: Windows, levels: torch.Tensor, count: int, per_group: int, fg_fraction: float,
+                        generator: torch.Generator) -> list[tuple[int, tuple[int, int], torch.Tensor]]:
+    """Fast R-CNN's hierarchical sampling (Section 2.3: images first, then RoIs from each),
+    with one pyramid level per sampled image as its single-scale training picks one scale:
+    each group starts from a random object window (so levels come as often as objects'
+    windows sit at them) and a random view, and takes `per_group` windows of that image,
+    view and level, `fg_fraction` of them objects, with replacement. `levels` (views, N, 2):
+    every window's pyramid level in each view. Returns (view, level, window indices)."""
+    bounds = torch.searchsorted(windows.image, torch.arange(int(windows.image.max()) + 2))
+    seeds = windows.foreground if len(windows.foreground) else torch.arange(len(windows.labels))
+    groups = []
+    for _ in range(count):
+        seed = int(seeds[torch.randint(len(seeds), (1,), generator=generator)])
+        view = int(torch.randint(len(levels), (1,), generator=generator))
+        image = int(windows.image[seed])
+        lo, hi = int(bounds[image]), int(bounds[image + 1])
+        level = levels[view, seed]
+        same = lo + torch.nonzero((levels[view, lo:hi] == level).all(1)).flatten()
+        is_object = windows.labels[same] > 0
+        fg, bg = same[is_object], same[~is_object]
+        n_fg = max(1, round(per_group * fg_fraction)) if len(bg) else per_group
+        n_fg = n_fg if len(fg) else 0
+        picks = [fg[torch.randint(len(fg), (n_fg,), generator=generator)]] if n_fg else []
+        if per_group - n_fg:
+            picks.append(bg[torch.randint(len(bg), (per_group - n_fg,), generator=generator)])
+        groups.append((view, tuple(level.tolist()), torch.cat(picks)))
+    return groups
+
+
+def image_group_pool5(model, windows: Windows, picks: torch.Tensor, level: tuple[int, int], view: Framing,
+                      load_image, pre: transforms.Preprocess, device, flip: bool,
+                      colour: torch.Generator | None, grid: int) -> torch.Tensor:
+    """pool5 of picked windows of one image read as fast mode reads them at `level`: the whole
+    (mirrored, recoloured) image's conv5 map, RoI-pooled to `grid` (the conv5 side of a warped
+    crop), differentiable."""
+    image = load_image(int(windows.image[picks[0]])).to(device)
+    x = transforms.normalize(image[None], pre)
+    boxes = windows.boxes[picks].to(device)
+    if flip:   # the mirrored image, and each box mirrored with it: same size, same level
+        x, boxes = x.flip(3), mirror(boxes, x.shape[-1])
+    if colour is not None:
+        x = recolour(x, pre, colour)
+    return level_pool5(model, x, view.windows(boxes, pre.crop_size), level, grid)
 
 
 def warp_batch(windows: Windows, picks: torch.Tensor, load_image, pre: transforms.Preprocess,
@@ -166,12 +222,24 @@ def finetune(model: nn.Module, pre: transforms.Preprocess, windows: Windows, loa
     loss_fn = nn.CrossEntropyLoss()
     margin = fast_margin(pre.crop_size)
     views = framing.views
+    by_image = settings.image_fraction > 0
+    if by_image:   # that share in whole groups, as many as fit (one group at least)
+        share = settings.batch_size * settings.image_fraction
+        per_group = min(settings.rois_per_image, max(1, round(share)))
+        n_groups = max(1, int(share // per_group))
+        levels = torch.stack([pyramid_levels(windows.boxes, pre, framing=v) for v in views])
+        grid = crop_shapes(model, pre)[0]
     recent = []
     for it in range(start, settings.iterations):
         # one generator per iteration: a resumed run draws the batches an unbroken one would
         g = torch.Generator().manual_seed(settings.seed * 1_000_003 + it)
-        picks = sample_batch(windows, settings, g)
-        read_fast = (torch.rand(len(picks), generator=g) < settings.fast_fraction if settings.fast_fraction
+        groups = (sample_image_groups(windows, levels, n_groups, per_group, settings.fg_fraction, g) if by_image
+                  else [])   # whole groups of one image and level; the rest of the batch is warped
+        picks = sample_batch(windows, replace(settings, batch_size=settings.batch_size - n_groups * per_group)
+                             if by_image else settings, g)
+        crop_share = (settings.fast_fraction * settings.batch_size / max(1, len(picks)) if by_image
+                      else settings.fast_fraction)   # of the warped windows
+        read_fast = (torch.rand(len(picks), generator=g) < crop_share if settings.fast_fraction
                      else torch.zeros(len(picks), dtype=torch.bool))   # R-CNN's recipe draws what it always drew
         # a framing of several views: each window is read in one of them, drawn evenly
         view = (torch.randint(len(views), (len(picks),), generator=g) if len(views) > 1
@@ -191,14 +259,19 @@ def finetune(model: nn.Module, pre: transforms.Preprocess, windows: Windows, loa
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             batch.append((x, y, m))
+        group_flips = (torch.rand(len(groups), generator=g) < 0.5).tolist() if settings.flip else [False] * len(groups)
         # Dropout masks from this iteration's own seed, not the process-wide RNG: whatever ran
         # before (the demo's earlier stages, a resume) the same iteration draws the same masks.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(settings.seed * 1_000_003 + it)
-            pool5 = torch.cat([context_crop_pool5(model, x, pre, m) if m else model.pool5(model.conv5(x))
-                               for x, _, m in batch])
-            logits = model.head(pool5, "logits")
-            loss = loss_fn(logits, torch.cat([y for _, y, _ in batch]))
+            pool5 = [context_crop_pool5(model, x, pre, m) if m else model.pool5(model.conv5(x)) for x, _, m in batch]
+            labels = [y for _, y, _ in batch]
+            for (v, level, part), flip in zip(groups, group_flips):
+                pool5.append(image_group_pool5(model, windows, part, level, views[v], load_image, pre, device,
+                                               flip, g if settings.recolour else None, grid))
+                labels.append(windows.labels[part].to(device))
+            logits = model.head(torch.cat(pool5), "logits")
+            loss = loss_fn(logits, torch.cat(labels))
             opt.zero_grad(set_to_none=True)
             loss.backward()
         opt.step()

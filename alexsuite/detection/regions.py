@@ -54,11 +54,11 @@ def rcnn_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out.append(model.pool5(model.conv5(x)))
-    return torch.cat(out) if out else torch.empty(0, _crop_shapes(model, pre)[1], device=device)
+    return torch.cat(out) if out else torch.empty(0, crop_shapes(model, pre)[1], device=device)
 
 
 @torch.no_grad()
-def _crop_shapes(model, pre) -> tuple[int, int]:
+def crop_shapes(model, pre) -> tuple[int, int]:
     """(conv5 grid side, pool5 size) of one warped crop: what RoI pooling must reproduce."""
     x = torch.zeros(1, 3, pre.crop_size, pre.crop_size, device=next(model.parameters()).device)
     c5 = model.conv5(x)
@@ -84,37 +84,45 @@ def _window_levels(windows: torch.Tensor, crop: int, step: float, max_scale: flo
 def fast_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
                step: float = FAST_SCALE_STEP, max_scale: float = FAST_MAX_SCALE,
                framing: Framing = Framing()) -> torch.Tensor:
-    from torchvision.ops import roi_align
     device = next(model.parameters()).device
     boxes = boxes.float().to(device)
-    grid, dim = _crop_shapes(model, pre)
+    grid, dim = crop_shapes(model, pre)
     views = framing.views
     out = torch.empty(len(views) * len(boxes), dim, device=device)
     if not len(boxes):
         return out.reshape(0, len(views) * dim)
     x = transforms.normalize(image.to(device)[None], pre)   # the mean colour is 0: conv padding matches the warp's fill
-    h, w = x.shape[-2:]
     # every view's windows at once: views that share a pyramid level share its conv5 map
     windows = torch.cat([v.windows(boxes, pre.crop_size) for v in views])
     levels = _window_levels(windows, pre.crop_size, step, max_scale)
-    channels_last = device.type == "cpu"
-    with _without_cudnn(device):
-        for kx, ky in torch.unique(levels, dim=0).tolist():
-            mine = torch.nonzero((levels[:, 0] == kx) & (levels[:, 1] == ky)).flatten()
-            size = (max(1, round(h * step ** -ky)), max(1, round(w * step ** -kx)))
-            # no antialiasing, as SPPnet's pyramid and R-CNN's warp (imresize 'antialiasing', false)
-            level = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", antialias=False,
-                                                           align_corners=False)
-            sy, sx = size[0] / h, size[1] / w
-            scaled = windows[mine] * torch.tensor([sx, sy, sx, sy], device=device)
-            level, shift = _pad_to_cover(level, scaled, model.feature_stride)
-            if channels_last:
-                level = level.contiguous(memory_format=torch.channels_last)
-            fmap = model.conv5(level)
-            pooled = roi_align(fmap, [scaled + shift], output_size=grid, spatial_scale=1.0 / model.feature_stride,
-                               sampling_ratio=2, aligned=True)
-            out[mine] = model.pool5(pooled.contiguous())
+    for kx, ky in torch.unique(levels, dim=0).tolist():
+        mine = torch.nonzero((levels[:, 0] == kx) & (levels[:, 1] == ky)).flatten()
+        out[mine] = level_pool5(model, x, windows[mine], (kx, ky), grid, step)
     return out.view(len(views), len(boxes), dim).transpose(0, 1).reshape(len(boxes), -1)
+
+
+def level_pool5(model, x: torch.Tensor, windows: torch.Tensor, level: tuple[int, int], grid: int,
+                step: float = FAST_SCALE_STEP) -> torch.Tensor:
+    """pool5 of `windows` (image pixels) RoI-pooled from the conv5 map of the normalised image
+    `x` (1, 3, H, W) scaled to pyramid `level` (kx, ky): fast mode's read of one level, and
+    differentiable, so fine-tuning can train on exactly what fast mode reads (finetune.py)."""
+    from torchvision.ops import roi_align
+    h, w = x.shape[-2:]
+    kx, ky = level
+    size = (max(1, round(h * step ** -ky)), max(1, round(w * step ** -kx)))
+    # no antialiasing, as SPPnet's pyramid and R-CNN's warp (imresize 'antialiasing', false)
+    scaled_image = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", antialias=False,
+                                                          align_corners=False)
+    sy, sx = size[0] / h, size[1] / w
+    scaled = windows * torch.tensor([sx, sy, sx, sy], device=windows.device, dtype=windows.dtype)
+    scaled_image, shift = _pad_to_cover(scaled_image, scaled, model.feature_stride)
+    if x.device.type == "cpu":
+        scaled_image = scaled_image.contiguous(memory_format=torch.channels_last)
+    with without_cudnn(x.device):   # every level is a new shape
+        fmap = model.conv5(scaled_image)
+        pooled = roi_align(fmap, [scaled + shift], output_size=grid, spatial_scale=1.0 / model.feature_stride,
+                           sampling_ratio=2, aligned=True)
+        return model.pool5(pooled.contiguous())
 
 
 def _pad_to_cover(level: torch.Tensor, windows: torch.Tensor, stride: int):
@@ -135,7 +143,7 @@ def _pad_to_cover(level: torch.Tensor, windows: torch.Tensor, stride: int):
     return F.pad(level, (left, right, top, bottom)), shift
 
 
-def _without_cudnn(device: torch.device):
+def without_cudnn(device: torch.device):
     """cuDNN builds an execution plan for every new input shape, and every image brings its own
     pyramid-level shapes. Measured on an H100 (benchmarks/gpu_fast_mode.py, new images): the
     scenes-dev detector's fast mode 0.93 s/img with cuDNN, 0.20 without; the paper's 227 px
@@ -161,7 +169,7 @@ def context_crop_pool5(model, crops: torch.Tensor, pre: transforms.Preprocess, m
     RoI-pooled from the middle. Differentiable: fine-tuning trains on it (finetune.py)."""
     from torchvision.ops import roi_align
     crop = pre.crop_size
-    grid = _crop_shapes(model, pre)[0]
+    grid = crop_shapes(model, pre)[0]
     fmap = model.conv5(crops)
     rois = torch.tensor([[margin, margin, margin + crop, margin + crop]], dtype=fmap.dtype, device=fmap.device)
     rois = torch.cat([torch.arange(len(crops), device=fmap.device, dtype=fmap.dtype)[:, None],

@@ -264,7 +264,7 @@ def _truths(data: DetectionSet, classes: list[str]):
 def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter()) -> TrainedDetector:
     out = Path(out)
     check_layer(cfg.layer)
-    ft = FinetuneSettings(**cfg.finetune)
+    ft = FinetuneSettings(**cfg.finetune).check()
     svm_settings = svm.SVMSettings(**cfg.svm)
     framing = Framing(**cfg.framing).check()
     prop_settings = ProposalSettings(**cfg.proposals).check()

@@ -69,10 +69,12 @@ def test_train_detector_command_and_its_errors(voc_scenes, trained_run, tmp_path
     out = tmp_path / "det"
     result = run("train-detector", voc_scenes, "--backbone", trained_run, "--out", out, "--finetune-iters", "3",
                  "--batch-size", "16", "--max-boxes", "40", "--workers", "0", "--region-shape", "warp+square",
-                 "--context-padding", "16,0", "--json")
+                 "--context-padding", "16,0", "--fast-fraction", "0.25", "--image-fraction", "0.25", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["detector"] == str(out) and (out / "detector.json").exists()
-    assert json.loads((out / "detector.json").read_text())["framing"] == {"shape": "warp+square", "padding": [16, 0]}
+    recorded = json.loads((out / "detector.json").read_text())
+    assert recorded["framing"] == {"shape": "warp+square", "padding": [16, 0]}
+    assert recorded["config"]["finetune"]["image_fraction"] == 0.25
     det = load_detector(out)
     assert det.svm_weight.shape[1] == 2 * det.model.head(torch.zeros(1, det.model.pool5_dim), "fc7").shape[1]
     found = run("detect", voc_scenes / "JPEGImages" / "val_000.jpg", "--detector", out, "--mode", "fast", "--json")
@@ -80,6 +82,9 @@ def test_train_detector_command_and_its_errors(voc_scenes, trained_run, tmp_path
     result = run("train-detector", voc_scenes, "--backbone", trained_run, "--region-shape", "warp+square",
                  "--context-padding", "16,0,4")
     assert result.exit_code == 2 and "one per shape" in result.output and "Traceback" not in result.output
+    result = run("train-detector", voc_scenes, "--backbone", trained_run, "--fast-fraction", "0.6",
+                 "--image-fraction", "0.5")
+    assert result.exit_code == 2 and "add up to 1" in result.output and "Traceback" not in result.output
     result = run("train-detector", voc_scenes, "--backbone", trained_run, "--region-shape", "round")
     assert result.exit_code == 2 and "round" in result.output
     junk = tmp_path / "junk.pt"
