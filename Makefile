@@ -12,6 +12,11 @@ BIN     = $(VENV)/bin
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@# torch==2.14.1 is a CUDA build (5.8 GiB installed): say so before pip fails half-way with ENOSPC
+	@$(PYTHON) -c "import pathlib, shutil, sys; venv = pathlib.Path('$(VENV)').absolute(); \
+	  free = shutil.disk_usage(next(p for p in venv.parents if p.exists())).free / 2**30; \
+	  sys.exit(f'make setup: {free:.1f} GiB free here and the venv needs about 6.5 GiB (torch is a CUDA build): '\
+	           'free some space, or put the venv on a bigger disk: make VENV=/big/disk/venv ...') if free < 6.5 else None"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
