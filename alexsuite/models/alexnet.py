@@ -63,14 +63,13 @@ class AlexNet(nn.Module):
     boundaries are recorded so `features` can stop after any of them."""
 
     def __init__(self, body: nn.Sequential, pool_grid: int, classifier: nn.Sequential,
-                 fc6_end: int, fc7_end: int, arch: str, input_size: int, feature_stride: int):
+                 fc6_end: int, fc7_end: int, arch: str, feature_stride: int):
         super().__init__()
         self.body = body  # torchvision calls this `features`; see load_torchvision_state_dict
         self.avgpool = nn.AdaptiveAvgPool2d((pool_grid, pool_grid))
         self.classifier = classifier
         self._fc6_end, self._fc7_end = fc6_end, fc7_end
         self.arch = arch
-        self.input_size = input_size
         self.feature_stride = feature_stride  # input pixels per conv5 cell, for RoI pooling
 
     @property
@@ -162,7 +161,7 @@ def build_paper(num_classes: int = 1000, dropout: float = 0.5) -> AlexNet:
     widths = Widths(conv=(96, 256, 384, 384, 256), fc=4096)
     body = _paper_body(widths, nn.Conv2d(3, 96, 11, stride=4), ceil_mode=False)
     model = AlexNet(body, 6, _paper_classifier(256 * 6 * 6, 4096, num_classes, dropout),
-                    fc6_end=2, fc7_end=5, arch="alexnet", input_size=227, feature_stride=16)
+                    fc6_end=2, fc7_end=5, arch="alexnet", feature_stride=16)
     _init_paper(model)
     return model
 
@@ -178,7 +177,7 @@ def build_small(num_classes: int = 10, dropout: float = 0.5, widths: Widths = SM
     grid = 3
     model = AlexNet(body, grid, _paper_classifier(widths.conv[4] * grid * grid, widths.fc,
                                                   num_classes, dropout),
-                    fc6_end=2, fc7_end=5, arch="alexnet-small", input_size=28, feature_stride=4)
+                    fc6_end=2, fc7_end=5, arch="alexnet-small", feature_stride=4)
     _init_small(model)
     return model
 
@@ -199,8 +198,7 @@ def build_torchvision_layout(num_classes: int = 1000, dropout: float = 0.5) -> A
         nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
         nn.Linear(4096, num_classes),
     )
-    return AlexNet(body, 6, classifier, fc6_end=3, fc7_end=6, arch="alexnet-tv",
-                   input_size=224, feature_stride=16)
+    return AlexNet(body, 6, classifier, fc6_end=3, fc7_end=6, arch="alexnet-tv", feature_stride=16)
 
 
 BUILDERS = {

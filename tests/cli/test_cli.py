@@ -62,6 +62,39 @@ def test_train_then_eval_json(shapes_dir, tmp_path):
     assert ten["ten_crop"] is True and ten["images"] == 24
 
 
+def test_alexnet_small_trains_at_a_larger_input_and_both_detection_modes_read_it(shapes_dir, tmp_path):
+    """--input-size 40: the run stores images at 46 px and crops 40 (32/28 kept), keeps that
+    size when resumed, and a 40 px crop is 10 conv5 cells, which fast mode's RoI pooling reads
+    as the warp does. Sizes the net cannot take are refused in one line."""
+    import torch
+    from alexsuite.detection.regions import crop_shapes, fast_pool5, rcnn_pool5
+    from alexsuite.embedding import Framing
+    from alexsuite.training.checkpoint import load_model
+    out = tmp_path / "run40"
+    result = run("train", shapes_dir, "--input-size", "40", "--epochs", "1", "--batch-size", "12",
+                 "--workers", "0", "--out", out, "--json", "-q")
+    assert result.exit_code == 0, result.output
+    result = run("train", "--resume", out, "--epochs", "2", "--json", "-q")
+    assert result.exit_code == 0 and json.loads(result.stdout)["epochs"] == 2, result.output
+    loaded = load_model(out)
+    pre, model = loaded.preprocess, loaded.model.eval()
+    assert (pre.base_size, pre.crop_size) == (46, 40) and json.loads((out / "config.json").read_text())["input_size"] == 40
+    assert crop_shapes(model, pre) == (10, model.pool5_dim)
+    metrics = json.loads(run("eval", out, shapes_dir, "--json", "--workers", "0").stdout)
+    assert metrics["images"] == 24
+    image = torch.randint(0, 255, (3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    whole = torch.tensor([[0.0, 0.0, 40.0, 40.0]])       # the window is the image at level 0
+    with torch.no_grad():
+        a = rcnn_pool5(model, image, whole, pre, framing=Framing("warp", 0))
+        b = fast_pool5(model, image, whole, pre, framing=Framing("warp", 0))
+    assert torch.cosine_similarity(a, b).item() > 0.95
+    for args in (("--input-size", "30"), ("--input-size", "68"), ("--arch", "alexnet", "--input-size", "40")):
+        result = run("train", shapes_dir, "--epochs", "1", "--out", tmp_path / "refused", *args)
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and "--input-size" in lines[0], (args, result.output)
+        assert not (tmp_path / "refused" / "last.pt").exists()
+
+
 def test_user_errors_are_one_line_and_exit_2(tmp_path, trained_run):
     cases = [
         ("train", tmp_path / "missing"),
