@@ -95,6 +95,26 @@ def test_train_detector_command_and_its_errors(voc_scenes, trained_run, tmp_path
     assert result.exit_code == 2 and "no detector.json" in result.output
 
 
+def test_a_40_px_backbone_trains_a_detector_with_every_fine_tuning_read_and_detects_in_both_modes(
+        voc_scenes, shapes_dir, tmp_path):
+    """train --input-size 40: warps, context crops and whole-image groups are all 40 px reads."""
+    backbone, out = tmp_path / "b40", tmp_path / "det40"
+    result = run("train", shapes_dir, "--input-size", "40", "--epochs", "1", "--batch-size", "12",
+                 "--workers", "0", "--out", backbone, "-q")
+    assert result.exit_code == 0, result.output
+    result = run("train-detector", voc_scenes, "--backbone", backbone, "--out", out, "--finetune-iters", "3",
+                 "--batch-size", "16", "--max-boxes", "40", "--workers", "0", "--region-shape", "warp+square",
+                 "--context-padding", "16,0", "--fast-fraction", "0.25", "--image-fraction", "0.25", "-q")
+    assert result.exit_code == 0, result.output
+    assert load_detector(out).preprocess.crop_size == 40
+    for mode in ("rcnn", "fast"):
+        result = run("eval-detector", voc_scenes, "--split", "val", "--detector", out, "--mode", mode,
+                     "--json", "--workers", "0")
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["images"] == 8 and 0 <= report["map"] <= 1
+
+
 def test_train_detector_reads_coco_json(voc_scenes, trained_run, tmp_path):
     from alexsuite.data.detection_sets import read_voc
     voc = read_voc(voc_scenes, "train")
