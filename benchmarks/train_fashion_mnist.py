@@ -40,13 +40,15 @@ def main():
     ap.add_argument("--leave-out", default=None,
                     help="never train on these Fashion-MNIST training images (alexsuite train --leave-out), e.g. "
                          "benchmarks/results/scenes_dev_val_articles.json: the articles of scenes-dev val")
+    ap.add_argument("--input-size", type=int, default=None,
+                    help="alexnet-small's input (alexsuite train --input-size; default 28); the reference is 28 px")
     ap.add_argument("--out", default="runs/bench/fashion-mnist")
     ap.add_argument("--json", default="benchmarks/results/train_fashion_mnist.json")
     a = ap.parse_args()
     start = time.perf_counter()
     cfg = TrainConfig(data="fashion-mnist", arch="alexnet-small", epochs=a.epochs, lr=a.lr,
                       schedule=a.schedule, dropout=a.dropout, workers=0, seed=0, paste_on=a.paste_on,
-                      leave_out=a.leave_out)
+                      leave_out=a.leave_out, input_size=a.input_size)
     result = train(cfg, run_dir=Path(a.out))
     train_seconds = time.perf_counter() - start
     loaded = load_model(Path(a.out) / "last.pt")
