@@ -89,7 +89,8 @@ def main():
     det = load_detector(args.detector)
     val = read_voc(args.data, "val")
     rows = {}
-    for mode, mirror in (("rcnn", False), ("fast", False), ("rcnn", True), ("fast", True))[:4 if args.mirror else 2]:
+    passes = [("rcnn", False), ("fast", False)] + ([("rcnn", True), ("fast", True)] if args.mirror else [])
+    for mode, mirror in passes:
         r = evaluate_detector(det, val, mode, cache_dir=args.cache, mirror=mirror)
         name = mode + "+mirror" * mirror
         rows[name] = {k: r[k] for k in ("map", "map_voc07", "map_no_regression", "map_voc07_no_regression",

@@ -10,7 +10,7 @@ from ..errors import ConfigError
 # (base, crop): paper Section 2/4.1 "random 224x224 patches of 256x256 images" (227 is the size
 # the 11/4 conv1 actually needs); alexnet-small keeps the same 0.875 crop ratio at 32 -> 28.
 INPUT_SIZES = {"alexnet": (256, 227), "alexnet-tv": (256, 224), "alexnet-small": (32, 28)}
-# alexnet-small's other inputs (--input-size): a whole number of conv5 cells (stride 4), up to the
+# alexnet-small's other inputs (--input-size): a whole number of conv5 cells (stride 4), up to
 # 64 px (an epoch costs 1.9x the 28 px one at 40 px); the base keeps 32/28 (40 -> 46, 56 -> 64).
 SMALL_INPUT_RANGE = (28, 64)
 SCHEDULES = ("plateau", "cosine", "onecycle")
@@ -67,12 +67,13 @@ class TrainConfig:
 
     @property
     def base_size(self) -> int:
+        """The arch's base-to-crop ratio kept at any crop (exact at the defaults: 32, 256)."""
         base, crop = INPUT_SIZES[self.arch]
-        return base if self.input_size is None else round(self.input_size * base / crop)
+        return round(self.crop_size * base / crop)
 
     @property
     def crop_size(self) -> int:
-        return INPUT_SIZES[self.arch][1] if self.input_size is None else self.input_size
+        return self.input_size or INPUT_SIZES[self.arch][1]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
