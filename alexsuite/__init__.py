@@ -1,3 +1,5 @@
 """alexsuite: AlexNet training, fc7 image search and R-CNN detection."""
 
-__version__ = "0.1.0"
+from .version import __version__
+
+__all__ = ["__version__"]

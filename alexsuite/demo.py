@@ -19,8 +19,6 @@ adds nothing new, and the detector reuses its stage caches."""
 from __future__ import annotations
 
 import json
-import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -35,21 +33,24 @@ from .data.detection_sets import read_detection_set
 from .data.scenes import SceneSettings, compose_scenes
 from .detection.detector import load_detector
 from .detection.finetune import FinetuneSettings
-from .detection.inference import run_detector
-from .detection.training import DetectorConfig, train_detector
+from .detection.inference import DetectSettings, run_detector
+from .detection.config import DetectorConfig
+from .detection.training import train_detector
 from .devices import resolve_device
 from .errors import ConfigError
-from .evaluation.classification import evaluate, evaluation_set
-from .evaluation.detection import evaluate_detector
-from .evaluation.retrieval import evaluate_model_retrieval
+from .training.evaluate import evaluate, evaluation_set
+from .detection.evaluate import evaluate_detector
+from .retrieval.evaluate import RetrievalEvalSettings, evaluate_model_retrieval
 from .fileio import atomic_write_bytes, atomic_write_text
 from .proposals import ProposalSettings
+from .reporting import Reporter, StageTimer
+from .settings import setting
 from .retrieval.indexer import IndexOptions, update_index
 from .retrieval.search import Searcher
 from .retrieval.store import IndexStore
-from .training.checkpoint import load_model
+from .models.checkpoint import load_model
 from .training.config import TrainConfig
-from .training.run import Reporter, train
+from .training.run import train
 
 DATASET = "fashion-mnist-mini"
 TRAIN_PHOTOS = ("astronaut", "chelsea", "hubble", "camera", "brick", "gravel")
@@ -58,20 +59,23 @@ TEST_PHOTOS = ("coffee", "rocket")      # never seen in training: the detector i
 
 @dataclass
 class DemoConfig:
-    epochs: int = 8                 # alexnet-small, the paper's recipe otherwise (SGD 0.9, 5e-4, batch 128)
-    metric: str = "cosine"          # retrieval: the best float setting in benchmarks/retrieval_quality.py
-    search_k: int = 8               # results per query on the sheet
-    train_scenes: int = 120
-    test_scenes: int = 30
-    finetune_iters: int = 1000      # R-CNN fine-tuning iterations of 128 windows (32 objects + 96 background)
-    finetune_lr: float = 0.04       # R-CNN uses 0.001; a backbone that only saw articles on black needs more
-    max_boxes: int = 2000           # selective-search boxes per image (fast mode gives ~1,000 here)
-    detect_mode: str = "rcnn"       # the paper's: every proposal warped through the network
-    pictures: int = 6               # test scenes drawn with their detections
-    picture_threshold: float = -0.5 # SVM score to draw a box: this small detector's scores run low
-    device: str = "auto"
-    workers: int = 2
-    seed: int = 0
+    epochs: int = setting(8, "Training epochs of alexnet-small (the paper's recipe otherwise).", "AlexNet §5")
+    metric: str = setting("cosine", "Retrieval distance: cosine ranks fc7 best on this data (docs/benchmarks.md).")
+    search_k: int = setting(8, "Results per query on the search sheet.")
+    train_scenes: int = setting(120, "Detection training scenes.")
+    test_scenes: int = setting(30, "Detection test scenes.")
+    finetune_iters: int = setting(1000, "R-CNN fine-tuning iterations (128 warped windows each).",
+                                  "rcnn fine-tuning solver")
+    finetune_lr: float = setting(0.04, "Fine-tuning learning rate: R-CNN's 0.001 assumes an ImageNet backbone; "
+                                 "one that only saw articles on black needs more.", "rcnn fine-tuning solver")
+    max_boxes: int = setting(2000, "Selective-search boxes per image.", "R-CNN §2.2")
+    detect_mode: str = setting("rcnn", "How the test photos are read: rcnn (the paper) or fast (RoI pooling on "
+                               "conv5).", "R-CNN §2.2")
+    pictures: int = setting(6, "Test scenes drawn with their detections.")
+    picture_threshold: float = setting(-0.5, "SVM score to draw a box: this small detector's scores run low.")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    workers: int = setting(2, "Decoding and proposal processes.")
+    seed: int = setting(0, "Seed of training, scenes and fine-tuning.")
 
 
 @dataclass
@@ -91,24 +95,6 @@ class DemoResult:
 def bundled_photos(names) -> list[Path]:
     folder = resources.files("alexsuite.data").joinpath("bundled/photos")
     return [Path(str(folder.joinpath(f"{n}.jpg"))) for n in names]
-
-
-class _Stages:
-    """Times each stage and has the reporter say its one-line result."""
-
-    def __init__(self, result: DemoResult, reporter: Reporter, total: int):
-        self.result, self.reporter, self.total = result, reporter, total
-
-    @contextmanager
-    def __call__(self, name: str):
-        n = len(self.result.stages) + 1
-        self.reporter.stage(f"[{n}/{self.total}] {name}")
-        record = {"stage": name, "seconds": 0.0, "summary": ""}
-        start = time.perf_counter()
-        yield record
-        record["seconds"] = round(time.perf_counter() - start, 2)
-        self.result.stages.append(record)
-        self.reporter.stage(f"[{n}/{self.total}] {name}: {record['summary']} ({record['seconds']:.0f} s)")
 
 
 def export_images(images: np.ndarray, labels: np.ndarray, classes: list[str], folder: Path) -> None:
@@ -142,8 +128,8 @@ def _draw_detections(det, items, cfg: DemoConfig, out: Path) -> list[dict]:
     [{"src", "truth", "found"}] for the report's captions."""
     drawn = []
     (out / "detections").mkdir(exist_ok=True)
-    results = run_detector(det, [a.image for a in items], cfg.detect_mode, threshold=cfg.picture_threshold,
-                           workers=cfg.workers)
+    opts = DetectSettings(mode=cfg.detect_mode, threshold=cfg.picture_threshold, workers=cfg.workers)
+    results = run_detector(det, [a.image for a in items], opts)
     for item, r in zip(items, results):
         if r.error is not None:
             continue
@@ -162,7 +148,7 @@ def run_demo(cfg: DemoConfig, out: Path, reporter: Reporter = Reporter()) -> Dem
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     result = DemoResult(out)
-    stage = _Stages(result, reporter, total=9)
+    stage = StageTimer(reporter, total=9, records=result.stages)
     model_path = out / "train" / "last.pt"   # the last epoch: best.pt is chosen on the test split itself
     m = result.metrics
 
@@ -218,9 +204,8 @@ def run_demo(cfg: DemoConfig, out: Path, reporter: Reporter = Reporter()) -> Dem
                                      f"--index {out / 'index'}")
 
     with stage("retrieval") as s:
-        r = evaluate_model_retrieval(loaded, DATASET, {"metric": cfg.metric}, ks=(1, 10, 100), device=device,
-                                     workers=cfg.workers,
-                                     progress=lambda total, name: reporter.progress(total, name))
+        opts = RetrievalEvalSettings(data=DATASET, metric=cfg.metric, ks=(1, 10, 100), workers=cfg.workers)
+        r = evaluate_model_retrieval(loaded, opts, device, progress=lambda total, name: reporter.progress(total, name))
         m["retrieval"] = {k: r[k] for k in ("mAP", "precision@1", "precision@10", "precision@100",
                                             "queries", "database", "metric", "factory")}
         s["summary"] = (f"mAP {r['mAP']:.3f}, P@10 {r['precision@10']:.3f} ({r['queries']:,} queries, "
@@ -244,9 +229,9 @@ def run_demo(cfg: DemoConfig, out: Path, reporter: Reporter = Reporter()) -> Dem
 
     with stage("detector") as s:
         dc = DetectorConfig(data=str(scenes), backbone=str(model_path),
-                            finetune=asdict(FinetuneSettings(iterations=cfg.finetune_iters, lr=cfg.finetune_lr,
-                                                             seed=cfg.seed)),
-                            proposals=asdict(ProposalSettings(max_boxes=cfg.max_boxes)),
+                            finetune=FinetuneSettings(iterations=cfg.finetune_iters, lr=cfg.finetune_lr,
+                                                      seed=cfg.seed),
+                            proposals=ProposalSettings(max_boxes=cfg.max_boxes),
                             device=cfg.device, workers=cfg.workers)
         trained = train_detector(dc, out / "detector", reporter)
         tm = trained.metrics
@@ -262,7 +247,7 @@ def run_demo(cfg: DemoConfig, out: Path, reporter: Reporter = Reporter()) -> Dem
         det = load_detector(out / "detector", device)
         # no proposal cache: seconds per image always include selective search, as eval-detector's do
         bar = reporter.progress(len(test_set), f"detect ({cfg.detect_mode})")
-        ev = evaluate_detector(det, test_set, cfg.detect_mode, workers=cfg.workers, on_image=bar)
+        ev = evaluate_detector(det, test_set, DetectSettings(mode=cfg.detect_mode, workers=cfg.workers), on_image=bar)
         bar.close()
         m["detection"] = {k: ev[k] for k in ("mode", "images", "map", "map_voc07", "map_no_regression",
                                              "seconds_per_image", "proposal_recall")}

@@ -22,16 +22,18 @@ import numpy as np
 from .data.decode import decode_image
 from .errors import ConfigError, DataError, ImageDecodeError
 from .fileio import atomic_write_bytes, file_sha256
+from .settings import setting
 
 MAX_ASPECT = 2.0   # OpenCV's selective search has crashed above about 2.4
 
 
 @dataclass(frozen=True)
 class ProposalSettings:
-    mode: str = "fast"         # "fast" (~2,000 boxes on VOC-sized images) or "quality" (~10,000)
-    size: int = 500            # longer side before segmenting (R-CNN: 500 px wide, VOC being landscape)
-    min_size: int = 10         # drop boxes narrower or shorter than this (original pixels)
-    max_boxes: int = 2000      # keep the first N (selective search ranks its boxes)
+    mode: str = setting("fast", "Selective search strategy: fast (~2,000 boxes on a VOC image) or quality "
+                        "(~10,000, slower).", "Selective search")
+    size: int = setting(500, "Longer side, in px, the image is resized to before segmenting.", "Selective search")
+    min_size: int = setting(10, "Drop boxes narrower or shorter than this (original pixels).")
+    max_boxes: int = setting(2000, "Proposals kept per image, in selective search's ranking.", "R-CNN §2.2")
 
     def key(self) -> str:
         # "seeded": boxes cached before the ranking was seeded came in an arbitrary order
@@ -41,6 +43,14 @@ class ProposalSettings:
         if self.mode not in ("fast", "quality"):
             raise ConfigError(f"proposal mode {self.mode!r}: use fast or quality")
         return self
+
+
+@dataclass(frozen=True)
+class ProposeSettings:
+    """How `alexsuite proposals` runs selective search over many images."""
+    workers: int = setting(2, "Processes, one image each.")
+    cache: str | None = setting(None, "Keep results here, keyed by image content and settings (default: no cache).")
+    draw: int = setting(50, "With --out: how many of each image's first boxes are drawn.")
 
 
 def _working_image(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:

@@ -7,7 +7,7 @@ import platform
 import time
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 from .fileio import atomic_write_text
 
 _CSS = """

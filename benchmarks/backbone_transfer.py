@@ -27,8 +27,8 @@ from _common import write_result
 from alexsuite.data.decode import decode_image
 from alexsuite.data.detection_sets import read_voc
 from alexsuite.detection.regions import image_tensor
-from alexsuite.embedding import REGION_SHAPES, Framing, warp_regions
-from alexsuite.training.checkpoint import load_model
+from alexsuite.detection.framing import REGION_SHAPES, Framing, warp_regions
+from alexsuite.models.checkpoint import load_model
 
 
 @torch.no_grad()

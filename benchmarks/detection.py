@@ -24,22 +24,23 @@ reflections, not R-CNN's), reported apart from the paper's recipe.
 import argparse
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from _common import write_result
 from alexsuite.data.detection_sets import DetectionSet, read_voc
 from alexsuite.detection.detector import load_detector
 from alexsuite.detection.finetune import FinetuneSettings
-from alexsuite.detection.training import DetectorConfig, train_detector
-from alexsuite.embedding import FRAMING_CHOICES, Framing, parse_padding
+from alexsuite.detection.config import DetectorConfig
+from alexsuite.detection.training import train_detector
+from alexsuite.detection.framing import FRAMING_CHOICES, Framing, parse_padding
 from alexsuite.errors import AlexsuiteError, ConfigError
-from alexsuite.evaluation.detection import evaluate_detector
+from alexsuite.detection.evaluate import evaluate_detector
+from alexsuite.detection.inference import DetectSettings
 
 
 def end_to_end(det, data, mode, mirror=False):
     """Seconds per image with no proposal cache (2 worker processes), as `alexsuite detect` runs."""
-    return evaluate_detector(det, data, mode, cache_dir=None, workers=2, mirror=mirror)["seconds_per_image"]
+    return evaluate_detector(det, data, DetectSettings(mode=mode, mirror=mirror))["seconds_per_image"]
 
 
 def padding(text):
@@ -80,18 +81,17 @@ def main():
         ap.error(str(e))
     if args.train:
         cfg = DetectorConfig(data=args.data, backbone=args.backbone, proposal_cache=args.cache,
-                             framing=asdict(Framing(args.region_shape, args.context_padding)),
-                             finetune=asdict(FinetuneSettings(iterations=args.finetune_iters, lr=args.lr,
-                                                                recolour=args.recolour,
-                                                                fast_fraction=args.fast_fraction,
-                                                                image_fraction=args.image_fraction, seed=args.seed)))
+                             framing=Framing(args.region_shape, args.context_padding),
+                             finetune=FinetuneSettings(iterations=args.finetune_iters, lr=args.lr,
+                                                       recolour=args.recolour, fast_fraction=args.fast_fraction,
+                                                       image_fraction=args.image_fraction, seed=args.seed))
         train_detector(cfg, Path(args.detector))
     det = load_detector(args.detector)
     val = read_voc(args.data, "val")
     rows = {}
     passes = [("rcnn", False), ("fast", False)] + ([("rcnn", True), ("fast", True)] if args.mirror else [])
     for mode, mirror in passes:
-        r = evaluate_detector(det, val, mode, cache_dir=args.cache, mirror=mirror)
+        r = evaluate_detector(det, val, DetectSettings(mode=mode, mirror=mirror), cache_dir=args.cache)
         name = mode + "+mirror" * mirror
         rows[name] = {k: r[k] for k in ("map", "map_voc07", "map_no_regression", "map_voc07_no_regression",
                                         "proposal_recall", "images")}

@@ -15,7 +15,8 @@ from alexsuite.data.detection_sets import read_voc
 from alexsuite.detection.detector import load_detector
 from alexsuite.detection.inference import proposal_settings
 from alexsuite.detection.regions import image_tensor
-from alexsuite.evaluation.detection import Truth, average_precision
+from alexsuite.boxes import Truth
+from alexsuite.evaluation.detection import average_precision
 from alexsuite.proposals import propose
 
 

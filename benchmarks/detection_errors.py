@@ -13,9 +13,9 @@ import torch
 
 from _common import write_result
 from alexsuite.data.detection_sets import read_voc
-from alexsuite.detection.boxes import box_iou
+from alexsuite.boxes import box_iou
 from alexsuite.detection.detector import load_detector
-from alexsuite.detection.inference import run_detector
+from alexsuite.detection.inference import DetectSettings, run_detector
 
 
 def kind(box, cls, item, index, matched, k) -> str:
@@ -46,8 +46,8 @@ def main():
     args = ap.parse_args()
     det = load_detector(args.detector)
     val = read_voc(args.data, "val")
-    results = list(run_detector(det, [a.image for a in val.items], args.mode, threshold=-float("inf"),
-                                cache_dir=args.cache))
+    opts = DetectSettings(mode=args.mode, threshold=-float("inf"))
+    results = list(run_detector(det, [a.image for a in val.items], opts, cache_dir=args.cache))
     index = {c: i for i, c in enumerate(det.classes)}
     table = {}
     for c, name in enumerate(det.classes):

@@ -7,7 +7,7 @@ import torch
 
 from alexsuite.data.datasets import NAMED
 from alexsuite.embedding import embed_labelled
-from alexsuite.training.checkpoint import load_model
+from alexsuite.models.checkpoint import load_model
 
 DEFAULT_MODEL = "runs/bench/fashion-mnist/last.pt"
 CACHE = Path("runs/bench/fm_fc7.npz")

@@ -24,8 +24,9 @@ from alexsuite.data.detection_sets import DetectionSet, read_voc
 from alexsuite.data.transforms import Preprocess
 from alexsuite.detection import regions
 from alexsuite.detection.detector import load_detector
-from alexsuite.detection.training import _image_loader
-from alexsuite.evaluation.detection import evaluate_detector
+from alexsuite.detection.features import image_loader
+from alexsuite.detection.evaluate import evaluate_detector
+from alexsuite.detection.inference import DetectSettings
 from alexsuite.models.alexnet import build_paper
 from alexsuite.proposals import ProposalSettings, propose
 
@@ -69,14 +70,15 @@ def main():
     val = read_voc(args.data, "val")
     n = min(args.images, len(val) // 2)
     boxes = [torch.from_numpy(b) for b in propose([a.image for a in val.items[:2 * n]], ProposalSettings(), args.cache)]
-    load = _image_loader(val.items[:2 * n])
+    load = image_loader(val.items[:2 * n])
     det = load_detector(args.detector, device="cuda")
     small = compare("alexnet-small (recorded detector)", det.model, det.preprocess, load, boxes, range(n))
     paper_pre = Preprocess(256, 227, det.preprocess.mean, det.preprocess.std)
     paper = compare("alexnet (227 px, random weights)", build_paper().cuda().eval(), paper_pre, load, boxes, range(n, 2 * n))
     rows = {}
     for mode in ("rcnn", "fast"):
-        r = evaluate_detector(det, DetectionSet(val.items, val.classes, val.source), mode, cache_dir=args.cache)
+        r = evaluate_detector(det, DetectionSet(val.items, val.classes, val.source), DetectSettings(mode=mode),
+                              cache_dir=args.cache)
         rows[mode] = {"map": round(r["map"], 4), "map_no_regression": round(r["map_no_regression"], 4),
                       "network_seconds_per_image": round(r["seconds_per_image"]["network"], 4)}
         print(f"{mode} on the GPU: mAP {r['map']:.4f} ({r['map_no_regression']:.4f} without regression), "

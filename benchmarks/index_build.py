@@ -28,7 +28,7 @@ from _common import write_result
 from alexsuite.data.transforms import IMAGENET, Preprocess
 from alexsuite.models.alexnet import create_model
 from alexsuite.retrieval.indexer import IndexOptions, update_index
-from alexsuite.training.checkpoint import LoadedModel, load_model
+from alexsuite.models.checkpoint import LoadedModel, load_model
 
 SOURCES = [Path("../shared/data/scenes-dev/JPEGImages"), Path("/usr/share/doc/opencv-doc/examples/data")]
 

@@ -15,7 +15,7 @@ import torch
 
 from _common import write_result
 from alexsuite.data.detection_sets import read_voc
-from alexsuite.detection.boxes import box_iou
+from alexsuite.boxes import box_iou
 from alexsuite.proposals import ProposalSettings, propose
 
 

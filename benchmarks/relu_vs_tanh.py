@@ -18,9 +18,10 @@ from _common import RESULTS, write_result
 from alexsuite import viz
 from alexsuite.data import transforms
 from alexsuite.data.datasets import ArrayDataset, resolve_classification
-from alexsuite.evaluation.classification import evaluate
+from alexsuite.training.evaluate import evaluate
 from alexsuite.models.alexnet import create_model
-from alexsuite.training.engine import train_one_epoch
+from alexsuite.training.config import TrainConfig
+from alexsuite.training.engine import TrainingParts, train_one_epoch
 
 TARGETS = (0.25, 0.15)
 
@@ -46,8 +47,8 @@ def run(activation, train_set, probe, pre, a):
         clock["since"] = time.perf_counter()
 
     for epoch in range(a.max_epochs):
-        train_one_epoch(model, train_set, pre, opt, epoch=epoch, batch_size=128, seed=0,
-                        device=torch.device("cpu"), pca=False, on_batch=on_step)
+        train_one_epoch(TrainingParts.plain(model, opt, pre), train_set,
+                        TrainConfig(batch_size=128, seed=0, workers=0, pca_lighting=False), epoch, on_batch=on_step)
         print(f"{activation:4s} epoch {epoch + 1}: probe training error {curve[-1]:.4f}", flush=True)
         if len(reached) == len(TARGETS):
             break

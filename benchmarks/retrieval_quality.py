@@ -16,7 +16,7 @@ import numpy as np
 from _common import write_result
 from fm_features import DEFAULT_MODEL, fm_fc7
 from alexsuite.data import fashion_mnist
-from alexsuite.evaluation.retrieval import evaluate_retrieval
+from alexsuite.retrieval.evaluate import evaluate_retrieval
 from alexsuite.retrieval.index import IndexSpec
 
 SETTINGS = [

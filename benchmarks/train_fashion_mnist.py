@@ -20,8 +20,8 @@ import torch
 
 from _common import machine
 from alexsuite.data.datasets import resolve_eval
-from alexsuite.evaluation.classification import evaluate
-from alexsuite.training.checkpoint import load_model
+from alexsuite.training.evaluate import evaluate
+from alexsuite.models.checkpoint import load_model
 from alexsuite.training.config import TrainConfig
 from alexsuite.training.run import train
 

@@ -26,7 +26,8 @@ from alexsuite.data import batching, transforms
 from alexsuite.data.datasets import ArrayDataset, folder_dataset
 from alexsuite.models.alexnet import create_model
 from alexsuite.training.config import INPUT_SIZES
-from alexsuite.training.engine import train_one_epoch
+from alexsuite.training.config import TrainConfig
+from alexsuite.training.engine import TrainingParts, train_one_epoch
 
 BATCH = 128
 
@@ -64,9 +65,9 @@ def our_loop(arch, images, labels, steps):
     opt = _optimizer(model)
     data = ArrayDataset(images, labels, [str(i) for i in range(10)], "synthetic")
     warm = ArrayDataset(images[:BATCH], labels[:BATCH], data.classes, "warm")
-    train_one_epoch(model, warm, _pre(arch), opt, epoch=0, batch_size=BATCH, seed=0, device=torch.device("cpu"))
-    stats = train_one_epoch(model, data, _pre(arch), opt, epoch=1, batch_size=BATCH, seed=0,
-                            device=torch.device("cpu"))
+    parts, cfg = TrainingParts.plain(model, opt, _pre(arch)), TrainConfig(batch_size=BATCH, seed=0, workers=0)
+    train_one_epoch(parts, warm, cfg, epoch=0)
+    stats = train_one_epoch(parts, data, cfg, epoch=1)
     return stats["images_per_s"]
 
 

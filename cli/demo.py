@@ -9,25 +9,22 @@ import click
 from alexsuite.demo import DemoConfig, run_demo
 
 from .main import main
+from .options import option
 from .progress import ConsoleReporter
 
-_D = DemoConfig()
-
-
-@main.command(name="demo", context_settings={"show_default": True})
-@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", help="Where everything is written.")
-@click.option("--epochs", type=click.IntRange(min=1), default=_D.epochs, help="Training epochs.")
-@click.option("--train-scenes", type=click.IntRange(min=2), default=_D.train_scenes, help="Detection training scenes.")
-@click.option("--test-scenes", type=click.IntRange(min=1), default=_D.test_scenes, help="Detection test scenes.")
-@click.option("--finetune-iters", type=click.IntRange(min=0), default=_D.finetune_iters,
-              help="R-CNN fine-tuning iterations (128 warped windows each).")
-@click.option("--detect-mode", type=click.Choice(["rcnn", "fast"]), default=_D.detect_mode,
-              help="How the test photos are read: rcnn (the paper) or fast (RoI pooling on conv5).")
-@click.option("--device", default=_D.device, help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", type=click.IntRange(min=0), default=_D.workers, help="Decoding and proposal processes.")
+@main.command(name="demo")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
+              help="Where everything is written.")
+@option(DemoConfig, "epochs", type=click.IntRange(min=1))
+@option(DemoConfig, "train_scenes", type=click.IntRange(min=2))
+@option(DemoConfig, "test_scenes", type=click.IntRange(min=1))
+@option(DemoConfig, "finetune_iters", type=click.IntRange(min=0))
+@option(DemoConfig, "detect_mode", type=click.Choice(["rcnn", "fast"]))
+@option(DemoConfig, "device")
+@option(DemoConfig, "workers", type=click.IntRange(min=0))
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics and stage times as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the stage lines, no progress bars or epoch lines.")
-def demo_cmd(out, epochs, train_scenes, test_scenes, finetune_iters, detect_mode, device, workers, as_json, quiet):
+def demo_cmd(out, as_json, quiet, **settings):
     """Run the whole suite on built-in data, offline, in about 6 minutes on a 2-core CPU,
     and write a report to look at.
 
@@ -51,8 +48,7 @@ def demo_cmd(out, epochs, train_scenes, test_scenes, finetune_iters, detect_mode
     scenes/ (Pascal VOC), detector/ (`alexsuite detect IMG --detector OUT/detector`)
     and the pictures. Running it again over the same OUT reuses what is done.
     """
-    cfg = DemoConfig(epochs=epochs, train_scenes=train_scenes, test_scenes=test_scenes,
-                     finetune_iters=finetune_iters, detect_mode=detect_mode, device=device, workers=workers)
+    cfg = DemoConfig(**settings)
     reporter = _StageReporter(quiet=quiet or as_json, stage_lines=not as_json)
     result = run_demo(cfg, Path(out), reporter)
     if as_json:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 
-from alexsuite.detection.detector import NMS_IOU, load_detector
-from alexsuite.detection.inference import run_detector
+from alexsuite.detection.detector import load_detector
+from alexsuite.detection.inference import DetectSettings, run_detector
 from alexsuite.devices import resolve_device
 from alexsuite.errors import CheckpointError
 
 from .main import main
+from .options import option
 from .progress import Bar
 
 
@@ -37,25 +38,21 @@ def detections_json(result, classes) -> dict:
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--detector", type=click.Path(file_okay=False), default=None,
               help="Detector directory from train-detector. [default: the newest under runs/detector/]")
-@click.option("--mode", type=click.Choice(["rcnn", "fast"]), default="rcnn", show_default=True,
-              help="rcnn: warp every proposal through the network (the paper). fast: one conv pass per "
-                   "image scale and RoI pooling on conv5 (SPPnet / Fast R-CNN), same SVMs.")
-@click.option("--threshold", type=float, default=0.0, show_default=True,
-              help="Keep boxes whose SVM score is above this (0 is the SVM's margin; lower finds more).")
-@click.option("--nms", type=click.FloatRange(0, 1), default=NMS_IOU, show_default=True, help="NMS overlap per class.")
-@click.option("--mirror", is_flag=True,
-              help="Also read each proposal mirrored and score the mean of the two feature vectors "
-                   "(AlexNet's test-time reflections; not R-CNN's): about +0.01 mAP, up to twice the network time.")
-@click.option("--no-regression", is_flag=True, help="Keep the proposals' own boxes (no bounding-box regression).")
+@option(DetectSettings, "mode", type=click.Choice(["rcnn", "fast"]))
+@option(DetectSettings, "threshold", type=float)
+@option(DetectSettings, "nms", type=click.FloatRange(0, 1))
+@option(DetectSettings, "mirror")
+@option(DetectSettings, "regress", "--no-regression", help="Keep the proposals' own boxes (no bounding-box "
+        "regression).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Draw each image with its labelled boxes into OUT/<name>.png.")
 @click.option("--cache", type=click.Path(file_okay=False), default=None, help="Cache proposals here (by image content).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Processes computing proposals.")
+@option(DetectSettings, "device")
+@option(DetectSettings, "workers", type=click.IntRange(min=0))
 @click.option("--json", "as_json", is_flag=True,
               help='JSON Lines: {"image", "width", "height", "detections": [{"label", "score", "box": [x1, y1, x2, y2]}]} '
                    "per image, boxes in 0-based pixel corners.")
-def detect_cmd(images, detector, mode, threshold, nms, mirror, no_regression, out, cache, device, workers, as_json):
+def detect_cmd(images, detector, out, cache, as_json, **settings):
     """Detect objects in each IMAGE with an R-CNN detector: selective-search proposals, fc7
     features, per-class SVM scores, box regression, NMS.
 
@@ -68,13 +65,13 @@ def detect_cmd(images, detector, mode, threshold, nms, mirror, no_regression, ou
 
     Prints a table per image (or JSON Lines); with --out, writes OUT/<image name>.png.
     """
-    det = load_detector(detector or default_detector(), resolve_device(device))
+    opts = DetectSettings(**settings)
+    det = load_detector(detector or default_detector(), resolve_device(opts.device))
     bar = Bar(len(images), "proposals", enabled=not as_json)
-    network = Bar(len(images), f"detect ({mode})", enabled=not as_json and len(images) > 1)
+    network = Bar(len(images), f"detect ({opts.mode})", enabled=not as_json and len(images) > 1)
     start = time.perf_counter()
     failed = 0
-    for r in run_detector(det, images, mode, threshold, nms, not no_regression, cache_dir=cache,
-                          workers=workers, on_proposals=bar, mirror=mirror):
+    for r in run_detector(det, images, opts, cache_dir=cache, on_proposals=bar):
         network(1)
         if r.error is not None:
             failed += 1
@@ -97,7 +94,7 @@ def detect_cmd(images, detector, mode, threshold, nms, mirror, no_regression, ou
     network.close()
     done = len(images) - failed
     if not as_json and done:
-        click.echo(f"{done} image(s) in {time.perf_counter() - start:.1f}s ({mode} mode)", err=True)
+        click.echo(f"{done} image(s) in {time.perf_counter() - start:.1f}s ({opts.mode} mode)", err=True)
     if out:
         click.echo(f"pictures: {out}", err=True)
     if failed == len(images):

@@ -8,10 +8,12 @@ import click
 from alexsuite.data.detection_sets import read_detection_set
 from alexsuite.detection.detector import load_detector
 from alexsuite.devices import resolve_device
-from alexsuite.evaluation.detection import evaluate_detector
+from alexsuite.detection.evaluate import EvalDetectorSettings, evaluate_detector
+from alexsuite.detection.inference import DetectSettings
 
 from .detect import default_detector
 from .main import main
+from .options import option
 from .progress import Bar
 
 
@@ -19,17 +21,15 @@ from .progress import Bar
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--detector", type=click.Path(file_okay=False), default=None,
               help="Detector directory. [default: the newest under runs/detector/]")
-@click.option("--split", default="val", show_default=True, help="Pascal VOC: the split to measure on.")
+@option(EvalDetectorSettings, "split")
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None, help="COCO: the image folder.")
-@click.option("--mode", type=click.Choice(["rcnn", "fast"]), default="rcnn", show_default=True)
-@click.option("--mirror", is_flag=True,
-              help="Also read each proposal mirrored and score the mean of the two feature vectors "
-                   "(AlexNet's test-time reflections; not R-CNN's): about +0.01 mAP, up to twice the network time.")
+@option(DetectSettings, "mode", type=click.Choice(["rcnn", "fast"]))
+@option(DetectSettings, "mirror")
 @click.option("--cache", type=click.Path(file_okay=False), default=None, help="Cache proposals here (by image content).")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
+@option(DetectSettings, "device")
+@option(DetectSettings, "workers", type=click.IntRange(min=0))
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
-def eval_detector_cmd(data, detector, split, images, mode, mirror, cache, device, workers, as_json):
+def eval_detector_cmd(data, detector, split, images, cache, as_json, **settings):
     """Average precision of a detector on DATA (Pascal VOC --split, or COCO .json): per class
     and mean, at IoU 0.5, by the area under the precision-recall curve (VOC2010 on) and by
     VOC2007's 11 points, with and without box regression; proposal recall; seconds per image.
@@ -42,12 +42,12 @@ def eval_detector_cmd(data, detector, split, images, mode, mirror, cache, device
 
     Prints a per-class table (or one JSON object); writes nothing unless --cache.
     """
-    det = load_detector(detector or default_detector(), resolve_device(device))
+    opts = DetectSettings(**settings)
+    det = load_detector(detector or default_detector(), resolve_device(opts.device))
     dataset = read_detection_set(data, split, images)
     bar = Bar(len(dataset), "proposals", enabled=not as_json)
     bar2 = Bar(len(dataset), "detect", enabled=not as_json)
-    result = evaluate_detector(det, dataset, mode, cache_dir=cache, workers=workers, on_proposals=bar, on_image=bar2,
-                               mirror=mirror)
+    result = evaluate_detector(det, dataset, opts, cache_dir=cache, on_proposals=bar, on_image=bar2)
     bar.close()
     bar2.close()
     if as_json:
@@ -55,7 +55,7 @@ def eval_detector_cmd(data, detector, split, images, mode, mirror, cache, device
         return
     for e in result["failed"][:5]:
         click.secho(f"warning: skipped {e}", fg="yellow", err=True)
-    click.echo(f"{dataset.source}: {result['images']} images, {mode} mode{', mirrored too' if mirror else ''}")
+    click.echo(f"{dataset.source}: {result['images']} images, {opts.mode} mode{', mirrored too' if opts.mirror else ''}")
     click.echo(f"{'class':<14} {'AP':>6} {'AP07':>6} {'AP no-bbox':>10} {'objects':>8}")
     for name, row in result["per_class"].items():
         plain = result["per_class_no_regression"][name]["ap"]

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from alexsuite import __version__
+from alexsuite.version import __version__
 from alexsuite.errors import AlexsuiteError
 
 

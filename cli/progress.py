@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 from tqdm import tqdm
 
-from alexsuite.training.run import Reporter
+from alexsuite.reporting import Reporter
 
 
 class Bar:
@@ -19,6 +19,12 @@ class Bar:
 
     def close(self) -> None:
         self._bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class ConsoleReporter(Reporter):

@@ -6,23 +6,22 @@ from pathlib import Path
 
 import click
 
-from alexsuite.proposals import ProposalSettings, propose
+from alexsuite.proposals import ProposalSettings, ProposeSettings, propose
 
 from .main import main
+from .options import option
 from .progress import Bar
 
 
 @main.command(name="proposals")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--mode", type=click.Choice(["fast", "quality"]), default="fast", show_default=True,
-              help="Selective search strategy: fast (~2,000 boxes on a VOC image) or quality (~10,000, slower).")
-@click.option("--max-boxes", type=click.IntRange(min=1), default=2000, show_default=True)
-@click.option("--cache", type=click.Path(file_okay=False), default=None,
-              help="Keep results here, keyed by image content and settings (default: no cache).")
+@option(ProposalSettings, "mode", type=click.Choice(["fast", "quality"]))
+@option(ProposalSettings, "max_boxes", type=click.IntRange(min=1))
+@option(ProposeSettings, "cache", type=click.Path(file_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Draw the first --draw boxes of each image into OUT/<name>.png.")
-@click.option("--draw", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Processes, one image each.")
+@option(ProposeSettings, "draw", type=click.IntRange(min=1))
+@option(ProposeSettings, "workers", type=click.IntRange(min=0))
 @click.option("--json", "as_json", is_flag=True, help='JSON Lines: {"image", "boxes": [[x1, y1, x2, y2], ...]} per image.')
 def proposals_cmd(images, mode, max_boxes, cache, out, draw, workers, as_json):
     """Selective-search region proposals for each IMAGE, as R-CNN computes them: the image

@@ -7,26 +7,26 @@ from pathlib import Path
 import click
 
 from alexsuite.devices import resolve_device
-from alexsuite.retrieval.search import Searcher, expand_queries
+from alexsuite.retrieval.search import Searcher, SearchSettings, expand_queries
 from alexsuite.retrieval.store import IndexStore, resolve_dir
-from alexsuite.training.checkpoint import load_model
+from alexsuite.models.checkpoint import load_model
 
 from .main import main
+from .options import option
 
 
 @main.command(name="search")
 @click.argument("queries", nargs=-1)
-@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Results per query.")
-@click.option("--index", "index_name", default="default", show_default=True, help="Index name (kept under indexes/) or a path containing a /.")
+@option(SearchSettings, "k", "-k", type=click.IntRange(min=1))
+@option(SearchSettings, "index", "--index", "index_name")
 @click.option("--id", "ids", type=int, multiple=True, help="Search with an already indexed image, by its id (repeatable).")
-@click.option("--model", default=None, help="Default: the model recorded in the index (any other is refused).")
-@click.option("--params", default=None, help="FAISS search parameters, e.g. nprobe=32 or efSearch=256 "
-              "(default: what the index was built with).")
+@option(SearchSettings, "model")
+@option(SearchSettings, "params")
 @click.option("--json", "as_json", is_flag=True, help='JSON Lines: {"query", "results": [{"rank", "path", "distance", "id"}]} per query.')
 @click.option("--sheet", type=click.Path(dir_okay=False), default=None, help="Also draw queries and results into this PNG.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Decoding processes for many queries.")
-def search_cmd(queries, k, index_name, ids, model, params, as_json, sheet, device, workers):
+@option(SearchSettings, "device")
+@option(SearchSettings, "workers", type=click.IntRange(min=0))
+def search_cmd(queries, index_name, ids, as_json, sheet, **settings):
     """Find the K indexed images nearest to each QUERY (image files or folders of them).
 
     Distances are Euclidean between feature vectors (or 1 - cosine similarity for
@@ -44,12 +44,13 @@ def search_cmd(queries, k, index_name, ids, model, params, as_json, sheet, devic
     """
     if not queries and not ids:
         raise click.UsageError("give at least one QUERY image or folder, or --id N")
-    store = IndexStore.open_read(resolve_dir(index_name))
+    opts = SearchSettings(index=index_name, **settings)
+    store = IndexStore.open_read(resolve_dir(opts.index))
     try:
-        dev = resolve_device(device)
-        loaded = load_model(model or store.manifest["model"]["source"], dev)
-        searcher = Searcher(store, loaded, dev, params)
-        results = searcher.search_files(expand_queries(queries, store, ids), k, workers=workers)
+        dev = resolve_device(opts.device)
+        loaded = load_model(opts.model or store.manifest["model"]["source"], dev)
+        searcher = Searcher(store, loaded, dev, opts.params)
+        results = searcher.search_files(expand_queries(queries, store, ids), opts.k, workers=opts.workers)
     finally:
         store.close()
     failed = [r for r in results if r.error]

@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from alexsuite.detection.finetune import FinetuneSettings
 from alexsuite.detection.svm import SVMSettings
-from alexsuite.detection.training import DetectorConfig, train_detector
-from alexsuite.embedding import FRAMING_CHOICES, Framing, parse_padding
+from alexsuite.detection.config import DetectorConfig
+from alexsuite.detection.training import train_detector
+from alexsuite.detection.framing import FRAMING_CHOICES, Framing, parse_padding
 from alexsuite.errors import ConfigError
 from alexsuite.proposals import ProposalSettings
 
 from .main import main
+from .options import option
 from .progress import ConsoleReporter
 
 
@@ -40,56 +41,28 @@ def _framing(shape: str, padding) -> Framing:
 
 @main.command(name="train-detector")
 @click.argument("data", type=click.Path(exists=True))
-@click.option("--backbone", required=True, type=click.Path(exists=True),
-              help="The network to start from: an `alexsuite train` run directory or checkpoint, "
-                   "or torchvision's alexnet-owt-7be5be79.pth.")
-@click.option("--split", default="train", show_default=True, help="Pascal VOC: the ImageSets/Main split to train on.")
-@click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
-              help="COCO: the image folder (default: the .json file's folder).")
+@option(DetectorConfig, "backbone", required=True, type=click.Path(exists=True))
+@option(DetectorConfig, "split")
+@option(DetectorConfig, "images", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Detector directory. [default: runs/detector/<DATA's name>]")
-@click.option("--layer", type=click.Choice(["fc7", "fc6", "pool5"]), default="fc7", show_default=True,
-              help="Features the SVMs use (R-CNN: fc7).")
-@click.option("--region-shape", type=click.Choice(FRAMING_CHOICES), default="warp", show_default=True,
-              help="The region read for each box (R-CNN appendix A): warp stretches the box to the square "
-                   "input, the paper's choice; square takes the tightest square around it and keeps the "
-                   "object's proportions, for a backbone that learnt whole, unstretched objects "
-                   "(scenes-dev from the Fashion-MNIST backbone: 0.58 of val's objects right before "
-                   "fine-tuning with warp, 0.87 with square and --context-padding 0); warp+square reads "
-                   "every box both ways (fine-tuning draws one per window) and gives the SVMs both fc7 "
-                   "vectors side by side, for twice the network time.")
-@click.option("--context-padding", default="16", show_default=True, callback=_padding,
-              help="Pixels of image around the region, at a 227 px input (R-CNN: 16; kept as the same "
-                   "fraction at other input sizes); with warp+square one number for both or one each, "
-                   "e.g. 16,0.")
-@click.option("--finetune-iters", type=click.IntRange(min=0), default=2000, show_default=True,
-              help="Fine-tuning iterations of 128 warped windows (0: keep the backbone as it is, the paper's 'no fine-tuning' row).")
-@click.option("--lr", type=float, default=0.001, show_default=True, help="Fine-tuning learning rate. R-CNN: 0.001, a tenth of CaffeNet's pre-training rate; a backbone "
-                   "pre-trained at a higher rate or far from your images needs more (scenes-dev from the "
-                   "Fashion-MNIST backbone: 0.04).")
-@click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True)
-@click.option("--recolour", is_flag=True,
-              help="Fine-tuning sees each window with its colour channels shuffled and scaled (not in "
-                   "R-CNN; for objects that come in any colour).")
-@click.option("--fast-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Share of each fine-tuning batch read as --mode fast reads it (conv5 of the window with "
-                   "image around it, RoI-pooled), so the network learns both modes' features.")
-@click.option("--image-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="Share of each fine-tuning batch read exactly as --mode fast reads it, Fast R-CNN's "
-                   "training: groups of 16 windows of one image RoI-pooled from its whole conv5 map at "
-                   "the pyramid level fast mode reads them at.")
-@click.option("--svm-c", type=float, default=1e-3, show_default=True, help="SVM regularisation C (rcnn_train.m: 1e-3).")
-@click.option("--proposals", "proposal_mode", type=click.Choice(["fast", "quality"]), default="fast", show_default=True)
-@click.option("--max-boxes", type=click.IntRange(min=1), default=2000, show_default=True, help="Proposals per image.")
-@click.option("--proposal-cache", type=click.Path(file_okay=False), default=None,
-              help="Where proposals are cached by image content. [default: OUT/cache/proposals]")
-@click.option("--train-fast/--no-train-fast", default=True, show_default=True,
-              help="Also train the SVMs and box regressors on --mode fast features (RoI-pooled from conv5), "
-                   "so one set of them serves both test modes.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Processes computing proposals.")
-@click.option("--seed", type=int, default=0)
+@option(DetectorConfig, "layer", type=click.Choice(["fc7", "fc6", "pool5"]))
+@option(Framing, "shape", "--region-shape", "region_shape", type=click.Choice(FRAMING_CHOICES))
+@option(Framing, "padding", "--context-padding", "context_padding", type=str, callback=_padding)
+@option(FinetuneSettings, "iterations", "--finetune-iters", "finetune_iters", type=click.IntRange(min=0))
+@option(FinetuneSettings, "lr", type=float)
+@option(FinetuneSettings, "batch_size", type=click.IntRange(min=2))
+@option(FinetuneSettings, "recolour")
+@option(FinetuneSettings, "fast_fraction", type=click.FloatRange(0, 1))
+@option(FinetuneSettings, "image_fraction", type=click.FloatRange(0, 1))
+@option(SVMSettings, "C", "--svm-c", "svm_c", type=float)
+@option(ProposalSettings, "mode", "--proposals", "proposal_mode", type=click.Choice(["fast", "quality"]))
+@option(ProposalSettings, "max_boxes", type=click.IntRange(min=1))
+@option(DetectorConfig, "proposal_cache", type=click.Path(file_okay=False))
+@option(DetectorConfig, "train_fast", "--train-fast/--no-train-fast")
+@option(DetectorConfig, "device")
+@option(DetectorConfig, "workers", type=click.IntRange(min=0))
+@option(FinetuneSettings, "seed", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the training metrics as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def train_detector_cmd(data, backbone, split, images, out, layer, region_shape, context_padding, finetune_iters, lr, batch_size, recolour,
@@ -119,12 +92,10 @@ def train_detector_cmd(data, backbone, split, images, out, layer, region_shape, 
     """
     cfg = DetectorConfig(
         data=data, backbone=backbone, split=split, images=images, layer=layer,
-        framing=asdict(_framing(region_shape, context_padding)),
-        finetune=asdict(FinetuneSettings(iterations=finetune_iters, lr=lr, batch_size=batch_size, seed=seed,
-                                         recolour=recolour, fast_fraction=fast_fraction,
-                                         image_fraction=image_fraction)),
-        svm=asdict(SVMSettings(C=svm_c)),
-        proposals=asdict(ProposalSettings(mode=proposal_mode, max_boxes=max_boxes)),
+        framing=_framing(region_shape, context_padding),
+        finetune=FinetuneSettings(iterations=finetune_iters, lr=lr, batch_size=batch_size, seed=seed,
+                                  recolour=recolour, fast_fraction=fast_fraction, image_fraction=image_fraction),
+        svm=SVMSettings(C=svm_c), proposals=ProposalSettings(mode=proposal_mode, max_boxes=max_boxes),
         proposal_cache=proposal_cache, train_fast=train_fast, device=device, workers=workers)
     out = Path(out) if out else default_out(data)
     reporter = ConsoleReporter(quiet=quiet or as_json)

@@ -107,15 +107,15 @@ def voc_scenes(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_detector(voc_scenes, trained_run, tmp_path_factory) -> Path:
     """A real R-CNN detector trained on voc_scenes from the shapes backbone (short fine-tuning)."""
-    from dataclasses import asdict
 
     from alexsuite.detection.finetune import FinetuneSettings
-    from alexsuite.detection.training import DetectorConfig, train_detector
+    from alexsuite.detection.config import DetectorConfig
+    from alexsuite.detection.training import train_detector
     from alexsuite.proposals import ProposalSettings
 
     out = tmp_path_factory.mktemp("detectors") / "shapes"
     cfg = DetectorConfig(data=str(voc_scenes), backbone=str(trained_run),
-                         finetune=asdict(FinetuneSettings(iterations=60, batch_size=64, lr=0.01, checkpoint_every=20)),
-                         proposals=asdict(ProposalSettings(size=256, max_boxes=300)), workers=2)
+                         finetune=FinetuneSettings(iterations=60, batch_size=64, lr=0.01, checkpoint_every=20),
+                         proposals=ProposalSettings(size=256, max_boxes=300), workers=2)
     train_detector(cfg, out)
     return out

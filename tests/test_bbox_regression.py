@@ -2,7 +2,7 @@
 import torch
 
 from alexsuite.detection import bbox_regression
-from alexsuite.detection.boxes import box_iou
+from alexsuite.boxes import box_iou
 
 
 def test_training_pairs_take_proposals_close_to_a_box():

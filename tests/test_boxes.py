@@ -1,6 +1,6 @@
 import torch
 
-from alexsuite.detection import boxes
+from alexsuite import boxes
 
 
 def test_encode_decode_round_trip_and_the_papers_parametrisation():
@@ -19,7 +19,7 @@ def test_context_window_leaves_16_pixels_at_227():
 
 
 def test_square_framing_keeps_proportions_and_warp_stretches():
-    from alexsuite.embedding import Framing
+    from alexsuite.detection.framing import Framing
     tall = torch.tensor([[40.0, 20.0, 60.0, 100.0]])                 # 20 x 80, centre (50, 60)
     assert boxes.tightest_square(tall).tolist() == [[10.0, 20.0, 90.0, 100.0]]
     assert torch.equal(Framing("warp", 16).windows(tall, 227), boxes.context_window(tall, 227, 16))

@@ -1,7 +1,6 @@
 """R-CNN end to end on a tiny generated VOC set: training stages, resuming, the detector
 directory, both test modes, and the region features they rest on."""
 import json
-from dataclasses import asdict
 
 import pytest
 import torch
@@ -12,12 +11,14 @@ from alexsuite.detection.detector import load_detector
 from alexsuite.detection.finetune import FinetuneSettings, Windows, build_windows, sample_batch
 from alexsuite.detection.regions import (crop_shapes, fast_pool5, head_features, image_tensor, level_pool5,
                                           pyramid_levels, rcnn_pool5)
-from alexsuite.detection.training import DetectorConfig, train_detector
-from alexsuite.embedding import warp_regions
+from alexsuite.detection.config import DetectorConfig
+from alexsuite.detection.training import train_detector
+from alexsuite.detection.framing import warp_regions
 from alexsuite.errors import CheckpointError, ConfigError, DataError
-from alexsuite.evaluation.detection import evaluate_detector
+from alexsuite.detection.evaluate import evaluate_detector
+from alexsuite.detection.inference import DetectSettings, run_detector
 from alexsuite.proposals import ProposalSettings
-from alexsuite.training.checkpoint import load_model
+from alexsuite.models.checkpoint import load_model
 
 from .conftest import make_voc_scenes
 
@@ -52,7 +53,7 @@ def test_a_square_region_shows_a_tall_object_narrow_in_both_modes(trained_run):
     """--region-shape square: the crop holds the tightest square around the box, so a tall bar
     stays a narrow bar with the image beside it, where warp stretches it across the crop; fast
     mode pools the same window from conv5 (levels chosen by the window's size)."""
-    from alexsuite.embedding import Framing
+    from alexsuite.detection.framing import Framing
     m = load_model(trained_run)
     pre = m.preprocess
     image = torch.zeros(3, 120, 120, dtype=torch.uint8)
@@ -84,7 +85,7 @@ def test_a_square_region_shows_a_tall_object_narrow_in_both_modes(trained_run):
 def test_a_joined_framing_reads_every_view_and_puts_their_features_side_by_side(trained_run):
     """--region-shape warp+square: pool5 and fc7 of each box are its warp's and its square's,
     in that order, in both modes (fast mode pools both views from one pyramid)."""
-    from alexsuite.embedding import Framing
+    from alexsuite.detection.framing import Framing
     m = load_model(trained_run)
     pre, model = m.preprocess, m.model.eval()
     image = torch.randint(0, 255, (3, 90, 120), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
@@ -161,7 +162,7 @@ def test_fast_r_cnn_reading_takes_windows_of_one_image_and_level_and_reads_them_
     of them objects), and its pool5, from that image's whole conv5 map, is fast mode's own,
     mirrored with the image when flipped; the loss reaches the first convolution."""
     from alexsuite.detection.finetune import image_group_pool5, sample_image_groups
-    from alexsuite.embedding import Framing
+    from alexsuite.detection.framing import Framing
     m = load_model(trained_run)
     pre, model = m.preprocess, m.model.eval()
     g = torch.Generator().manual_seed(0)
@@ -229,8 +230,8 @@ def test_detector_finds_the_shapes_in_both_modes(trained_detector, voc_scenes):
     # the backbone loads on its own as a 4-way (background + 3) classifier
     assert load_model(trained_detector / "backbone.pt").classes[0] == "__background__"
     val = read_voc(voc_scenes, "val")
-    rcnn = evaluate_detector(det, val, "rcnn")
-    fast = evaluate_detector(det, val, "fast")
+    rcnn = evaluate_detector(det, val, DetectSettings(mode="rcnn"))
+    fast = evaluate_detector(det, val, DetectSettings(mode="fast"))
     assert rcnn["proposal_recall"]["recall"] >= 0.9
     assert rcnn["map"] > 0.3 and fast["map"] > 0.15       # chance is ~0.01 with ~140 boxes per image
     assert set(rcnn["per_class"]) <= {"circle", "square", "stripes"}
@@ -260,8 +261,8 @@ def test_mirror_scores_an_image_and_its_mirror_alike(trained_detector, voc_scene
 def test_training_again_resumes_from_the_cached_stages(trained_detector, voc_scenes, trained_run):
     metrics = json.loads((trained_detector / "metrics.json").read_text())
     cfg = DetectorConfig(data=str(voc_scenes), backbone=str(trained_run),
-                         finetune=asdict(FinetuneSettings(iterations=60, batch_size=64, lr=0.01, checkpoint_every=20)),
-                         proposals=asdict(ProposalSettings(size=256, max_boxes=300)), workers=0)
+                         finetune=FinetuneSettings(iterations=60, batch_size=64, lr=0.01, checkpoint_every=20),
+                         proposals=ProposalSettings(size=256, max_boxes=300), workers=0)
     again = train_detector(cfg, trained_detector)
     assert again.metrics["finetune"]["resumed_at"] == 60          # nothing left to fine-tune
     assert again.metrics["seconds"]["features"] < metrics["seconds"]["features"] + 5
@@ -271,20 +272,21 @@ def test_training_again_resumes_from_the_cached_stages(trained_detector, voc_sce
 
 def test_the_features_stage_knows_what_it_will_write_and_refuses_a_disk_that_cannot_take_it(
         trained_detector, voc_scenes, tmp_path):
-    from alexsuite.detection.training import _feature_dims, _truths, feature_disk_bytes
+    from alexsuite.detection.features import feature_dims, feature_disk_bytes
+    from alexsuite.detection.training import _truths
     from alexsuite.errors import DiskSpaceError
     from alexsuite.fileio import check_free_space, file_sha256
 
     det = load_detector(trained_detector)
     items = read_voc(voc_scenes, "train").items
-    truths = _truths(read_voc(voc_scenes, "train"), det.classes)
+    truths = _truths(read_voc(voc_scenes, "train").items, det.classes)
     folders = sorted((trained_detector / "cache" / "features").iterdir())
     assert [f.name.rsplit("-", 1)[1] for f in folders] == ["fast", "rcnn"]
     # the proposals each image's features were read from, as the stage stored them
     payloads = [torch.load(next(folders[0].glob(f"{file_sha256(a.image)[:20]}-*.pt")), weights_only=True)
                 for a in items]
     proposals = [p["boxes"][int(p["gt"]):] for p in payloads]
-    layer_dim, pool5_dim = _feature_dims(det.model, det.layer, det.framing)
+    layer_dim, pool5_dim = feature_dims(det.model, det.layer, det.framing)
     written = sum(f.stat().st_size for d in folders for f in d.iterdir())
     estimate = feature_disk_bytes(items, proposals, truths, 0.6, layer_dim, pool5_dim, [None, None])
     assert 0.9 * written < estimate < 1.1 * written
@@ -310,7 +312,7 @@ def test_an_unfinished_or_tampered_detector_is_refused(trained_detector, tmp_pat
 def test_a_detector_reads_boxes_with_the_framing_it_was_trained_with(trained_detector, tmp_path):
     import shutil
 
-    from alexsuite.embedding import Framing
+    from alexsuite.detection.framing import Framing
     det = load_detector(trained_detector)
     assert det.framing == Framing("warp", 16)                       # the paper's
     copy = tmp_path / "det"
@@ -363,12 +365,12 @@ def test_grayscale_and_tiny_images_detect_without_error(trained_detector, tmp_pa
 def test_a_huge_photo_is_read_bounded_and_answered_in_its_own_pixels(trained_detector, tmp_path):
     from PIL import Image
 
-    from alexsuite.detection.inference import MAX_SIDE, run_detector
+    from alexsuite.detection.inference import MAX_SIDE
     big = Image.new("RGB", (MAX_SIDE + 600, 1500), (90, 120, 60))
     big.paste((230, 230, 40), (1800, 900, 2300, 1400))
     path = tmp_path / "big.png"
     big.save(path)
-    (r,) = run_detector(load_detector(trained_detector), [path], "fast", threshold=-1e9, workers=0)
+    (r,) = run_detector(load_detector(trained_detector), [path], DetectSettings(mode="fast", threshold=-1e9, workers=0))
     assert (r.width, r.height) == (MAX_SIDE + 600, 1500) and len(r.detections.boxes)
     assert r.detections.boxes[:, 2].max() > MAX_SIDE    # boxes in the original image's pixels
     assert (r.detections.boxes[:, 2] <= MAX_SIDE + 600).all() and (r.detections.boxes[:, 3] <= 1500).all()
@@ -377,8 +379,8 @@ def test_a_huge_photo_is_read_bounded_and_answered_in_its_own_pixels(trained_det
 def test_an_edited_annotation_is_not_served_from_the_cache(tmp_path, trained_run):
     root = make_voc_scenes(tmp_path / "voc", "train", 3, seed=6)
     cfg = DetectorConfig(data=str(root), backbone=str(trained_run), train_fast=False, workers=0,
-                         finetune=asdict(FinetuneSettings(iterations=4, batch_size=16, checkpoint_every=2)),
-                         proposals=asdict(ProposalSettings(size=200, max_boxes=30)))
+                         finetune=FinetuneSettings(iterations=4, batch_size=16, checkpoint_every=2),
+                         proposals=ProposalSettings(size=200, max_boxes=30))
     train_detector(cfg, tmp_path / "det")
     assert train_detector(cfg, tmp_path / "det").metrics["finetune"]["resumed_at"] == 4   # unchanged: cached
     xml = sorted((root / "Annotations").glob("*.xml"))[0]

@@ -9,7 +9,7 @@ from alexsuite.data.datasets import folder_dataset
 from alexsuite.data.decode import load_square
 from alexsuite.embedding import embed_batches, embed_labelled, feature_dim, file_dataset
 from alexsuite.errors import ConfigError
-from alexsuite.training.checkpoint import load_model
+from alexsuite.models.checkpoint import load_model
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_warped_regions_pad_with_the_mean_and_keep_the_box_inside(loaded):
     pre = loaded.preprocess  # 28 px crops: context padding 2 px
     image = torch.full((3, 40, 60), 200, dtype=torch.uint8)
     from alexsuite.detection.regions import head_features, rcnn_pool5
-    from alexsuite.embedding import context_padding, warp_regions
+    from alexsuite.detection.framing import context_padding, warp_regions
     assert context_padding(227) == 16 and context_padding(28) == 2
     inside, half_out = torch.tensor([[10.0, 10.0, 30.0, 30.0]]), torch.tensor([[40.0, 10.0, 80.0, 30.0]])
     crops = warp_regions(image, torch.cat([inside, half_out]), pre)

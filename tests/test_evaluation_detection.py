@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from alexsuite.evaluation.detection import (Detections, Truth, area_ap, average_precision, proposal_recall,
-                                            voc07_ap)
+from alexsuite.boxes import Detections, Truth
+from alexsuite.evaluation.detection import area_ap, average_precision, proposal_recall, voc07_ap
 
 
 def truth(boxes, labels, difficult=None):

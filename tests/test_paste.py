@@ -9,7 +9,7 @@ from PIL import Image
 
 from alexsuite.data.paste import background_bank, paste
 from alexsuite.errors import DataError
-from alexsuite.training.checkpoint import read_checkpoint
+from alexsuite.models.checkpoint import read_checkpoint
 from alexsuite.training.config import TrainConfig
 from alexsuite.training.run import train
 
@@ -85,13 +85,13 @@ def test_a_pasted_run_takes_its_statistics_from_pasted_images(photos):
     """Objects on black alone give grey statistics, and a PCA lighting (paper 4.1) that only
     changes brightness; the network sees them pasted on colour photos, so those are measured."""
     from alexsuite.data.datasets import ArrayDataset
-    from alexsuite.training.run import _preprocess_for
+    from alexsuite.training.setup import preprocess_for
     objects = torch.zeros(64, 1, 32, 32, dtype=torch.uint8)
     objects[:, :, 10:22, 8:24] = 200
     data = ArrayDataset(objects, torch.zeros(64, dtype=torch.long), ["article"], "objects")
     cfg = TrainConfig(data="objects", arch="alexnet-small", paste_on=str(photos))
-    plain = _preprocess_for(cfg, data)
-    pasted = _preprocess_for(cfg, data, background_bank(photos, 32, n=16, seed=0))
+    plain = preprocess_for(cfg, data)
+    pasted = preprocess_for(cfg, data, background_bank(photos, 32, n=16, seed=0))
     assert max(plain.eigval[:2]) < 1e-9 and plain.eigval[2] > 0.01   # one direction: grey
     assert min(pasted.eigval) > 1e-3                                   # colour varies as well
     assert min(pasted.mean) > plain.mean[0] + 0.1    # the photos' noise is brighter than black

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from alexsuite.detection.boxes import box_iou
+from alexsuite.boxes import box_iou
 from alexsuite.errors import ConfigError, ImageDecodeError
 from alexsuite.proposals import ProposalSettings, propose, selective_search
 

@@ -12,12 +12,13 @@ import torch
 from PIL import Image
 
 from alexsuite.errors import CheckpointError, ConfigError, DataError
-from alexsuite.evaluation.retrieval import average_precision, evaluate_retrieval
+from alexsuite.evaluation.retrieval import average_precision
+from alexsuite.retrieval.evaluate import evaluate_retrieval
 from alexsuite.retrieval import index as faiss_index
 from alexsuite.retrieval.indexer import IndexOptions, update_index
 from alexsuite.retrieval.search import Searcher
 from alexsuite.retrieval.store import IndexBusyError, IndexStore, writer_lock
-from alexsuite.training.checkpoint import load_model, save_checkpoint
+from alexsuite.models.checkpoint import load_model, save_checkpoint
 
 CPU = torch.device("cpu")
 
@@ -174,7 +175,7 @@ KILLER = textwrap.dedent("""
     from pathlib import Path
     from alexsuite.retrieval import store
     from alexsuite.retrieval.indexer import IndexOptions, update_index
-    from alexsuite.training.checkpoint import load_model
+    from alexsuite.models.checkpoint import load_model
     saves = []
     real_save = store.IndexStore.save_index
     def save_then_die(self):

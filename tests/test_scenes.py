@@ -10,7 +10,7 @@ from alexsuite.data import fashion_mnist
 from alexsuite.data.detection_sets import read_detection_set
 from alexsuite.data.scenes import SceneSettings, compose_scenes
 from alexsuite.demo import TEST_PHOTOS, TRAIN_PHOTOS, bundled_photos
-from alexsuite.detection.boxes import box_iou
+from alexsuite.boxes import box_iou
 from alexsuite.errors import DataError
 
 

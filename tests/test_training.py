@@ -10,7 +10,7 @@ import torch
 
 from alexsuite.errors import CheckpointError, ImageDecodeError
 from alexsuite.fileio import atomic_write_bytes
-from alexsuite.training.checkpoint import load_model, read_checkpoint, save_checkpoint
+from alexsuite.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from alexsuite.training.config import TrainConfig
 from alexsuite.training.run import train
 

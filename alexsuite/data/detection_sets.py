@@ -1,7 +1,7 @@
 """Detection annotations read from Pascal VOC directories and COCO JSON.
 
 Every box leaves here as 0-based pixel corners [x1, y1, x2, y2] with x2/y2 exclusive
-(detection/boxes.py); VOC's 1-based inclusive coordinates and COCO's [x, y, w, h] are
+(boxes.py); VOC's 1-based inclusive coordinates and COCO's [x, y, w, h] are
 converted once, here. Boxes reaching outside the image are clipped and counted; boxes
 with no area left are dropped and counted; a malformed file is a DataError naming the file
 and what is wrong with it.

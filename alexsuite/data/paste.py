@@ -3,7 +3,7 @@ black ground (Fashion-MNIST, cut-outs) are pasted, tinted, onto random crops of 
 so a backbone meant for R-CNN learns its classes in clutter before it meets proposals
 (Ghiasi et al. 2021, "Simple Copy-Paste"; R-CNN's pre-training data, ImageNet, already shows
 objects in scenes). Every draw comes from the keyed augmentation generator
-(transforms.augment_params), so resumed and torchrun runs paste what one process would.
+(transforms.batch_generator), so resumed and torchrun runs paste what one process would.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..detection.boxes import box_iou
+from ..boxes import box_iou
 from ..errors import DataError
 from ..fileio import atomic_write_bytes, atomic_write_text
 from .decode import decode_image

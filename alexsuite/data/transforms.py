@@ -82,21 +82,19 @@ def _crop_at(images: torch.Tensor, top: list[int], left: list[int], size: int) -
     return torch.stack([img[:, t:t + size, l:l + size] for img, t, l in zip(images, top, left)])
 
 
-def augment_params(batch_size: int, pre: Preprocess, seed: int, epoch: int, step: int,
-                   paste_bank: int = 0) -> dict:
-    """Random draws for one *global* batch, from a generator keyed by (seed, epoch, step), so
-    DDP ranks and resumed runs draw exactly what an uninterrupted single process would.
-    paste_bank > 0: also the copy-paste draws over a bank of that many backgrounds (paste.py)."""
-    g = torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_003 + step) % 2**63)
+def batch_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """The generator of one *global* batch's random draws, keyed by (seed, epoch, step), so DDP
+    ranks and resumed runs draw exactly what an uninterrupted single process would."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_003 + step) % 2**63)
+
+
+def augment_params(batch_size: int, pre: Preprocess, generator: torch.Generator) -> dict:
+    """The crops, flips and PCA lighting draws of one global batch (AlexNet §4.1)."""
     span = pre.base_size - pre.crop_size + 1
-    params = dict(top=torch.randint(span, (batch_size,), generator=g),
-                  left=torch.randint(span, (batch_size,), generator=g),
-                  flip=torch.rand(batch_size, generator=g) < 0.5,
-                  alpha=torch.randn(batch_size, 3, generator=g) * PCA_ALPHA_STD)
-    if paste_bank:
-        from .paste import paste_params
-        params.update(paste_params(batch_size, paste_bank, g))
-    return params
+    return dict(top=torch.randint(span, (batch_size,), generator=generator),
+                left=torch.randint(span, (batch_size,), generator=generator),
+                flip=torch.rand(batch_size, generator=generator) < 0.5,
+                alpha=torch.randn(batch_size, 3, generator=generator) * PCA_ALPHA_STD)
 
 
 def augment(images: torch.Tensor, pre: Preprocess, params: dict, pca: bool = True) -> torch.Tensor:

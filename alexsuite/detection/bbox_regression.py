@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .boxes import box_iou, decode, encode
+from ..boxes import box_iou, decode, encode
 
 RIDGE_LAMBDA = 1000.0   # appendix C
 MIN_IOU = 0.6           # appendix C: proposals this close to a ground-truth box train the regressor

@@ -18,12 +18,14 @@ from pathlib import Path
 import torch
 
 from ..data.transforms import Preprocess
-from ..embedding import Framing
+from .framing import Framing
 from ..errors import CheckpointError, ConfigError
-from ..evaluation.detection import Detections
+from ..settings import from_dict
+from .config import DetectorConfig
+from ..boxes import Detections
 from ..fileio import atomic_write_bytes, atomic_write_text, file_sha256
-from ..training.checkpoint import load_model, save_checkpoint
-from .boxes import clip, decode, mirror as mirror_boxes, nms_per_class, valid
+from ..models.checkpoint import load_model, save_checkpoint
+from ..boxes import clip, decode, mirror as mirror_boxes, nms_per_class, valid
 from .regions import head_features, region_pool5
 
 FORMAT = "alexsuite-detector/1"
@@ -137,6 +139,8 @@ def load_detector(path, device="cpu") -> Detector:
     for name, digest in meta["files"].items():
         if not (d / name).is_file() or file_sha256(d / name) != digest:
             raise CheckpointError(f"{d / name}: missing or changed since the detector was written; train it again")
+    if "config" in meta:   # what it was trained with, read as strictly as it was written
+        from_dict(DetectorConfig, meta["config"], f"{meta_file}: config")
     loaded = load_model(d / "backbone.pt", device)
     heads = torch.load(d / "heads.pt", map_location=device, weights_only=True)
     return Detector(loaded.model.eval(), Preprocess.from_dict(meta["preprocess"]), list(meta["classes"]),

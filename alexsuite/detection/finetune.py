@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from ..data import transforms
-from ..embedding import Framing, warp_regions
+from .framing import Framing, warp_regions
 from ..errors import ConfigError
+from ..settings import setting
 from ..fileio import atomic_write_bytes
-from .boxes import box_iou, mirror
+from ..boxes import box_iou, mirror
 from .regions import context_crop_pool5, crop_shapes, fast_margin, level_pool5, pyramid_levels
 
 BACKGROUND = "__background__"
@@ -27,27 +28,33 @@ BACKGROUND = "__background__"
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    iterations: int = 2000          # R-CNN ran 40k-70k on VOC's 5k images; scale with your data
-    batch_size: int = 128           # rcnn finetune solver: batch 128
-    fg_fraction: float = 0.25       # 32 positives of 128
-    fg_iou: float = 0.5             # positive when IoU >= 0.5 with an object
-    bg_iou: float = 0.5             # background when IoU < 0.5 with every object
-    lr: float = 0.001               # base_lr 0.001 (a tenth of pre-training's 0.01)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    step_fraction: float = 0.5      # lr / 10 after this share of iterations (rcnn: step 20k of 40k)
-    flip: bool = True               # rcnn window layer: mirror = true
-    recolour: bool = False          # not R-CNN's: per window, shuffle the colour channels and scale
-                                    # each by U(0.6, 1.4); for objects whose colour says nothing
-    fast_fraction: float = 0.0      # not R-CNN's: this share of each batch is read about as --mode
-                                    # fast reads it: each window warped with image around it, RoI-pooled
-                                    # from the middle of its conv5 map (regions.context_crop_pool5)
-    image_fraction: float = 0.0     # not R-CNN's: this share is read exactly as --mode fast reads it,
-                                    # Fast R-CNN's own training: groups of one image's windows RoI-pooled
-                                    # from its whole conv5 map at their pyramid level (regions.level_pool5)
-    rois_per_image: int = 16        # windows per image-and-level group (Fast R-CNN: 64 of each of 2 images)
-    checkpoint_every: int = 200     # iterations between resumable saves
-    seed: int = 0
+    iterations: int = setting(2000, "Fine-tuning iterations (0: keep the backbone as it is, the paper's 'no "
+                              "fine-tuning' row). R-CNN ran 40k on VOC's 5k images: scale with your data.",
+                              "rcnn fine-tuning solver")
+    batch_size: int = setting(128, "Windows per fine-tuning iteration.", "rcnn fine-tuning solver")
+    fg_fraction: float = setting(0.25, "Share of each batch that is object windows (32 of 128).", "R-CNN §2.3")
+    fg_iou: float = setting(0.5, "A window is its object's class when IoU >= this.", "R-CNN §2.3")
+    bg_iou: float = setting(0.5, "A window is background when IoU < this with every object.", "R-CNN §2.3")
+    lr: float = setting(0.001, "Fine-tuning learning rate, a tenth of the pre-training rate; a backbone "
+                        "trained from scratch here, far from your images, needs more (e.g. 0.04).",
+                        "rcnn fine-tuning solver")
+    momentum: float = setting(0.9, "SGD momentum.", "rcnn fine-tuning solver")
+    weight_decay: float = setting(5e-4, "Weight decay.", "rcnn fine-tuning solver")
+    step_fraction: float = setting(0.5, "lr / 10 after this share of the iterations (rcnn: step 20k of 40k).",
+                                   "rcnn fine-tuning solver")
+    flip: bool = setting(True, "Mirror half of the windows.", "rcnn fine-tuning solver")
+    recolour: bool = setting(False, "Fine-tuning sees each window with its colour channels shuffled and scaled "
+                             "by U(0.6, 1.4) (not in R-CNN; for objects that come in any colour).")
+    fast_fraction: float = setting(0.0, "Share of each fine-tuning batch read about as --mode fast reads it "
+                                   "(conv5 of the window with image around it, RoI-pooled from the middle), so "
+                                   "the network learns both modes' features (not in R-CNN).")
+    image_fraction: float = setting(0.0, "Share of each fine-tuning batch read exactly as --mode fast reads it: "
+                                    "groups of one image's windows RoI-pooled from its whole conv5 map at their "
+                                    "pyramid level.", "Fast R-CNN §2.3")
+    rois_per_image: int = setting(16, "Windows per image-and-level group of --image-fraction (Fast R-CNN: 64 "
+                                  "of each of 2 images).", "Fast R-CNN §2.3")
+    checkpoint_every: int = setting(200, "Iterations between resumable saves.")
+    seed: int = setting(0, "Seed of the fine-tuning batches, dropout and the new head.")
 
     def check(self) -> "FinetuneSettings":
         if self.fast_fraction + self.image_fraction > 1:
@@ -194,6 +201,40 @@ def recolour(x: torch.Tensor, pre: transforms.Preprocess, generator: torch.Gener
     return torch.where(outside, 0.0, (raw * scale[:, :, None, None] - mean) / std)
 
 
+@dataclass
+class _Reader:
+    """How fine-tuning reads windows: the model and its input, the framing's views, and the
+    groups of --image-fraction (Fast R-CNN's per-image reads)."""
+    model: nn.Module
+    pre: transforms.Preprocess
+    windows: Windows
+    load_image: object
+    settings: FinetuneSettings
+    views: tuple
+    device: torch.device
+    channels_last: bool
+    margin: int = 0                     # image around a window read as fast mode reads it
+    n_groups: int = 0                   # whole groups of one image and level per batch
+    per_group: int = 0
+    levels: torch.Tensor | None = None  # (views, N, 2): every window's pyramid level per view
+    grid: int = 0                       # conv5 side of a warped crop
+
+    @classmethod
+    def make(cls, model, pre, windows, load_image, settings: FinetuneSettings, framing: Framing, device):
+        channels_last = device.type == "cpu"   # faster CPU convolutions on batches of crops (CHANGELOG.md)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        reader = cls(model, pre, windows, load_image, settings, framing.views, device, channels_last,
+                     fast_margin(pre.crop_size))
+        if settings.image_fraction > 0:   # that share in whole groups, as many as fit (one group at least)
+            share = settings.batch_size * settings.image_fraction
+            reader.per_group = min(settings.rois_per_image, max(1, round(share)))
+            reader.n_groups = max(1, int(share // reader.per_group))
+            reader.levels = torch.stack([pyramid_levels(windows.boxes, pre, framing=v) for v in reader.views])
+            reader.grid = crop_shapes(model, pre)[0]
+        return reader
+
+
 def finetune(model: nn.Module, pre: transforms.Preprocess, windows: Windows, load_image,
              settings: FinetuneSettings = FinetuneSettings(), device="cpu", state_file: Path | None = None,
              on_step=None, key: str = "", framing: Framing = Framing()) -> dict:
@@ -203,80 +244,18 @@ def finetune(model: nn.Module, pre: transforms.Preprocess, windows: Windows, loa
     iterations. Returns stats."""
     device = torch.device(device)
     model.to(device).train()
-    channels_last = device.type == "cpu"   # measured: fwd/bwd 0.29 -> 0.21 s per 128 crops on 2 cores
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    reader = _Reader.make(model, pre, windows, load_image, settings, framing, device)
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                           weight_decay=settings.weight_decay)
     step = max(1, round(settings.iterations * settings.step_fraction))
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=0.1)
-    start = 0
     key = json.dumps({"settings": asdict(settings), "run": key}, sort_keys=True)
-    if state_file is not None and state_file.exists():
-        saved = torch.load(state_file, map_location=device, weights_only=True)
-        if saved.get("settings") == key:
-            model.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["optimizer"])
-            sched.load_state_dict(saved["scheduler"])
-            start = int(saved["iteration"])
-    loss_fn = nn.CrossEntropyLoss()
-    margin = fast_margin(pre.crop_size)
-    views = framing.views
-    by_image = settings.image_fraction > 0
-    if by_image:   # that share in whole groups, as many as fit (one group at least)
-        share = settings.batch_size * settings.image_fraction
-        per_group = min(settings.rois_per_image, max(1, round(share)))
-        n_groups = max(1, int(share // per_group))
-        levels = torch.stack([pyramid_levels(windows.boxes, pre, framing=v) for v in views])
-        grid = crop_shapes(model, pre)[0]
+    start = _resume(state_file, key, model, opt, sched, device)
     recent = []
     for it in range(start, settings.iterations):
-        # one generator per iteration: a resumed run draws the batches an unbroken one would
-        g = torch.Generator().manual_seed(settings.seed * 1_000_003 + it)
-        groups = (sample_image_groups(windows, levels, n_groups, per_group, settings.fg_fraction, g) if by_image
-                  else [])   # whole groups of one image and level; the rest of the batch is warped
-        picks = sample_batch(windows, replace(settings, batch_size=settings.batch_size - n_groups * per_group)
-                             if by_image else settings, g)
-        crop_share = (settings.fast_fraction * settings.batch_size / max(1, len(picks)) if by_image
-                      else settings.fast_fraction)   # of the warped windows
-        read_fast = (torch.rand(len(picks), generator=g) < crop_share if settings.fast_fraction
-                     else torch.zeros(len(picks), dtype=torch.bool))   # R-CNN's recipe draws what it always drew
-        # a framing of several views: each window is read in one of them, drawn evenly
-        view = (torch.randint(len(views), (len(picks),), generator=g) if len(views) > 1
-                else torch.zeros(len(picks), dtype=torch.long))
-        batch = []   # (crops, labels, margin): per view, the warped windows, then those read as fast mode does
-        for v, fast in itertools.product(range(len(views)), (False, True)):
-            part = picks[(view == v) & (read_fast == fast)]
-            if not len(part):
-                continue
-            m = margin if fast else 0
-            x, y = warp_batch(windows, part, load_image, pre, device, margin=m, framing=views[v])
-            if settings.flip:
-                flip = (torch.rand(len(x), generator=g) < 0.5).to(device)
-                x = torch.where(flip[:, None, None, None], x.flip(3), x)
-            if settings.recolour:
-                x = recolour(x, pre, g)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            batch.append((x, y, m))
-        group_flips = (torch.rand(len(groups), generator=g) < 0.5).tolist() if settings.flip else [False] * len(groups)
-        # Dropout masks from this iteration's own seed, not the process-wide RNG: whatever ran
-        # before (the demo's earlier stages, a resume) the same iteration draws the same masks.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(settings.seed * 1_000_003 + it)
-            pool5 = [context_crop_pool5(model, x, pre, m) if m else model.pool5(model.conv5(x)) for x, _, m in batch]
-            labels = [y for _, y, _ in batch]
-            for (v, level, part), flip in zip(groups, group_flips):
-                pool5.append(image_group_pool5(model, windows, part, level, views[v], load_image, pre, device,
-                                               flip, g if settings.recolour else None, grid))
-                labels.append(windows.labels[part].to(device))
-            logits = model.head(torch.cat(pool5), "logits")
-            loss = loss_fn(logits, torch.cat(labels))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-        opt.step()
+        loss = _iteration(reader, opt, it)
         sched.step()
-        recent = (recent + [loss.item()])[-50:]
+        recent = (recent + [loss])[-50:]
         if on_step:
             on_step(1, sum(recent) / len(recent))
         done = it + 1
@@ -288,3 +267,86 @@ def finetune(model: nn.Module, pre: transforms.Preprocess, windows: Windows, loa
     return {"iterations": settings.iterations, "resumed_at": start,
             "final_loss": sum(recent) / len(recent) if recent else None,
             "positives": len(windows.foreground), "background": len(windows.background)}
+
+
+def _resume(state_file: Path | None, key: str, model, opt, sched, device) -> int:
+    """The iteration a saved run with the same `key` reached (its state loaded), else 0."""
+    if state_file is None or not state_file.exists():
+        return 0
+    saved = torch.load(state_file, map_location=device, weights_only=True)
+    if saved.get("settings") != key:
+        return 0
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    sched.load_state_dict(saved["scheduler"])
+    return int(saved["iteration"])
+
+
+def _iteration(reader: _Reader, opt, it: int) -> float:
+    """One SGD step; every draw comes from the iteration's own generator, so a resumed run
+    draws the batches an unbroken one would. Returns the loss."""
+    settings, device = reader.settings, reader.device
+    seed = settings.seed * 1_000_003 + it
+    g = torch.Generator().manual_seed(seed)
+    groups, picks, read_fast, view = _sample(reader, g)
+    crops = _warped(reader, picks, read_fast, view, g)
+    group_flips = (torch.rand(len(groups), generator=g) < 0.5).tolist() if settings.flip else [False] * len(groups)
+    # Dropout masks from this iteration's own seed, not the process-wide RNG: whatever ran
+    # before (the demo's earlier stages, a resume) the same iteration draws the same masks.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model, pre = reader.model, reader.pre
+        pool5 = [context_crop_pool5(model, x, pre, m) if m else model.pool5(model.conv5(x)) for x, _, m in crops]
+        labels = [y for _, y, _ in crops]
+        for (v, level, part), flip in zip(groups, group_flips):
+            pool5.append(image_group_pool5(model, reader.windows, part, level, reader.views[v], reader.load_image,
+                                           pre, device, flip, g if settings.recolour else None, reader.grid))
+            labels.append(reader.windows.labels[part].to(device))
+        loss = nn.functional.cross_entropy(model.head(torch.cat(pool5), "logits"), torch.cat(labels))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def _sample(reader: _Reader, g: torch.Generator):
+    """One batch's windows: (image groups, warped picks, which picks read as fast mode does,
+    each pick's view)."""
+    settings, windows = reader.settings, reader.windows
+    by_image = reader.n_groups > 0
+    groups = (sample_image_groups(windows, reader.levels, reader.n_groups, reader.per_group, settings.fg_fraction, g)
+              if by_image else [])   # whole groups of one image and level; the rest of the batch is warped
+    picks = sample_batch(windows, replace(settings, batch_size=settings.batch_size - reader.n_groups * reader.per_group)
+                         if by_image else settings, g)
+    crop_share = (settings.fast_fraction * settings.batch_size / max(1, len(picks)) if by_image
+                  else settings.fast_fraction)   # of the warped windows
+    read_fast = (torch.rand(len(picks), generator=g) < crop_share if settings.fast_fraction
+                 else torch.zeros(len(picks), dtype=torch.bool))   # R-CNN's recipe draws what it always drew
+    # a framing of several views: each window is read in one of them, drawn evenly
+    views = len(reader.views)
+    view = (torch.randint(views, (len(picks),), generator=g) if views > 1
+            else torch.zeros(len(picks), dtype=torch.long))
+    return groups, picks, read_fast, view
+
+
+def _warped(reader: _Reader, picks, read_fast, view, g: torch.Generator) -> list:
+    """(crops, labels, margin) per view: the warped windows, then those read as fast mode does,
+    mirrored and recoloured as the settings say."""
+    settings, device = reader.settings, reader.device
+    out = []
+    for v, fast in itertools.product(range(len(reader.views)), (False, True)):
+        part = picks[(view == v) & (read_fast == fast)]
+        if not len(part):
+            continue
+        m = reader.margin if fast else 0
+        x, y = warp_batch(reader.windows, part, reader.load_image, reader.pre, device, margin=m,
+                          framing=reader.views[v])
+        if settings.flip:
+            flip = (torch.rand(len(x), generator=g) < 0.5).to(device)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        if settings.recolour:
+            x = recolour(x, reader.pre, g)
+        if reader.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out.append((x, y, m))
+    return out

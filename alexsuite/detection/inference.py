@@ -10,9 +10,10 @@ import torch
 
 from ..data.decode import decode_image
 from ..errors import ImageDecodeError
-from ..evaluation.detection import Detections
+from ..boxes import Detections
 from ..proposals import ProposalSettings, propose
-from .boxes import clip
+from ..settings import from_dict, setting
+from ..boxes import clip
 from .detector import MAX_PER_CLASS, NMS_IOU, Detector
 from .regions import image_tensor
 
@@ -34,16 +35,33 @@ class ImageResult:
 def proposal_settings(det: Detector) -> ProposalSettings:
     """The selective-search settings the detector was trained with."""
     saved = det.info.get("config", {}).get("proposals")
-    return ProposalSettings(**saved) if saved else ProposalSettings()
+    return from_dict(ProposalSettings, saved, "detector.json: config: proposals") if saved else ProposalSettings()
 
 
-def run_detector(det: Detector, paths, mode: str = "rcnn", threshold: float = 0.0, nms: float = NMS_IOU,
-                 regress: bool = True, settings: ProposalSettings | None = None, cache_dir=None,
-                 workers: int = 2, on_proposals=None, unregressed: bool = False,
-                 max_per_class: int = MAX_PER_CLASS, mirror: bool = False):
-    """Yield an ImageResult per path, in order (mirror: see Detector.score)."""
+@dataclass(frozen=True)
+class DetectSettings:
+    """How `detect` and `eval-detector` run a detector over images."""
+    mode: str = setting("rcnn", "rcnn: warp every proposal through the network (the paper). fast: one conv pass "
+                        "per image scale and RoI pooling on conv5, same SVMs.", "R-CNN §2.2")
+    threshold: float = setting(0.0, "Keep boxes whose SVM score is above this (0 is the SVM's margin; lower "
+                               "finds more).", "R-CNN §2.2")
+    nms: float = setting(NMS_IOU, "NMS overlap per class.", "rcnn_test.m")
+    regress: bool = setting(True, "Move each box by its class's box regressor.", "R-CNN appendix C")
+    max_per_class: int = setting(MAX_PER_CLASS, "Boxes per class and image kept before NMS.", "rcnn_test.m")
+    mirror: bool = setting(False, "Also read each proposal mirrored and score the mean of the two feature "
+                           "vectors (AlexNet's test-time reflections; not R-CNN's): up to twice the network time.",
+                           "AlexNet §4.1")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    workers: int = setting(2, "Processes computing proposals.")
+
+
+def run_detector(det: Detector, paths, opts: DetectSettings = DetectSettings(),
+                 settings: ProposalSettings | None = None, cache_dir=None, on_proposals=None,
+                 unregressed: bool = False):
+    """Yield an ImageResult per path, in order; `settings`: the proposals' (default: the
+    detector's own)."""
     paths = [str(p) for p in paths]
-    boxes = propose(paths, settings or proposal_settings(det), cache_dir=cache_dir, workers=workers,
+    boxes = propose(paths, settings or proposal_settings(det), cache_dir=cache_dir, workers=opts.workers,
                     on_image=on_proposals)
     for path, props in zip(paths, boxes):
         if isinstance(props, ImageDecodeError):
@@ -54,18 +72,25 @@ def run_detector(det: Detector, paths, mode: str = "rcnn", threshold: float = 0.
         except ImageDecodeError as e:   # changed or removed since its proposals were made
             yield ImageResult(path, error=e)
             continue
-        start = time.perf_counter()
-        h, w = rgb.shape[:2]
-        rgb, scale = _bounded(rgb)
-        image = image_tensor(rgb)
-        sh, sw = image.shape[-2:]
-        scored = det.score(image, torch.from_numpy(props) * scale, mode, mirror)
-        result = ImageResult(path, w, h, proposals=torch.from_numpy(props))
-        result.detections = _rescale(det.select(*scored, sw, sh, threshold, nms, regress, max_per_class), scale, w, h)
-        if unregressed:
-            result.unregressed = _rescale(det.select(*scored, sw, sh, threshold, nms, False, max_per_class), scale, w, h)
-        result.seconds = time.perf_counter() - start
-        yield result
+        yield _detect_one(det, path, rgb, props, opts, unregressed)
+
+
+def _detect_one(det: Detector, path: str, rgb, props, opts: DetectSettings, unregressed: bool) -> ImageResult:
+    start = time.perf_counter()
+    h, w = rgb.shape[:2]
+    rgb, scale = _bounded(rgb)
+    image = image_tensor(rgb)
+    sh, sw = image.shape[-2:]
+    scored = det.score(image, torch.from_numpy(props) * scale, opts.mode, opts.mirror)
+
+    def select(regress: bool) -> Detections:
+        found = det.select(*scored, sw, sh, opts.threshold, opts.nms, regress, opts.max_per_class)
+        return _rescale(found, scale, w, h)
+    result = ImageResult(path, w, h, proposals=torch.from_numpy(props), detections=select(opts.regress))
+    if unregressed:
+        result.unregressed = select(False)
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 def _bounded(rgb, max_side: int = MAX_SIDE):

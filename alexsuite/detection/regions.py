@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import transforms
-from ..embedding import Framing, warp_regions
+from .framing import Framing, warp_regions
 
 FAST_SCALE_STEP = 2 ** 0.5   # pyramid levels 1, 1/sqrt(2), 1/2, ... in each direction: a box is read
                              # at most 2**0.25 (1.19x) off its warped size. Step 2 (1.41x off) cost

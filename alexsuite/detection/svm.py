@@ -13,16 +13,18 @@ from dataclasses import dataclass
 
 import torch
 
+from ..settings import setting
+
 
 @dataclass(frozen=True)
 class SVMSettings:
-    C: float = 1e-3                 # rcnn_train.m: svm_C = 10^-3
-    bias_multiplier: float = 10.0   # rcnn_train.m: bias_mult = 10
-    positive_weight: float = 2.0    # rcnn_train.m: pos_loss_weight = 2
-    hard_score: float = -1.0001     # a negative scoring above this is hard: keep it
-    easy_score: float = -1.2        # a cached negative scoring below this is easy: evict it
-    retrain_every: int = 2000       # retrain after this many new hard negatives
-    max_iter: int = 100             # L-BFGS iterations per solve
+    C: float = setting(1e-3, "SVM regularisation C.", "rcnn_train.m")
+    bias_multiplier: float = setting(10.0, "The bias's feature value B.", "rcnn_train.m")
+    positive_weight: float = setting(2.0, "Loss weight of positives.", "rcnn_train.m")
+    hard_score: float = setting(-1.0001, "A negative scoring above this is hard: keep it.", "rcnn_train.m")
+    easy_score: float = setting(-1.2, "A cached negative scoring below this is easy: evict it.", "rcnn_train.m")
+    retrain_every: int = setting(2000, "Retrain after this many new hard negatives.", "rcnn_train.m")
+    max_iter: int = setting(100, "L-BFGS iterations per solve.")
 
 
 @dataclass

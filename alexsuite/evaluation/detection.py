@@ -9,30 +9,12 @@ boxes are not among the positives. Boxes are 0-based, x2/y2 exclusive, so areas 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from ..detection.boxes import box_iou
+from ..boxes import Detections, Truth, box_iou
 
 IOU_THRESHOLD = 0.5  # VOC's overlap criterion
-
-
-@dataclass
-class Truth:
-    """One image's ground truth: boxes (N, 4), class indices (N,), difficult flags (N,)."""
-    boxes: torch.Tensor
-    labels: torch.Tensor
-    difficult: torch.Tensor
-
-
-@dataclass
-class Detections:
-    """One image's detections: boxes (M, 4), scores (M,), class indices (M,)."""
-    boxes: torch.Tensor
-    scores: torch.Tensor
-    labels: torch.Tensor
 
 
 def voc07_ap(recall: np.ndarray, precision: np.ndarray) -> float:
@@ -118,50 +100,3 @@ def proposal_recall(proposals: list[torch.Tensor], truths: list[Truth], iou_thre
             covered += int((box_iou(g, torch.as_tensor(p).float()).max(1).values >= iou_threshold).sum())
     return {"recall": covered / total if total else 0.0, "objects": total,
             "boxes_per_image": boxes / max(len(proposals), 1)}
-
-
-def evaluate_detector(det, data, mode: str = "rcnn", cache_dir=None, workers: int = 2,
-                      settings=None, on_proposals=None, on_image=None, mirror: bool = False) -> dict:
-    """Run `det` over a DetectionSet and score it: AP with and without box regression,
-    proposal recall, and seconds per image (proposals, network, and the two together)."""
-    import time
-
-    from ..detection.inference import run_detector
-    index = {c: i for i, c in enumerate(det.classes)}
-    truths, found, plain, proposals, failed = [], [], [], [], []
-    network = 0.0
-    start = time.perf_counter()
-    marks = {}
-
-    def proposals_done(n):
-        marks["proposals"] = time.perf_counter()
-        if on_proposals:
-            on_proposals(n)
-    # threshold -inf: every box scored, so the precision-recall curve runs to full recall
-    results = run_detector(det, [a.image for a in data.items], mode, threshold=-float("inf"),
-                           settings=settings, cache_dir=cache_dir, workers=workers,
-                           on_proposals=proposals_done, unregressed=True, mirror=mirror)
-    for item, r in zip(data.items, results):
-        if on_image:
-            on_image(1)
-        if r.error is not None:
-            failed.append(str(r.error))
-            continue
-        known = torch.tensor([lab in index for lab in item.labels], dtype=torch.bool)
-        labels = torch.tensor([index.get(lab, -1) for lab in item.labels], dtype=torch.long)
-        truths.append(Truth(item.boxes[known], labels[known], item.difficult[known]))
-        found.append(r.detections)
-        plain.append(r.unregressed)
-        proposals.append(r.proposals)
-        network += r.seconds
-    total = time.perf_counter() - start
-    n = max(len(found), 1)
-    with_reg = average_precision(found, truths, det.classes)
-    without = average_precision(plain, truths, det.classes)
-    proposal_seconds = marks.get("proposals", start) - start
-    return {"mode": mode, "mirror": mirror, "images": len(found), "failed": failed,
-            "map": with_reg["map"], "map_voc07": with_reg["map_voc07"],
-            "map_no_regression": without["map"], "map_voc07_no_regression": without["map_voc07"],
-            "per_class": with_reg["per_class"], "per_class_no_regression": without["per_class"],
-            "proposal_recall": proposal_recall(proposals, truths),
-            "seconds_per_image": {"proposals": proposal_seconds / n, "network": network / n, "total": total / n}}

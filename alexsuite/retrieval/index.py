@@ -12,6 +12,7 @@ import faiss
 import numpy as np
 
 from ..errors import ConfigError
+from ..settings import from_dict, setting
 
 METRICS = ("l2", "cosine")
 
@@ -19,19 +20,21 @@ METRICS = ("l2", "cosine")
 @dataclass(frozen=True)
 class IndexSpec:
     """How vectors become a searchable index; saved in every index's manifest."""
-    dim: int                        # length of the model's feature vectors
-    factory: str = "Flat"           # FAISS index_factory string
-    metric: str = "l2"              # l2: Euclidean as the paper; cosine: L2-normalised, inner product
-    pca: int | None = None          # reduce to this many dimensions first
-    whiten: bool = True             # ... and whiten them (PCAW), as Jegou & Chum (ECCV 2012)
-    search_params: str = ""         # FAISS ParameterSpace string applied at search, e.g. nprobe=16
+    dim: int = setting(help="Length of the model's feature vectors.")
+    factory: str = setting("Flat", "FAISS index_factory string: Flat (exact), HNSW32, IVF1024,PQ64, ITQ256,LSHt "
+                           "(binary codes)...; training is done for you.", "FAISS index factory")
+    metric: str = setting("l2", "l2: Euclidean distance, as the paper; cosine: the angle between vectors.",
+                          "AlexNet §6.1")
+    pca: int | None = setting(None, "Reduce vectors to N dimensions with PCA first.")
+    whiten: bool = setting(True, "With --pca: whiten the components (PCAW).", "Jégou & Chum 2012")
+    search_params: str = setting("", "FAISS ParameterSpace string applied at search, e.g. nprobe=16.")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "IndexSpec":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+    def from_dict(cls, d: dict, where: str = "manifest.json: spec") -> "IndexSpec":
+        return from_dict(cls, d, where)
 
     @property
     def full_factory(self) -> str:

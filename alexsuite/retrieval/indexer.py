@@ -7,7 +7,6 @@ its slice of every batch and process 0, the only writer, gathers and commits the
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +14,17 @@ from pathlib import Path
 import numpy as np
 import torch.distributed as dist
 
-from ..data.decode import IMAGE_SUFFIXES, is_image_path
-from ..embedding import embed_batches, feature_dim, file_dataset
+from ..data.decode import IMAGE_SUFFIXES
+from ..data.folders import scan_images
+from ..embedding import DEFAULT_LAYER, embed_batches, feature_dim, file_dataset
 from ..errors import AlexsuiteError, ConfigError, DataError
 from ..fileio import file_sha256
-from ..training.distributed import DistContext
+from ..distributed import DistContext
+from ..settings import default_of, help_of, setting
 from . import index as faiss_index
+from .index import IndexSpec
 from .store import (
+    DEFAULT_INDEX,
     INDEX_FILE,
     MANIFEST_FILE,
     META_FILE,
@@ -35,21 +38,31 @@ TRAIN_CAP = 200_000        # vectors to train an IVF/PQ/PCA index on (FAISS samp
 TRAIN_BYTES = 2 * 2**30    # ... held in memory at most (4096-d fc7: 131,072 vectors)
 
 
+_KEEP = " [default: what the index was built with; a new index: {}]"
+
+
 @dataclass
 class IndexOptions:
-    # None: keep what the index was built with (a new index: fc7, Flat, l2, no PCA, whitened)
-    layer: str | None = None
-    factory: str | None = None
-    metric: str | None = None
-    pca: int | None = None
-    whiten: bool | None = None
-    batch_size: int = 128
-    workers: int = 2
-    prune: bool = False
-    rebuild: bool = False
-    strict: bool = False
-    wait: float = 0.0
-    commit_seconds: float = 60.0
+    """How `alexsuite index` updates an index. The index settings left at None keep what the
+    index was built with; a new index takes IndexSpec's defaults and fc7."""
+    index: str = setting(DEFAULT_INDEX, "A name (kept under indexes/) or a path containing a / to an index "
+                         "directory.")
+    model: str | None = setting(None, "Run directory or checkpoint from `alexsuite train`, or torchvision AlexNet "
+                                "weights. Default: the model that built the index, else the newest runs/train/ run.")
+    layer: str | None = setting(None, "Which activations describe an image: fc7, fc6 or pool5." +
+                                _KEEP.format(DEFAULT_LAYER), "AlexNet §6.1")
+    factory: str | None = setting(None, help_of(IndexSpec, "factory") + _KEEP.format(default_of(IndexSpec, "factory")))
+    metric: str | None = setting(None, help_of(IndexSpec, "metric") + _KEEP.format(default_of(IndexSpec, "metric")))
+    pca: int | None = setting(None, help_of(IndexSpec, "pca"))
+    whiten: bool | None = setting(None, help_of(IndexSpec, "whiten") + " [default: whiten]")
+    batch_size: int = setting(128, "Images per forward pass.")
+    workers: int = setting(2, "Decoding processes.")
+    prune: bool = setting(False, "Remove indexed images under IMAGES whose files are gone.")
+    rebuild: bool = setting(False, "Delete the index and build it again (needed to change its settings).")
+    strict: bool = setting(False, "Stop at the first unreadable image instead of skipping it.")
+    wait: float = setting(0.0, "Seconds to wait for another writer of this index.")
+    commit_seconds: float = setting(60.0, "Seconds between commits; an interrupted run loses at most this much work.")
+    device: str = setting("auto", "auto, cpu or cuda[:N] (also FAISS GPU training).")
 
 
 @dataclass
@@ -68,35 +81,6 @@ class IndexReport:
     seconds: float = 0.0
     images_per_s: float = 0.0
     failed_examples: list = field(default_factory=list)
-
-
-@dataclass
-class Scan:
-    images: list[Path]
-    others: int = 0                                       # files that are not images
-    unreadable: list[str] = field(default_factory=list)   # folders os.walk could not list, odd names
-
-
-def scan_images(root: Path) -> Scan:
-    """Image files under `root` (recursive, sorted, hidden entries skipped)."""
-    scan = Scan([])
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True,
-                                                onerror=lambda e: scan.unreadable.append(f"{e.filename}: {e.strerror}")):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            p = Path(dirpath) / name
-            try:
-                str(p).encode("utf-8")  # SQLite stores text: a name that is not UTF-8 cannot be a row
-            except UnicodeEncodeError:
-                scan.unreadable.append(f"{p!r}: file name is not valid UTF-8")
-                continue
-            if is_image_path(p):
-                scan.images.append(p)
-            else:
-                scan.others += 1
-    return scan
 
 
 def label_of(path: Path, root: Path) -> str | None:
@@ -209,10 +193,11 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
             store.save_index()
             warn(f"removed {dropped} vector(s) left by an interrupted run")
     else:
-        layer, factory = opts.layer or "fc7", opts.factory or "Flat"
-        spec = faiss_index.IndexSpec(feature_dim(loaded.model, loaded.preprocess, layer), factory,
-                                     opts.metric or "l2", opts.pca, opts.whiten is not False,
-                                     faiss_index.default_search_params(factory))
+        layer, factory = opts.layer or DEFAULT_LAYER, opts.factory or default_of(IndexSpec, "factory")
+        spec = IndexSpec(feature_dim(loaded.model, loaded.preprocess, layer), factory,
+                         opts.metric or default_of(IndexSpec, "metric"), opts.pca,
+                         default_of(IndexSpec, "whiten") if opts.whiten is None else opts.whiten,
+                         faiss_index.default_search_params(factory))
         faiss_index.create(spec)  # fail on a bad factory before any work is done
         store = IndexStore.create(store_dir, model_record(loaded), layer, loaded.preprocess.to_dict(), spec)
     scan = scan_images(root)

@@ -7,13 +7,26 @@ from pathlib import Path
 import numpy as np
 
 from ..data.decode import is_image_path
+from ..data.folders import scan_images
 from ..embedding import embed_batches, file_dataset
 from ..errors import DataError
 from . import index as faiss_index
-from .indexer import scan_images
-from .store import IndexStore, check_model
+from ..settings import setting
+from .store import DEFAULT_INDEX, IndexStore, check_model
 
 GPU_MAX_K = 2048  # FAISS GPU indexes return at most this many neighbours; beyond, search on the CPU copy
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How `alexsuite search` looks images up."""
+    k: int = setting(10, "Results per query.")
+    index: str = setting(DEFAULT_INDEX, "Index name (kept under indexes/) or a path containing a /.")
+    model: str | None = setting(None, "Default: the model recorded in the index (any other is refused).")
+    params: str | None = setting(None, "FAISS search parameters, e.g. nprobe=32 or efSearch=256 (default: what "
+                                 "the index was built with).", "FAISS index factory")
+    device: str = setting("auto", "auto, cpu or cuda[:N] (a GPU copy of the index where FAISS has one).")
+    workers: int = setting(0, "Decoding processes for many queries.")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..errors import AlexsuiteError, CheckpointError, DataError
 from ..fileio import atomic_write_bytes, atomic_write_text
 from . import index as faiss_index
@@ -32,6 +32,7 @@ from . import index as faiss_index
 FORMAT = "alexsuite-index/1"
 INDEX_FILE, META_FILE, MANIFEST_FILE, LOCK_FILE = "index.faiss", "meta.sqlite", "manifest.json", ".lock"
 DEFAULT_ROOT = Path("indexes")
+DEFAULT_INDEX = "default"   # the name an index gets when none is given: indexes/default
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -78,7 +79,7 @@ class IndexStore:
         self.manifest = manifest
         self.db = db
         self.index = index
-        self.spec = faiss_index.IndexSpec.from_dict(manifest["spec"])
+        self.spec = faiss_index.IndexSpec.from_dict(manifest["spec"], f"{root / MANIFEST_FILE}: spec")
 
     # ---- opening -------------------------------------------------------------------------
     @staticmethod

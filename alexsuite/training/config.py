@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from ..data.datasets import DEFAULT_DATASET
 from ..errors import ConfigError
+from ..settings import from_dict, setting
 
 # (base, crop): paper Section 2/4.1 "random 224x224 patches of 256x256 images" (227 is the size
 # the 11/4 conv1 actually needs); alexnet-small keeps the same 0.875 crop ratio at 32 -> 28.
@@ -18,30 +19,42 @@ SCHEDULES = ("plateau", "cosine", "onecycle")
 
 @dataclass
 class TrainConfig:
-    data: str = DEFAULT_DATASET
-    arch: str = "alexnet-small"
-    input_size: int | None = None   # alexnet-small only: its input in px (default INPUT_SIZES' 28)
-    epochs: int = 10
-    batch_size: int = 128           # paper Section 5
-    lr: float = 0.01                # paper Section 5
-    momentum: float = 0.9           # paper Section 5
-    weight_decay: float = 5e-4      # paper Section 5
-    schedule: str = "plateau"       # paper: divide lr by 10 when validation error stops improving
-    plateau_patience: int = 2
-    dropout: float = 0.5            # paper Section 4.2
-    activation: str = "relu"        # paper Section 3.1 (tanh only for Figure 1's comparison)
-    pca_lighting: bool = True       # paper Section 4.1
-    paste_on: str | None = None     # not the paper's: paste each image onto crops of these photos (data/paste.py)
-    leave_out: str | None = None    # a JSON list of training images never trained on (datasets.leave_out)
-    val_split: float | None = None
-    weights: str | None = None      # torchvision AlexNet state dict to start alexnet-tv from
-    pretrained: bool = False        # torchvision's IMAGENET1K_V1 via its downloader
-    device: str = "auto"
-    workers: int = 2
-    amp: bool = False
-    seed: int = 0
-    strict: bool = False
-    eval_batch_size: int = 256
+    data: str = setting(DEFAULT_DATASET, "A dataset name, a folder with train/ and val/ class folders, or one "
+                        "class-folder tree with --val-split.")
+    arch: str = setting("alexnet-small", "alexnet: the paper's net (227 px); alexnet-tv: torchvision's layout; "
+                        "alexnet-small: the same topology for 28-64 px images, trains on a CPU.", "AlexNet §3.5")
+    input_size: int | None = setting(None, "alexnet-small's input in px: a multiple of 4 from 28 to 64, images "
+                                     "stored at 8/7 of it. Larger objects keep more detail, and a detector's "
+                                     "windows span more conv5 cells. [default: 28]")
+    epochs: int = setting(10, "Epochs to train to.")
+    batch_size: int = setting(128, "Global batch (split over torchrun processes).", "AlexNet §5")
+    lr: float = setting(0.01, "Initial learning rate.", "AlexNet §5")
+    momentum: float = setting(0.9, "SGD momentum.", "AlexNet §5")
+    weight_decay: float = setting(5e-4, "Weight decay.", "AlexNet §5")
+    schedule: str = setting("plateau", "plateau: the paper's lr/10 when validation accuracy stops improving; "
+                            "cosine/onecycle: per-step schedules for short budgets.", "AlexNet §5")
+    plateau_patience: int = setting(2, "Epochs without improvement before lr/10.")
+    dropout: float = setting(0.5, "Dropout on fc6 and fc7.", "AlexNet §4.2")
+    activation: str = setting("relu", "relu, or tanh for Figure 1's comparison.", "AlexNet §3.1")
+    pca_lighting: bool = setting(True, "The paper's PCA colour augmentation.", "AlexNet §4.1")
+    paste_on: str | None = setting(None, "Paste every training image (objects on a black ground, e.g. "
+                                   "Fashion-MNIST) tinted onto a random crop of a photo in this folder: a "
+                                   "backbone for `train-detector` that has seen its classes in clutter.",
+                                   "Copy-paste augmentation")
+    leave_out: str | None = setting(None, "A JSON list of training images never to train on: positions in the "
+                                    "training set (Fashion-MNIST: the idx file's order) or file paths. Keeps a "
+                                    "benchmark's test objects out of pre-training.")
+    val_split: float | None = setting(None, "Hold out this fraction of one class-folder tree for validation.")
+    weights: str | None = setting(None, "Start alexnet-tv from torchvision weights, e.g. alexnet-owt-7be5be79.pth.",
+                                  "torchvision AlexNet")
+    pretrained: bool = setting(False, "Start alexnet-tv from torchvision's ImageNet weights (downloads; needs "
+                               "network).", "torchvision AlexNet")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    workers: int = setting(2, "Image-decoding processes for image folders.")
+    amp: bool = setting(False, "Mixed precision (fp16 on CUDA, bf16 on CPU).")
+    seed: int = setting(0, "Random seed of the weights, the batches and the augmentation.")
+    strict: bool = setting(False, "Stop at the first unreadable image instead of skipping it.")
+    eval_batch_size: int = setting(256, "Batch size of the per-epoch validation.")
 
     def validate(self) -> None:
         if self.arch not in INPUT_SIZES:
@@ -79,6 +92,5 @@ class TrainConfig:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+    def from_json(cls, text: str, where: str = "config.json") -> "TrainConfig":
+        return from_dict(cls, json.loads(text), where)

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..data import batching, transforms
-from ..data.paste import paste
+from ..data.paste import paste, paste_params
 from ..evaluation.classification import topk_correct
-from .distributed import DistContext
+from ..distributed import DistContext
 
 
 def autocast_for(device: torch.device, enabled: bool):
@@ -20,72 +21,110 @@ def autocast_for(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
 
 
-def train_one_epoch(model, dataset, pre: transforms.Preprocess, optimizer, *, epoch: int,
-                    batch_size: int, seed: int, device: torch.device, ctx: DistContext = DistContext(),
-                    workers: int = 0, pca: bool = True, amp: bool = False, scaler=None,
-                    step_scheduler=None, strict: bool = False, on_batch=None,
-                    backgrounds: torch.Tensor | None = None) -> dict:
+@dataclass
+class TrainingParts:
+    """What every epoch of a run uses, built once (setup.build_parts)."""
+    model: torch.nn.Module            # DDP-wrapped under torchrun
+    raw_model: torch.nn.Module        # the model itself: what is saved and evaluated
+    optimizer: torch.optim.Optimizer
+    pre: transforms.Preprocess
+    device: torch.device
+    ctx: DistContext
+    epoch_scheduler: object | None    # exactly one of the two schedulers is set
+    step_scheduler: object | None
+    scaler: object | None             # CUDA --amp's GradScaler
+    backgrounds: torch.Tensor | None  # --paste-on's bank: each image is pasted onto one of them first
+    steps_per_epoch: int
+
+    @property
+    def scheduler(self):
+        return self.epoch_scheduler or self.step_scheduler
+
+    @classmethod
+    def plain(cls, model, optimizer, pre: transforms.Preprocess, device="cpu") -> "TrainingParts":
+        """One process, no schedule, no paste: a bare loop over `model` (benchmarks, tests)."""
+        return cls(model, model, optimizer, pre, torch.device(device), DistContext(), None, None, None, None, 0)
+
+
+def train_one_epoch(parts: TrainingParts, dataset, cfg, epoch: int, on_batch=None) -> dict:
     """Train over one epoch's global batches (each rank its slice); returns summed statistics.
-    `backgrounds`: a paste.background_bank; each image is pasted onto one of them first."""
-    model.train()
-    plan = batching.epoch_batches(len(dataset), batch_size, epoch, seed)
-    n = c1 = 0
-    loss_sum = 0.0
+    `cfg`: the run's TrainConfig (batch size, seed, workers, augmentation, --amp, --strict)."""
+    parts.model.train()
+    ctx = parts.ctx
+    plan = batching.epoch_batches(len(dataset), cfg.batch_size, epoch, cfg.seed)
+    totals = {"n": 0, "correct": 0, "loss": 0.0}
     skipped = []
     start = time.perf_counter()
-    for batch in batching.iterate(dataset, plan, ctx.rank, ctx.world, workers, strict):
+    for batch in batching.iterate(dataset, plan, ctx.rank, ctx.world, cfg.workers, cfg.strict):
         skipped += batch.failures
         if len(batch.labels) == 0 and not ctx.enabled:
             continue  # every file of this batch failed to decode
-        params = augment_slice(len(plan[batch.step]), pre, seed, epoch, batch.step, ctx, batch,
-                               0 if backgrounds is None else len(backgrounds))
-        images = batch.images.to(device, non_blocking=True)
-        if backgrounds is not None and len(batch.labels):
-            images = paste(images, backgrounds, params)
-        images = (transforms.augment(images, pre, params, pca)
-                  if len(batch.labels) else torch.zeros(0, 3, pre.crop_size, pre.crop_size, device=device))
-        labels = batch.labels.to(device, non_blocking=True)
-        with autocast_for(device, amp):
-            logits = model(images)
-            loss = F.cross_entropy(logits, labels, reduction="sum")
-        # DDP averages gradients over ranks; scaling each rank's summed loss by world / global
-        # count makes that average the mean over the global batch even when ranks hold
-        # different numbers of samples (files that failed to decode), and an empty rank still
-        # joins the gradient all-reduce instead of leaving the others waiting.
-        global_n = ctx.all_sum([float(len(labels))])[0]
-        if global_n == 0:
-            continue
-        loss = loss * (ctx.world / global_n)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        if step_scheduler is not None:
-            step_scheduler.step()
-        if len(labels) == 0:
-            continue
-        loss_sum += float(loss.detach()) * global_n / ctx.world
-        c1 += topk_correct(logits.detach().float(), labels, ks=(1,))[0]
-        n += len(labels)
-        if on_batch:
-            on_batch(len(labels), float(loss.detach()) * global_n / ctx.world / len(labels))
+        images, labels = _batch_input(parts, batch, cfg, epoch, len(plan[batch.step]))
+        _step(parts, images, labels, cfg.amp, totals, on_batch)
     seconds = time.perf_counter() - start
-    n, c1, loss_sum, n_skipped = ctx.all_sum([n, c1, loss_sum, len(skipped)])
+    n, c1, loss_sum, n_skipped = ctx.all_sum([totals["n"], totals["correct"], totals["loss"], len(skipped)])
     return {"loss": loss_sum / max(n, 1), "top1": c1 / max(n, 1), "images": int(n),
             "seconds": seconds, "images_per_s": n / seconds if seconds else 0.0,
             "skipped": int(n_skipped), "skipped_examples": [str(e) for e in skipped[:3]]}
 
 
+def _batch_input(parts: TrainingParts, batch, cfg, epoch: int, global_size: int):
+    """The batch's augmented network input and labels on the training device."""
+    pre, device = parts.pre, parts.device
+    bank = 0 if parts.backgrounds is None else len(parts.backgrounds)
+    params = augment_slice(global_size, pre, cfg.seed, epoch, batch.step, parts.ctx, batch, bank)
+    images = batch.images.to(device, non_blocking=True)
+    if parts.backgrounds is not None and len(batch.labels):
+        images = paste(images, parts.backgrounds, params)
+    images = (transforms.augment(images, pre, params, cfg.pca_lighting)
+              if len(batch.labels) else torch.zeros(0, 3, pre.crop_size, pre.crop_size, device=device))
+    return images, batch.labels.to(device, non_blocking=True)
+
+
+def _step(parts: TrainingParts, images, labels, amp: bool, totals: dict, on_batch) -> None:
+    """One SGD step on this rank's share of a global batch, added to `totals`."""
+    ctx = parts.ctx
+    with autocast_for(parts.device, amp):
+        logits = parts.model(images)
+        loss = F.cross_entropy(logits, labels, reduction="sum")
+    # DDP averages gradients over ranks; scaling each rank's summed loss by world / global
+    # count makes that average the mean over the global batch even when ranks hold
+    # different numbers of samples (files that failed to decode), and an empty rank still
+    # joins the gradient all-reduce instead of leaving the others waiting.
+    global_n = ctx.all_sum([float(len(labels))])[0]
+    if global_n == 0:
+        return
+    loss = loss * (ctx.world / global_n)
+    parts.optimizer.zero_grad(set_to_none=True)
+    if parts.scaler is not None:
+        parts.scaler.scale(loss).backward()
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+    else:
+        loss.backward()
+        parts.optimizer.step()
+    if parts.step_scheduler is not None:
+        parts.step_scheduler.step()
+    if len(labels) == 0:
+        return
+    totals["loss"] += float(loss.detach()) * global_n / ctx.world
+    totals["correct"] += topk_correct(logits.detach().float(), labels, ks=(1,))[0]
+    totals["n"] += len(labels)
+    if on_batch:
+        on_batch(len(labels), float(loss.detach()) * global_n / ctx.world / len(labels))
+
+
 def augment_slice(global_size: int, pre, seed: int, epoch: int, step: int, ctx: DistContext, batch,
                   paste_bank: int = 0) -> dict:
-    """This rank's share of the global batch's random draws (see transforms.augment_params).
-    When files failed to decode the batch is shorter: it uses the first draws of the share."""
-    params = {k: v[ctx.rank::ctx.world] for k, v in
-              transforms.augment_params(global_size, pre, seed, epoch, step, paste_bank).items()}
+    """This rank's share of the global batch's random draws: crops, flips and lighting, then
+    (paste_bank > 0) the copy-paste draws over a bank of that many backgrounds, all from the
+    batch's keyed generator. When files failed to decode the batch is shorter: it uses the
+    first draws of the share."""
+    g = transforms.batch_generator(seed, epoch, step)
+    params = transforms.augment_params(global_size, pre, g)
+    if paste_bank:
+        params.update(paste_params(global_size, paste_bank, g))
+    params = {k: v[ctx.rank::ctx.world] for k, v in params.items()}
     if batch.failures:
         params = {k: v[:len(batch.labels)] for k, v in params.items()}
     return params

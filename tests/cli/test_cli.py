@@ -68,8 +68,8 @@ def test_alexnet_small_trains_at_a_larger_input_and_both_detection_modes_read_it
     as the warp does. Sizes the net cannot take are refused in one line."""
     import torch
     from alexsuite.detection.regions import crop_shapes, fast_pool5, rcnn_pool5
-    from alexsuite.embedding import Framing
-    from alexsuite.training.checkpoint import load_model
+    from alexsuite.detection.framing import Framing
+    from alexsuite.models.checkpoint import load_model
     out = tmp_path / "run40"
     result = run("train", shapes_dir, "--input-size", "40", "--epochs", "1", "--batch-size", "12",
                  "--workers", "0", "--out", out, "--json", "-q")

@@ -1,12 +1,14 @@
 """Box arithmetic for detection. Boxes are float (N, 4) tensors of 0-based pixel corners
 [x1, y1, x2, y2] with x2/y2 exclusive, so width = x2 - x1; VOC's 1-based inclusive boxes are
-converted once, where annotations are read (data/voc.py). IoU and NMS are torchvision's."""
+converted once, where annotations are read (data/detection_sets.py). IoU and NMS are torchvision's."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torchvision.ops import batched_nms, box_iou
 
-__all__ = ["box_iou", "clip", "nms_per_class", "encode", "decode", "context_window", "tightest_square", "valid"]
+__all__ = ["Detections", "Truth", "box_iou", "clip", "nms_per_class", "encode", "decode", "context_window", "tightest_square", "valid"]
 
 # R-CNN's bounding-box regression targets (Girshick et al. 2014, appendix C).
 
@@ -71,3 +73,19 @@ def tightest_square(boxes: torch.Tensor) -> torch.Tensor:
     cx, cy, w, h = _centre_size(boxes)
     half = 0.5 * torch.maximum(w, h)
     return torch.stack([cx - half, cy - half, cx + half, cy + half], 1)
+
+
+@dataclass
+class Truth:
+    """One image's ground truth: boxes (N, 4), class indices (N,), difficult flags (N,)."""
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    difficult: torch.Tensor
+
+
+@dataclass
+class Detections:
+    """One image's detections: boxes (M, 4), scores (M,), class indices (M,)."""
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor

@@ -15,7 +15,7 @@ import torch
 from ..data.transforms import IMAGENET, Preprocess
 from ..errors import CheckpointError
 from ..fileio import atomic_write_bytes
-from ..models.alexnet import AlexNet, create_model, load_torchvision_state_dict
+from .alexnet import AlexNet, create_model, load_torchvision_state_dict
 
 FORMAT = "alexsuite-checkpoint/1"
 

@@ -1,0 +1,88 @@
+"""Scoring a classifier on labelled images: top-1 / top-5 with the centre crop or the paper's
+ten-crop averaging (AlexNet §4.1; docs/references.md)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data import batching, transforms
+from ..data.datasets import DEFAULT_DATASET, resolve_classification, resolve_eval
+from ..errors import DataError
+from ..settings import setting
+from ..distributed import DistContext
+from ..evaluation.classification import topk_correct
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How `alexsuite eval` scores a model."""
+    data: str = setting(DEFAULT_DATASET, "A dataset name (its test split) or a folder of class folders.")
+    split: str | None = setting(None, "Folder data: evaluate DATA/SPLIT (default: DATA/val if present, else DATA).")
+    ten_crop: bool = setting(False, "Average the 10 crops (corners, centre, and reflections) as the paper did.",
+                             "AlexNet §4.1")
+    batch_size: int = setting(256, "Images per forward pass.")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    workers: int = setting(2, "Image-decoding processes for image folders.")
+    strict: bool = setting(False, "Stop at the first unreadable image instead of skipping it.")
+
+
+def check_classes(dataset_classes: list[str], model_classes: list[str], source: str) -> None:
+    """A model scores only data labelled with its own classes, in its own order."""
+    if list(dataset_classes) != list(model_classes):
+        raise DataError(f"{source}: classes {', '.join(dataset_classes[:4])}... do not match the "
+                        f"checkpoint's {', '.join(model_classes[:4])}...; evaluate on data of the same classes")
+
+
+def _same_path(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.is_dir() and pb.is_dir() and pa.resolve() == pb.resolve()
+
+
+def evaluation_set(loaded, data: str, split: str | None = None):
+    """The labelled images to score `loaded` (a LoadedModel) on. A run trained with
+    --val-split on this same folder is scored on its own hold-out, never on its training images."""
+    cfg = json.loads(loaded.checkpoint.get("config", "{}"))
+    base = loaded.preprocess.base_size
+    if cfg.get("val_split") and not split and _same_path(cfg.get("data", ""), data):
+        dataset = resolve_classification(data, base, cfg["val_split"], cfg.get("seed", 0))[1]
+    else:
+        dataset = resolve_eval(data, base, split)
+    check_classes(dataset.classes, loaded.classes, dataset.source)
+    return dataset
+
+
+@torch.no_grad()
+def evaluate(model, dataset, pre: transforms.Preprocess, device, ten_crop: bool = False,
+             batch_size: int = 256, workers: int = 0, ctx: DistContext = DistContext(),
+             strict: bool = False, on_batch=None) -> dict:
+    """{"top1", "top5", "loss", "images", "skipped"} over `dataset` (split across DDP ranks)."""
+    model.eval()
+    plan = batching.epoch_batches(len(dataset), batch_size, 0, 0, shuffle=False, drop_last=False)
+    n = c1 = c5 = 0
+    loss_sum = 0.0
+    skipped = []
+    for batch in batching.iterate(dataset, plan, ctx.rank, ctx.world, workers, strict):
+        skipped += batch.failures
+        if len(batch.labels) == 0:
+            continue
+        images, labels = batch.images.to(device, non_blocking=True), batch.labels.to(device)
+        if ten_crop:
+            # Average the softmax of the ten crops, one crop at a time (batch stays cache-sized).
+            probs = sum(F.softmax(model(crop), 1) for crop in transforms.ten_crops(images, pre)) / 10
+            logits = probs.log()
+        else:
+            logits = model(transforms.center_crop(images, pre))
+        loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
+        h1, h5 = topk_correct(logits, labels)
+        c1, c5, n = c1 + h1, c5 + h5, n + len(labels)
+        if on_batch:
+            on_batch(len(labels))
+    n, c1, c5, loss_sum, n_skipped = ctx.all_sum([n, c1, c5, loss_sum, len(skipped)])
+    n = int(n)
+    return {"top1": c1 / n if n else 0.0, "top5": c5 / n if n else 0.0,
+            "loss": loss_sum / n if n else float("nan"), "images": n, "skipped": int(n_skipped),
+            "skipped_examples": [str(e) for e in skipped[:3]], "ten_crop": ten_crop}
