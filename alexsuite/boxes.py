@@ -1,6 +1,7 @@
 """Box arithmetic for detection. Boxes are float (N, 4) tensors of 0-based pixel corners
 [x1, y1, x2, y2] with x2/y2 exclusive, so width = x2 - x1; VOC's 1-based inclusive boxes are
 converted once, where annotations are read (data/detection_sets.py). IoU and NMS are torchvision's."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,9 +9,20 @@ from dataclasses import dataclass
 import torch
 from torchvision.ops import batched_nms, box_iou
 
-__all__ = ["Detections", "Truth", "box_iou", "clip", "nms_per_class", "encode", "decode", "context_window", "tightest_square", "valid"]
+__all__ = [
+    "Detections",
+    "Truth",
+    "box_iou",
+    "clip",
+    "nms_per_class",
+    "encode",
+    "decode",
+    "context_window",
+    "tightest_square",
+    "valid",
+]
 
-# R-CNN's bounding-box regression targets (Girshick et al. 2014, appendix C).
+# R-CNN's bounding-box regression targets (R-CNN appendix C; docs/references.md).
 
 
 def _centre_size(boxes: torch.Tensor):
@@ -58,7 +70,7 @@ def nms_per_class(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tenso
 
 
 def context_window(boxes: torch.Tensor, crop: int, padding: int = 16) -> torch.Tensor:
-    """The image region R-CNN warps for each box (Section 2.1, appendix A): the box grown so
+    """The image region R-CNN warps for each box (R-CNN §2.1, appendix A; docs/references.md): the box grown so
     that, once warped to crop x crop, it is surrounded by `padding` pixels of context, i.e.
     scaled by crop / (crop - 2 * padding) about its centre. The region may leave the image;
     the warp fills the outside with the mean colour (zero after normalisation)."""
@@ -78,6 +90,7 @@ def tightest_square(boxes: torch.Tensor) -> torch.Tensor:
 @dataclass
 class Truth:
     """One image's ground truth: boxes (N, 4), class indices (N,), difficult flags (N,)."""
+
     boxes: torch.Tensor
     labels: torch.Tensor
     difficult: torch.Tensor
@@ -86,6 +99,7 @@ class Truth:
 @dataclass
 class Detections:
     """One image's detections: boxes (M, 4), scores (M,), class indices (M,)."""
+
     boxes: torch.Tensor
     scores: torch.Tensor
     labels: torch.Tensor

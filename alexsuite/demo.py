@@ -16,11 +16,11 @@ demo's numbers are the numbers those commands print for the same files:
 
 Running it again over the same --out carries on: training resumes from last.pt, the index
 adds nothing new, and the detector reuses its stage caches."""
+
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -29,32 +29,30 @@ from PIL import Image
 from . import viz
 from .data import fashion_mnist
 from .data.decode import decode_image
-from .data.detection_sets import read_detection_set
-from .data.scenes import SceneSettings, compose_scenes
+from .data.scenes import TEST_PHOTOS, TRAIN_PHOTOS, SceneSetSettings, make_scene_set
+from .detection.config import DetectorConfig
 from .detection.detector import load_detector
+from .detection.evaluate import evaluate_detector
 from .detection.finetune import FinetuneSettings
 from .detection.inference import DetectSettings, run_detector
-from .detection.config import DetectorConfig
 from .detection.training import train_detector
 from .devices import resolve_device
 from .errors import ConfigError
-from .training.evaluate import evaluate, evaluation_set
-from .detection.evaluate import evaluate_detector
-from .retrieval.evaluate import RetrievalEvalSettings, evaluate_model_retrieval
 from .fileio import atomic_write_bytes, atomic_write_text
+from .models.checkpoint import load_model
 from .proposals import ProposalSettings
+from .report import write_report
 from .reporting import Reporter, StageTimer
-from .settings import setting
+from .retrieval.evaluate import RetrievalEvalSettings, evaluate_model_retrieval
 from .retrieval.indexer import IndexOptions, update_index
 from .retrieval.search import Searcher
 from .retrieval.store import IndexStore
-from .models.checkpoint import load_model
+from .settings import default_of, setting
 from .training.config import TrainConfig
+from .training.evaluate import evaluate, evaluation_set
 from .training.run import train
 
 DATASET = "fashion-mnist-mini"
-TRAIN_PHOTOS = ("astronaut", "chelsea", "hubble", "camera", "brick", "gravel")
-TEST_PHOTOS = ("coffee", "rocket")      # never seen in training: the detector is tested on new photos
 
 
 @dataclass
@@ -62,15 +60,21 @@ class DemoConfig:
     epochs: int = setting(8, "Training epochs of alexnet-small (the paper's recipe otherwise).", "AlexNet §5")
     metric: str = setting("cosine", "Retrieval distance: cosine ranks fc7 best on this data (docs/benchmarks.md).")
     search_k: int = setting(8, "Results per query on the search sheet.")
-    train_scenes: int = setting(120, "Detection training scenes.")
-    test_scenes: int = setting(30, "Detection test scenes.")
-    finetune_iters: int = setting(1000, "R-CNN fine-tuning iterations (128 warped windows each).",
-                                  "rcnn fine-tuning solver")
-    finetune_lr: float = setting(0.04, "Fine-tuning learning rate: R-CNN's 0.001 assumes an ImageNet backbone; "
-                                 "one that only saw articles on black needs more.", "rcnn fine-tuning solver")
+    train_scenes: int = setting(default_of(SceneSetSettings, "train"), "Detection training scenes.")
+    test_scenes: int = setting(default_of(SceneSetSettings, "test"), "Detection test scenes.")
+    finetune_iters: int = setting(
+        1000, "R-CNN fine-tuning iterations (128 warped windows each).", "rcnn fine-tuning solver"
+    )
+    finetune_lr: float = setting(
+        0.04,
+        "Fine-tuning learning rate: R-CNN's 0.001 assumes an ImageNet backbone; "
+        "one that only saw articles on black needs more.",
+        "rcnn fine-tuning solver",
+    )
     max_boxes: int = setting(2000, "Selective-search boxes per image.", "R-CNN §2.2")
-    detect_mode: str = setting("rcnn", "How the test photos are read: rcnn (the paper) or fast (RoI pooling on "
-                               "conv5).", "R-CNN §2.2")
+    detect_mode: str = setting(
+        "rcnn", "How the test photos are read: rcnn (the paper) or fast (RoI pooling on conv5).", "R-CNN §2.2"
+    )
     pictures: int = setting(6, "Test scenes drawn with their detections.")
     picture_threshold: float = setting(-0.5, "SVM score to draw a box: this small detector's scores run low.")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
@@ -82,19 +86,19 @@ class DemoConfig:
 class DemoResult:
     out: Path
     metrics: dict = field(default_factory=dict)
-    stages: list[dict] = field(default_factory=list)   # {"stage", "seconds", "summary"} in order
-    pictures: dict = field(default_factory=dict)        # name -> path relative to out (or list of them)
-    commands: dict = field(default_factory=dict)        # metric group -> the command that prints it alone
+    stages: list[dict] = field(default_factory=list)  # {"stage", "seconds", "summary"} in order
+    pictures: dict = field(default_factory=dict)  # name -> path relative to out (or list of them)
+    commands: dict = field(default_factory=dict)  # metric group -> the command that prints it alone
 
     def to_dict(self) -> dict:
-        return {"out": str(self.out), "metrics": self.metrics, "stages": self.stages,
-                "total_seconds": round(sum(s["seconds"] for s in self.stages), 2),
-                "pictures": self.pictures, "commands": self.commands}
-
-
-def bundled_photos(names) -> list[Path]:
-    folder = resources.files("alexsuite.data").joinpath("bundled/photos")
-    return [Path(str(folder.joinpath(f"{n}.jpg"))) for n in names]
+        return {
+            "out": str(self.out),
+            "metrics": self.metrics,
+            "stages": self.stages,
+            "total_seconds": round(sum(s["seconds"] for s in self.stages), 2),
+            "pictures": self.pictures,
+            "commands": self.commands,
+        }
 
 
 def export_images(images: np.ndarray, labels: np.ndarray, classes: list[str], folder: Path) -> None:
@@ -116,11 +120,197 @@ def _index_model(index_dir: Path) -> str | None:
     return json.loads(manifest.read_text())["model"]["fingerprint"] if manifest.exists() else None
 
 
-def _train(cfg: DemoConfig, out: Path, reporter: Reporter):
-    run_dir = out / "train"
+@dataclass
+class _Demo:
+    """What the stages share: the settings, where they write, and what earlier stages made."""
+
+    cfg: DemoConfig
+    out: Path
+    device: object
+    reporter: Reporter
+    result: DemoResult
+    loaded: object = None  # the trained model (train/last.pt)
+    test_set: object = None  # the test scenes
+
+    @property
+    def model_path(self) -> Path:
+        return self.out / "train" / "last.pt"  # the last epoch: best.pt is chosen on the test split itself
+
+    @property
+    def metrics(self) -> dict:
+        return self.result.metrics
+
+
+def run_demo(cfg: DemoConfig, out: Path, reporter: Reporter = Reporter()) -> DemoResult:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: a file is in the way; give a folder (default runs/demo)")
+    out.mkdir(parents=True, exist_ok=True)
+    demo = _Demo(cfg, out, resolve_device(cfg.device), reporter, DemoResult(out))
+    stage = StageTimer(reporter, total=len(STAGES), records=demo.result.stages)
+    for name, run in STAGES:
+        with stage(name) as record:
+            record["summary"] = run(demo)
+    # after the report stage, so the JSON holds its time too
+    atomic_write_text(out / "demo.json", json.dumps({"config": asdict(cfg), **demo.result.to_dict()}, indent=2))
+    return demo.result
+
+
+def _train(demo: _Demo) -> str:
+    cfg, run_dir = demo.cfg, demo.out / "train"
     tc = TrainConfig(data=DATASET, epochs=cfg.epochs, device=cfg.device, workers=cfg.workers, seed=cfg.seed)
     resume = run_dir if (run_dir / "last.pt").exists() else None
-    return train(tc, run_dir=run_dir, resume=resume, reporter=reporter)
+    run = train(tc, run_dir=run_dir, resume=resume, reporter=demo.reporter)
+    last = run.history[-1]
+    demo.metrics["training"] = {
+        "epochs": len(run.history),
+        "val_top1": last["val_top1"],
+        "val_top5": last["val_top5"],
+        "train_loss": last["train_loss"],
+        "images_per_s": last["images_per_s"],
+        "config": json.loads((run.run_dir / "config.json").read_text()),
+    }
+    demo.result.pictures.update(curves="train/curves.png", filters="train/conv1_filters.png")
+    return f"alexnet-small, {len(run.history)} epochs, validation top-1 {last['val_top1']:.3f} -> {run.run_dir}"
+
+
+def _evaluate(demo: _Demo) -> str:
+    demo.loaded = loaded = load_model(demo.model_path, demo.device)
+    test_set = evaluation_set(loaded, DATASET)
+    ten = evaluate(loaded.model, test_set, loaded.preprocess, demo.device, ten_crop=True, workers=0)
+    centre = evaluate(loaded.model, test_set, loaded.preprocess, demo.device, ten_crop=False, workers=0)
+    demo.metrics["classification"] = {
+        "top1": ten["top1"],
+        "top5": ten["top5"],
+        "top1_centre": centre["top1"],
+        "top5_centre": centre["top5"],
+        "images": ten["images"],
+    }
+    demo.result.commands["classification"] = f"alexsuite eval {demo.model_path} --ten-crop --json"
+    return f"10-crop top-1 {ten['top1']:.3f}, top-5 {ten['top5']:.3f} on {ten['images']:,} test images"
+
+
+def _index(demo: _Demo) -> str:
+    images_dir, index_dir = demo.out / "images", demo.out / "index"
+    for split in ("train", "test"):
+        arrays, labels = fashion_mnist.load_mini(split)
+        export_images(arrays, labels, fashion_mnist.CLASSES, images_dir / split)
+    # a re-run that trained further has new weights: the old vectors cannot stay beside new ones
+    rebuild = _index_model(index_dir) not in (None, demo.loaded.fingerprint)
+    opts = IndexOptions(metric=demo.cfg.metric, workers=demo.cfg.workers, rebuild=rebuild)
+    report = update_index(
+        index_dir,
+        demo.loaded,
+        images_dir / "train",
+        opts,
+        demo.device,
+        progress=lambda total: demo.reporter.progress(total, "embed"),
+        warn=demo.reporter.warn,
+    )
+    store = IndexStore.open_read(index_dir)
+    store.close()
+    demo.metrics["index"] = {
+        "images": report.total,
+        "added": report.added,
+        "seconds": round(report.seconds, 2),
+        "images_per_s": round(report.images_per_s, 1),
+        "metric": store.spec.metric,
+        "factory": store.spec.factory,
+    }
+    return f"{report.total:,} training images in {index_dir} ({report.added:,} added)"
+
+
+def _search(demo: _Demo) -> str:
+    k, images_dir, sheet = demo.cfg.search_k, demo.out / "images", demo.out / "search.png"
+    queries = [images_dir / "test" / c / f"{c}_0000.png" for c in fashion_mnist.CLASSES]
+    store = IndexStore.open_read(demo.out / "index")
+    try:
+        hits = Searcher(store, demo.loaded, demo.device).search_files(queries, k)
+    finally:
+        store.close()
+    viz.search_sheet(hits, sheet)
+    same = [sum(h.label == Path(r.query).parent.name for h in r.results) / max(len(r.results), 1) for r in hits]
+    demo.metrics["search"] = {"queries": len(hits), "k": k, "same_class": float(np.mean(same))}
+    demo.result.pictures["search"] = "search.png"
+    demo.result.commands["search"] = (
+        f"alexsuite search {images_dir / 'test' / 'bag' / 'bag_0000.png'} -k {k} --index {demo.out / 'index'}"
+    )
+    return f"{len(hits)} queries, {np.mean(same):.0%} of their {k} nearest images share the query's class -> {sheet}"
+
+
+def _retrieval(demo: _Demo) -> str:
+    opts = RetrievalEvalSettings(data=DATASET, metric=demo.cfg.metric, ks=(1, 10, 100), workers=demo.cfg.workers)
+    r = evaluate_model_retrieval(
+        demo.loaded, opts, demo.device, progress=lambda total, name: demo.reporter.progress(total, name)
+    )
+    demo.metrics["retrieval"] = {
+        k: r[k]
+        for k in ("mAP", "precision@1", "precision@10", "precision@100", "queries", "database", "metric", "factory")
+    }
+    demo.result.commands["retrieval"] = (
+        f"alexsuite eval-retrieval --model {demo.model_path} --metric {demo.cfg.metric} --json"
+    )
+    return (
+        f"mAP {r['mAP']:.3f}, P@10 {r['precision@10']:.3f} ({r['queries']:,} queries, "
+        f"{r['database']:,} database images)"
+    )
+
+
+def _scenes(demo: _Demo) -> str:
+    cfg, scenes = demo.cfg, demo.out / "scenes"
+    demo.test_set = make_scene_set(scenes, SceneSetSettings(cfg.train_scenes, cfg.test_scenes, cfg.seed))
+    objects = sum(len(a.labels) for a in demo.test_set.items)
+    demo.metrics["scenes"] = {"train": cfg.train_scenes, "test": cfg.test_scenes, "test_objects": objects}
+    return (
+        f"{cfg.train_scenes} training scenes on {len(TRAIN_PHOTOS)} photos, {cfg.test_scenes} test "
+        f"scenes ({objects} objects) on {len(TEST_PHOTOS)} other photos -> {scenes}"
+    )
+
+
+def _detector(demo: _Demo) -> str:
+    cfg = demo.cfg
+    dc = DetectorConfig(
+        data=str(demo.out / "scenes"),
+        backbone=str(demo.model_path),
+        finetune=FinetuneSettings(iterations=cfg.finetune_iters, lr=cfg.finetune_lr, seed=cfg.seed),
+        proposals=ProposalSettings(max_boxes=cfg.max_boxes),
+        device=cfg.device,
+        workers=cfg.workers,
+    )
+    tm = train_detector(dc, demo.out / "detector", demo.reporter).metrics
+    demo.metrics["detector_training"] = {
+        "proposal_recall": tm["proposal_recall"]["recall"],
+        "boxes_per_image": tm["proposal_recall"]["boxes_per_image"],
+        "finetune_loss": tm["finetune"].get("final_loss"),
+        "finetune_resumed_at": tm["finetune"].get("resumed_at"),
+        "seconds": tm["seconds"],
+    }
+    return (
+        f"R-CNN on {tm['training_images']} scenes: proposal recall {tm['proposal_recall']['recall']:.2f}, "
+        f"{cfg.finetune_iters} fine-tuning iterations, {len(tm['svms'])} SVMs -> {demo.out / 'detector'}"
+    )
+
+
+def _detect(demo: _Demo) -> str:
+    cfg, out, test_set = demo.cfg, demo.out, demo.test_set
+    det = load_detector(out / "detector", demo.device)
+    # no proposal cache: seconds per image always include selective search, as eval-detector's do
+    with demo.reporter.progress(len(test_set), f"detect ({cfg.detect_mode})") as bar:
+        ev = evaluate_detector(det, test_set, DetectSettings(mode=cfg.detect_mode, workers=cfg.workers), on_image=bar)
+    demo.metrics["detection"] = {
+        k: ev[k]
+        for k in ("mode", "images", "map", "map_voc07", "map_no_regression", "seconds_per_image", "proposal_recall")
+    }
+    demo.metrics["detection"]["ap"] = {c: row["ap"] for c, row in ev["per_class"].items()}
+    demo.result.pictures["detections"] = _draw_detections(det, test_set.items[: cfg.pictures], cfg, out)
+    demo.result.commands["detection"] = (
+        f"alexsuite eval-detector {out / 'scenes'} --split test --detector "
+        f"{out / 'detector'} --mode {cfg.detect_mode} --json"
+    )
+    return (
+        f"mAP@0.5 {ev['map']:.3f} ({ev['map_no_regression']:.3f} without box regression) on "
+        f"{ev['images']} new photos, {ev['seconds_per_image']['total']:.2f} s per image"
+    )
 
 
 def _draw_detections(det, items, cfg: DemoConfig, out: Path) -> list[dict]:
@@ -136,132 +326,24 @@ def _draw_detections(det, items, cfg: DemoConfig, out: Path) -> list[dict]:
         src = f"detections/{Path(r.path).stem}.png"
         viz.draw_detections(decode_image(r.path), r.detections, det.classes, out / src)
         found = zip(r.detections.labels.tolist(), r.detections.scores.tolist())
-        drawn.append({"src": src, "truth": list(item.labels),
-                      "found": [f"{det.classes[int(c)]} {sc:.2f}" for c, sc in found]})
+        drawn.append(
+            {"src": src, "truth": list(item.labels), "found": [f"{det.classes[int(c)]} {sc:.2f}" for c, sc in found]}
+        )
     return drawn
 
 
-def run_demo(cfg: DemoConfig, out: Path, reporter: Reporter = Reporter()) -> DemoResult:
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: a file is in the way; give a folder (default runs/demo)")
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    result = DemoResult(out)
-    stage = StageTimer(reporter, total=9, records=result.stages)
-    model_path = out / "train" / "last.pt"   # the last epoch: best.pt is chosen on the test split itself
-    m = result.metrics
+def _report(demo: _Demo) -> str:
+    return str(write_report(demo.result, demo.cfg))
 
-    with stage("train") as s:
-        run = _train(cfg, out, reporter)
-        last = run.history[-1]
-        m["training"] = {"epochs": len(run.history), "val_top1": last["val_top1"], "val_top5": last["val_top5"],
-                         "train_loss": last["train_loss"], "images_per_s": last["images_per_s"],
-                         "config": json.loads((run.run_dir / "config.json").read_text())}
-        s["summary"] = (f"alexnet-small, {len(run.history)} epochs, validation top-1 {last['val_top1']:.3f} "
-                        f"-> {run.run_dir}")
-        result.pictures.update(curves="train/curves.png", filters="train/conv1_filters.png")
-    loaded = load_model(model_path, device)
 
-    with stage("evaluate") as s:
-        test_set = evaluation_set(loaded, DATASET)
-        ten = evaluate(loaded.model, test_set, loaded.preprocess, device, ten_crop=True, workers=0)
-        centre = evaluate(loaded.model, test_set, loaded.preprocess, device, ten_crop=False, workers=0)
-        m["classification"] = {"top1": ten["top1"], "top5": ten["top5"], "top1_centre": centre["top1"],
-                               "top5_centre": centre["top5"], "images": ten["images"]}
-        s["summary"] = f"10-crop top-1 {ten['top1']:.3f}, top-5 {ten['top5']:.3f} on {ten['images']:,} test images"
-        result.commands["classification"] = f"alexsuite eval {model_path} --ten-crop --json"
-
-    with stage("index") as s:
-        images_dir = out / "images"
-        for split in ("train", "test"):
-            arrays, labels = fashion_mnist.load_mini(split)
-            export_images(arrays, labels, fashion_mnist.CLASSES, images_dir / split)
-        # a re-run that trained further has new weights: the old vectors cannot stay beside new ones
-        rebuild = _index_model(out / "index") not in (None, loaded.fingerprint)
-        report = update_index(out / "index", loaded, images_dir / "train",
-                              IndexOptions(metric=cfg.metric, workers=cfg.workers, rebuild=rebuild), device,
-                              progress=lambda total: reporter.progress(total, "embed"), warn=reporter.warn)
-        store = IndexStore.open_read(out / "index")   # read once: its settings here, searched next
-        m["index"] = {"images": report.total, "added": report.added, "seconds": round(report.seconds, 2),
-                      "images_per_s": round(report.images_per_s, 1), "metric": store.spec.metric,
-                      "factory": store.spec.factory}
-        s["summary"] = f"{report.total:,} training images in {out / 'index'} ({report.added:,} added)"
-
-    with stage("search") as s:
-        queries = [images_dir / "test" / c / f"{c}_0000.png" for c in fashion_mnist.CLASSES]
-        try:
-            hits = Searcher(store, loaded, device).search_files(queries, cfg.search_k)
-        finally:
-            store.close()
-        viz.search_sheet(hits, out / "search.png")
-        same = [sum(h.label == Path(r.query).parent.name for h in r.results) / max(len(r.results), 1) for r in hits]
-        m["search"] = {"queries": len(hits), "k": cfg.search_k, "same_class": float(np.mean(same))}
-        s["summary"] = (f"{len(hits)} queries, {np.mean(same):.0%} of their {cfg.search_k} nearest images "
-                        f"share the query's class -> {out / 'search.png'}")
-        result.pictures["search"] = "search.png"
-        result.commands["search"] = (f"alexsuite search {images_dir / 'test' / 'bag' / 'bag_0000.png'} -k {cfg.search_k} "
-                                     f"--index {out / 'index'}")
-
-    with stage("retrieval") as s:
-        opts = RetrievalEvalSettings(data=DATASET, metric=cfg.metric, ks=(1, 10, 100), workers=cfg.workers)
-        r = evaluate_model_retrieval(loaded, opts, device, progress=lambda total, name: reporter.progress(total, name))
-        m["retrieval"] = {k: r[k] for k in ("mAP", "precision@1", "precision@10", "precision@100",
-                                            "queries", "database", "metric", "factory")}
-        s["summary"] = (f"mAP {r['mAP']:.3f}, P@10 {r['precision@10']:.3f} ({r['queries']:,} queries, "
-                        f"{r['database']:,} database images)")
-        result.commands["retrieval"] = f"alexsuite eval-retrieval --model {model_path} --metric {cfg.metric} --json"
-
-    scenes = out / "scenes"
-    with stage("scenes") as s:
-        for split, photos, count, seed in (("train", TRAIN_PHOTOS, cfg.train_scenes, cfg.seed + 1),
-                                           ("test", TEST_PHOTOS, cfg.test_scenes, cfg.seed + 2)):
-            articles, labels = fashion_mnist.load_mini(split)
-            # training scenes get their photo's colours shuffled: six photos then look like many
-            # (measured: test mAP 0.46 -> 0.62 with 120 scenes and 1,000 fine-tuning iterations)
-            compose_scenes(scenes, split, bundled_photos(photos), articles, labels, fashion_mnist.CLASSES,
-                           count, seed, SceneSettings(recolour=split == "train"))
-        test_set = read_detection_set(scenes, "test")
-        objects = sum(len(a.labels) for a in test_set.items)
-        s["summary"] = (f"{cfg.train_scenes} training scenes on {len(TRAIN_PHOTOS)} photos, {cfg.test_scenes} test "
-                        f"scenes ({objects} objects) on {len(TEST_PHOTOS)} other photos -> {scenes}")
-        m["scenes"] = {"train": cfg.train_scenes, "test": cfg.test_scenes, "test_objects": objects}
-
-    with stage("detector") as s:
-        dc = DetectorConfig(data=str(scenes), backbone=str(model_path),
-                            finetune=FinetuneSettings(iterations=cfg.finetune_iters, lr=cfg.finetune_lr,
-                                                      seed=cfg.seed),
-                            proposals=ProposalSettings(max_boxes=cfg.max_boxes),
-                            device=cfg.device, workers=cfg.workers)
-        trained = train_detector(dc, out / "detector", reporter)
-        tm = trained.metrics
-        m["detector_training"] = {"proposal_recall": tm["proposal_recall"]["recall"],
-                                  "boxes_per_image": tm["proposal_recall"]["boxes_per_image"],
-                                  "finetune_loss": tm["finetune"].get("final_loss"),
-                                  "finetune_resumed_at": tm["finetune"].get("resumed_at"), "seconds": tm["seconds"]}
-        s["summary"] = (f"R-CNN on {tm['training_images']} scenes: proposal recall "
-                        f"{tm['proposal_recall']['recall']:.2f}, {cfg.finetune_iters} fine-tuning iterations, "
-                        f"{len(tm['svms'])} SVMs -> {out / 'detector'}")
-
-    with stage("detect") as s:
-        det = load_detector(out / "detector", device)
-        # no proposal cache: seconds per image always include selective search, as eval-detector's do
-        bar = reporter.progress(len(test_set), f"detect ({cfg.detect_mode})")
-        ev = evaluate_detector(det, test_set, DetectSettings(mode=cfg.detect_mode, workers=cfg.workers), on_image=bar)
-        bar.close()
-        m["detection"] = {k: ev[k] for k in ("mode", "images", "map", "map_voc07", "map_no_regression",
-                                             "seconds_per_image", "proposal_recall")}
-        m["detection"]["ap"] = {c: row["ap"] for c, row in ev["per_class"].items()}
-        result.pictures["detections"] = _draw_detections(det, test_set.items[:cfg.pictures], cfg, out)
-        s["summary"] = (f"mAP@0.5 {ev['map']:.3f} ({ev['map_no_regression']:.3f} without box regression) on "
-                        f"{ev['images']} new photos, {ev['seconds_per_image']['total']:.2f} s per image")
-        result.commands["detection"] = (f"alexsuite eval-detector {scenes} --split test --detector "
-                                        f"{out / 'detector'} --mode {cfg.detect_mode} --json")
-
-    with stage("report") as s:
-        from .report import write_report
-        write_report(result, cfg)
-        s["summary"] = f"{out / 'report.html'}"
-    # after the report stage, so the JSON holds its time too
-    atomic_write_text(out / "demo.json", json.dumps({"config": asdict(cfg), **result.to_dict()}, indent=2))
-    return result
+STAGES = [
+    ("train", _train),
+    ("evaluate", _evaluate),
+    ("index", _index),
+    ("search", _search),
+    ("retrieval", _retrieval),
+    ("scenes", _scenes),
+    ("detector", _detector),
+    ("detect", _detect),
+    ("report", _report),
+]

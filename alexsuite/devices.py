@@ -1,4 +1,5 @@
 """Device choice: `auto` takes CUDA when present; no code path assumes it."""
+
 import torch
 
 from .errors import ConfigError

@@ -1,4 +1,5 @@
 """torch.distributed set-up for runs launched by `torchrun` (DDP); a plain run is world size 1."""
+
 from __future__ import annotations
 
 import os

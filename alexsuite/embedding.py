@@ -2,8 +2,9 @@
 
 Files decode in DataLoader workers through the same batch plans and collate as training
 (data/batching.py); the network runs on whole batches of centre crops and returns one
-layer's activations (paper Section 6.1: fc7 as an image descriptor).
+layer's activations (AlexNet §6.1: fc7 as an image descriptor; docs/references.md).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from .data.datasets import ArrayDataset, FolderDataset
 from .errors import ConfigError
 
 LAYERS = ("fc7", "fc6", "pool5")
-DEFAULT_LAYER = "fc7"   # AlexNet §6.1: fc7 as the image descriptor
+DEFAULT_LAYER = "fc7"  # AlexNet §6.1: fc7 as the image descriptor
 
 
 def file_dataset(paths, base_size: int) -> FolderDataset:
@@ -44,21 +45,30 @@ def feature_dim(model, pre: transforms.Preprocess, layer: str) -> int:
 
 @dataclass
 class EmbeddedBatch:
-    positions: torch.Tensor     # int64 (B,): which inputs these vectors belong to
-    vectors: np.ndarray         # float32 (B, D), C-contiguous (what FAISS takes)
-    failures: list = field(default_factory=list)   # ImageDecodeError for inputs that did not decode
+    positions: torch.Tensor  # int64 (B,): which inputs these vectors belong to
+    vectors: np.ndarray  # float32 (B, D), C-contiguous (what FAISS takes)
+    failures: list = field(default_factory=list)  # ImageDecodeError for inputs that did not decode
 
 
 @torch.no_grad()
-def embed_batches(model, dataset, pre: transforms.Preprocess, layer: str = "fc7",
-                  device: torch.device | str = "cpu", batch_size: int = 128, workers: int = 0,
-                  strict: bool = False, rank: int = 0, world: int = 1):
+def embed_batches(
+    model,
+    dataset,
+    pre: transforms.Preprocess,
+    layer: str = "fc7",
+    device: torch.device | str = "cpu",
+    batch_size: int = 128,
+    workers: int = 0,
+    strict: bool = False,
+    rank: int = 0,
+    world: int = 1,
+):
     """Yield an EmbeddedBatch per batch of `dataset` (from file_dataset / array_dataset), in
     order; with world > 1 this process embeds its slice rank::world of every batch."""
     check_layer(layer)
     device = torch.device(device)
     model.eval()
-    channels_last = device.type == "cpu"  # ~1.4x faster CPU convolutions at batch size 128
+    channels_last = device.type == "cpu"  # faster CPU convolutions on whole batches
     if channels_last:
         model.to(memory_format=torch.channels_last)
     plan = batching.epoch_batches(len(dataset), batch_size, 0, 0, shuffle=False, drop_last=False)
@@ -73,9 +83,16 @@ def embed_batches(model, dataset, pre: transforms.Preprocess, layer: str = "fc7"
         yield EmbeddedBatch(batch.labels, np.ascontiguousarray(vectors), batch.failures)
 
 
-def embed_labelled(model, dataset, pre: transforms.Preprocess, layer: str = "fc7",
-                   device: torch.device | str = "cpu", batch_size: int = 128, workers: int = 0,
-                   on_batch=None) -> tuple[np.ndarray, np.ndarray, list]:
+def embed_labelled(
+    model,
+    dataset,
+    pre: transforms.Preprocess,
+    layer: str = "fc7",
+    device: torch.device | str = "cpu",
+    batch_size: int = 128,
+    workers: int = 0,
+    on_batch=None,
+) -> tuple[np.ndarray, np.ndarray, list]:
     """All vectors of a labelled ArrayDataset / FolderDataset: (vectors (N, D), labels (N,),
     failures). Unreadable files are left out (and returned as failures)."""
     if isinstance(dataset, ArrayDataset):

@@ -1,5 +1,6 @@
 """Files written so that a crash never leaves half of one, and content hashes for files that
 may be large: shared by checkpoints, index directories and the proposal cache."""
+
 from __future__ import annotations
 
 import hashlib
@@ -54,6 +55,7 @@ def check_free_space(path: Path, need: int, what: str, fix: str) -> None:
     """Refuse to start writing `need` bytes under `path` when the disk cannot take them:
     a stage that stops at a clear line beats one that dies half-way with ENOSPC."""
     from .errors import DiskSpaceError
+
     free = free_bytes(path)
     if need > free:
         raise DiskSpaceError(f"{path}: {what} need about {_gb(need)} and {_gb(free)} are free; {fix}")

@@ -3,12 +3,14 @@ used them: images resized before segmenting, fast mode by default (quality as an
 boxes returned in the original image's 0-based corners. Results are cached on disk per
 image content and settings, and computed in parallel over images.
 
-OpenCV's implementation has known troubles (see REFERENCES.md): a crash on very elongated
+OpenCV's implementation has known troubles (Selective search; docs/references.md): a crash on very elongated
 images, slowness on huge ones, no size filter. So images are resized to a working size,
 padded to an aspect ratio of at most MAX_ASPECT, and boxes are filtered afterwards.
 """
+
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import io
@@ -24,13 +26,16 @@ from .errors import ConfigError, DataError, ImageDecodeError
 from .fileio import atomic_write_bytes, file_sha256
 from .settings import setting
 
-MAX_ASPECT = 2.0   # OpenCV's selective search has crashed above about 2.4
+MAX_ASPECT = 2.0  # OpenCV's selective search has crashed above about 2.4
 
 
 @dataclass(frozen=True)
 class ProposalSettings:
-    mode: str = setting("fast", "Selective search strategy: fast (~2,000 boxes on a VOC image) or quality "
-                        "(~10,000, slower).", "Selective search")
+    mode: str = setting(
+        "fast",
+        "Selective search strategy: fast (~2,000 boxes on a VOC image) or quality (~10,000, slower).",
+        "Selective search",
+    )
     size: int = setting(500, "Longer side, in px, the image is resized to before segmenting.", "Selective search")
     min_size: int = setting(10, "Drop boxes narrower or shorter than this (original pixels).")
     max_boxes: int = setting(2000, "Proposals kept per image, in selective search's ranking.", "R-CNN §2.2")
@@ -39,7 +44,7 @@ class ProposalSettings:
         # "seeded": boxes cached before the ranking was seeded came in an arbitrary order
         return hashlib.sha256((repr(sorted(asdict(self).items())) + "seeded").encode()).hexdigest()[:12]
 
-    def check(self) -> "ProposalSettings":
+    def check(self) -> ProposalSettings:
         if self.mode not in ("fast", "quality"):
             raise ConfigError(f"proposal mode {self.mode!r}: use fast or quality")
         return self
@@ -48,6 +53,7 @@ class ProposalSettings:
 @dataclass(frozen=True)
 class ProposeSettings:
     """How `alexsuite proposals` runs selective search over many images."""
+
     workers: int = setting(2, "Processes, one image each.")
     cache: str | None = setting(None, "Keep results here, keyed by image content and settings (default: no cache).")
     draw: int = setting(50, "With --out: how many of each image's first boxes are drawn.")
@@ -57,10 +63,14 @@ def _working_image(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     """Resize so the longer side is `size` and pad (replicating edges) to a safe aspect ratio;
     returns the BGR image and the scale from original to working pixels."""
     import cv2
+
     h, w = rgb.shape[:2]
     scale = size / max(h, w)
-    img = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
-                     interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    img = cv2.resize(
+        rgb,
+        (max(1, round(w * scale)), max(1, round(h * scale))),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    )
     hh, ww = img.shape[:2]
     pad_h = max(0, int(np.ceil(ww / MAX_ASPECT)) - hh)
     pad_w = max(0, int(np.ceil(hh / MAX_ASPECT)) - ww)
@@ -72,15 +82,14 @@ def _working_image(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
 def _seed_c_rand(seed: int = 0) -> None:
     """OpenCV ranks selective search's boxes by level times C's rand(), a process-wide state: seeded
     here, the same image gives the same ranked list whichever worker process or call order."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # no C library to reach (e.g. Windows): order may vary
         ctypes.CDLL(None).srand(seed)
-    except (OSError, AttributeError):   # no C library to reach (e.g. Windows): order may vary
-        pass
 
 
 def selective_search(rgb: np.ndarray, settings: ProposalSettings = ProposalSettings()) -> np.ndarray:
     """float32 (N, 4) boxes [x1, y1, x2, y2] in `rgb`'s pixels (0-based, x2/y2 exclusive)."""
     import cv2
+
     cv2.setNumThreads(1)  # parallelism comes from running images in separate processes
     h, w = rgb.shape[:2]
     bgr, scale = _working_image(rgb, settings.size)
@@ -95,12 +104,12 @@ def selective_search(rgb: np.ndarray, settings: ProposalSettings = ProposalSetti
     if not len(rects):
         return np.zeros((0, 4), np.float32)
     boxes = np.stack([rects[:, 0], rects[:, 1], rects[:, 0] + rects[:, 2], rects[:, 1] + rects[:, 3]], 1) / scale
-    boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)   # padding is not image: cut it off
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)  # padding is not image: cut it off
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
     keep = ((boxes[:, 2] - boxes[:, 0]) >= settings.min_size) & ((boxes[:, 3] - boxes[:, 1]) >= settings.min_size)
     boxes = np.round(boxes[keep])
     _, first = np.unique(boxes, axis=0, return_index=True)  # clipping can make duplicates
-    return boxes[np.sort(first)][:settings.max_boxes].astype(np.float32)
+    return boxes[np.sort(first)][: settings.max_boxes].astype(np.float32)
 
 
 def _compute(path: str, settings: ProposalSettings, cache: str | None) -> np.ndarray | ImageDecodeError:
@@ -132,8 +141,9 @@ def _cached_boxes(path: str, settings: ProposalSettings, cache: str | None) -> n
     return boxes
 
 
-def propose(paths, settings: ProposalSettings = ProposalSettings(), cache_dir=None, workers: int = 2,
-            on_image=None) -> list[np.ndarray | ImageDecodeError]:
+def propose(
+    paths, settings: ProposalSettings = ProposalSettings(), cache_dir=None, workers: int = 2, on_image=None
+) -> list[np.ndarray | ImageDecodeError]:
     """Boxes for every image, in order; an unreadable image gives its ImageDecodeError."""
     settings.check()
     jobs = ([str(p) for p in paths], [settings] * len(paths), [str(cache_dir) if cache_dir else None] * len(paths))
@@ -143,8 +153,10 @@ def propose(paths, settings: ProposalSettings = ProposalSettings(), cache_dir=No
         with ProcessPoolExecutor(workers) as pool:
             return _in_order(pool.map(_compute, *jobs), on_image)
     except BrokenProcessPool:
-        raise DataError("selective search crashed in OpenCV on one of the images; run with --workers 0 "
-                        "to find which, and report it with the image") from None
+        raise DataError(
+            "selective search crashed in OpenCV on one of the images; run with --workers 0 "
+            "to find which, and report it with the image"
+        ) from None
 
 
 def _in_order(results, on_image) -> list:

@@ -1,6 +1,7 @@
 """What a long job tells its caller: progress, one-line news, warnings and named stages. The
 library reports through a `Reporter`; each front door decides how to show it (the CLI's
 subclass prints, this default stays silent)."""
+
 from __future__ import annotations
 
 import time
@@ -24,18 +25,18 @@ class NoProgress:
 class Reporter:
     """Silent by default; override what you want to show."""
 
-    def start(self, info: dict) -> None: ...   # a training run's set-up (arch, sizes, device)
+    def start(self, info: dict) -> None: ...  # a training run's set-up (arch, sizes, device)
 
     def progress(self, total: int, desc: str):  # a counter of `total` steps: NoProgress's calls
         return NoProgress()
 
-    def epoch(self, row: dict) -> None: ...     # one training epoch's metrics
+    def epoch(self, row: dict) -> None: ...  # one training epoch's metrics
 
     def warn(self, message: str) -> None: ...
 
-    def note(self, message: str) -> None: ...   # one line of news (a stage starting, a file written)
+    def note(self, message: str) -> None: ...  # one line of news (a stage starting, a file written)
 
-    def stage(self, message: str) -> None:      # a pipeline's stage starting or done
+    def stage(self, message: str) -> None:  # a pipeline's stage starting or done
         self.note(message)
 
 

@@ -4,6 +4,7 @@ text and its source (a paper section or released-code file, see docs/references.
 (cli/options.py), and saved configurations come back through `from_dict`, which refuses keys
 it does not know instead of ignoring them (as Fast R-CNN's `_merge_a_into_b` and ultralytics'
 `check_cfg` do)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,10 @@ def from_dict(cls, data: dict, where: str):
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(names)}); "
-                          "it was written by another alexsuite version or edited: remove them")
+        raise ConfigError(
+            f"{where}: unknown setting(s) {', '.join(unknown)} (known: {', '.join(names)}); "
+            "it was written by another alexsuite version or edited: remove them"
+        )
     hints = typing.get_type_hints(cls)
     values = {}
     for name, value in data.items():

@@ -1,5 +1,6 @@
 """Pictures: training curves and conv1 filter grids (more come with retrieval and detection).
 Every function writes a PNG to a path or a binary file object."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,10 @@ def _pyplot():
     """matplotlib on first use only: it costs ~0.5 s to import, and `alexsuite search`
     must start fast when it draws nothing."""
     import matplotlib
+
     matplotlib.use("Agg")  # headless: never needs a display
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -23,6 +26,7 @@ def training_curves(history: list[dict], out) -> None:
     epochs = [r["epoch"] for r in history]
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
+
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
@@ -40,8 +44,7 @@ def training_curves(history: list[dict], out) -> None:
     plt.close(fig)
 
 
-def filter_grid(weight: torch.Tensor, out, scale: int | None = None, pad: int = 1,
-                grayscale: bool = False) -> None:
+def filter_grid(weight: torch.Tensor, out, scale: int | None = None, pad: int = 1, grayscale: bool = False) -> None:
     """conv1 kernels as RGB tiles, each stretched to its own range (the paper's Figure 3).
     grayscale: the net only ever saw equal R, G and B, so show what a kernel does to a grey
     image, the sum over its input channels (the per-channel differences are untrained noise)."""
@@ -62,12 +65,18 @@ def filter_grid(weight: torch.Tensor, out, scale: int | None = None, pad: int = 
     for i, tile in enumerate(tiles):
         r, q = divmod(i, cols)
         big = tile.repeat(scale, 0).repeat(scale, 1)
-        canvas[pad + r * (th + pad):pad + r * (th + pad) + th, pad + q * (tw + pad):pad + q * (tw + pad) + tw] = big
+        canvas[pad + r * (th + pad) : pad + r * (th + pad) + th, pad + q * (tw + pad) : pad + q * (tw + pad) + tw] = big
     Image.fromarray(canvas).save(out, format="PNG")
 
 
-def error_curves(series: dict[str, list[float]], out, threshold: float | None = None,
-                 xlabel: str = "epoch", ylabel: str = "training error rate", title: str = "") -> None:
+def error_curves(
+    series: dict[str, list[float]],
+    out,
+    threshold: float | None = None,
+    xlabel: str = "epoch",
+    ylabel: str = "training error rate",
+    title: str = "",
+) -> None:
     """Several error-rate curves on one axis (e.g. the paper's Figure 1, ReLU vs tanh)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
@@ -86,6 +95,7 @@ def error_curves(series: dict[str, list[float]], out, threshold: float | None = 
 def _thumbnail(path, size: int) -> Image.Image:
     """A size x size tile of an image file (letterboxed on white); a grey tile if unreadable."""
     from .data.decode import decode_image
+
     tile = Image.new("RGB", (size, size), (255, 255, 255))
     try:
         arr = decode_image(path, min_side=size)
@@ -102,6 +112,7 @@ def result_sheet(rows: list[tuple[str, list[tuple[str, str]]]], out, tile: int =
     """One row per query: the query image, then its results, each captioned.
     rows: [(query_path, [(result_path, caption), ...]), ...]."""
     from PIL import ImageDraw
+
     caption_h, gap = 16, 4
     cols = 1 + max((len(r[1]) for r in rows), default=0)
     width = cols * (tile + gap) + gap + gap * 2
@@ -124,10 +135,21 @@ def draw_boxes(image: np.ndarray, boxes, out, labels=None, scores=None, width: i
     """An RGB uint8 image with boxes ([x1, y1, x2, y2], 0-based, exclusive) drawn on it,
     captioned with label and score when given; one colour per label."""
     from PIL import ImageDraw
+
     img = Image.fromarray(np.ascontiguousarray(image))
     draw = ImageDraw.Draw(img)
-    palette = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-               (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
+    palette = [
+        (230, 25, 75),
+        (60, 180, 75),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 240, 240),
+        (240, 50, 230),
+        (210, 245, 60),
+        (250, 190, 212),
+        (0, 128, 128),
+    ]
     names = sorted(set(labels)) if labels is not None else []
     for i, box in enumerate(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)):
         label = labels[i] if labels is not None else None
@@ -145,12 +167,20 @@ def draw_boxes(image: np.ndarray, boxes, out, labels=None, scores=None, width: i
 def search_sheet(results, out, tile: int = 128) -> None:
     """`alexsuite search --sheet`: one row per QueryResult (retrieval/search.py) that has results,
     each hit captioned with its rank, distance and label."""
-    rows = [(r.query, [(h.path, f"#{h.rank} d={h.distance:.3g} {h.label or ''}") for h in r.results])
-            for r in results if not r.error]
+    rows = [
+        (r.query, [(h.path, f"#{h.rank} d={h.distance:.3g} {h.label or ''}") for h in r.results])
+        for r in results
+        if not r.error
+    ]
     result_sheet(rows, out, tile)
 
 
 def draw_detections(image: np.ndarray, detections, classes: list[str], out) -> None:
     """`alexsuite detect --out`: a Detections' boxes on the image, captioned with class and score."""
-    draw_boxes(image, detections.boxes.numpy(), out, labels=[classes[int(c)] for c in detections.labels],
-               scores=detections.scores.tolist())
+    draw_boxes(
+        image,
+        detections.boxes.numpy(),
+        out,
+        labels=[classes[int(c)] for c in detections.labels],
+        scores=detections.scores.tolist(),
+    )

@@ -1,4 +1,5 @@
 """Shared by the benchmark scripts: where results go and how they are written."""
+
 import json
 import platform
 from pathlib import Path
@@ -6,15 +7,25 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+# scenes-dev: the developers' Pascal VOC detection set, kept beside this repository (made by
+# ../shared/tools/make_scenes.py: Fashion-MNIST articles pasted on real photos, train and val
+# splits). Users do not have it: `alexsuite scenes DIR` writes a set of the same kind from the
+# bundled data, and the detection benchmarks take it with --data DIR.
+SCENES_DEV = "../shared/data/scenes-dev"
 
 
 def machine() -> dict:
     """What a result depends on beyond the code. The CPU model and the SIMD kernels torch picked
     are kept because float results (and so a training run's trajectory) differ between them:
     the same 40 px pre-training gave 0.6954 and 0.6963 after one epoch on two machines."""
-    return {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "processor": platform.processor() or platform.machine(),
-            "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return {
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
 
 
 def _cpu_model() -> str:

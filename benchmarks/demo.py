@@ -1,4 +1,4 @@
-"""Issue 5: `alexsuite demo` from scratch, its wall time per stage and in total (goal: at most
+"""`alexsuite demo` from scratch, its wall time per stage and in total (goal: at most
 10 minutes on a 2-core CPU), against the same work done by the separate commands in the
 same run, and whether the demo's metrics are the numbers those commands print.
 
@@ -12,6 +12,7 @@ same run, and whether the demo's metrics are the numbers those commands print.
    index and detector (they must be equal: the demo calls the same library functions).
 Writes benchmarks/results/demo.json.
 """
+
 import argparse
 import json
 import shutil
@@ -58,18 +59,59 @@ def main():
     steps = {
         "train": ("train", "--epochs", str(cfg["epochs"]), "--out", str(ref / "train"), "--json", "-q"),
         "evaluate": ("eval", model, "--ten-crop", "--json"),
-        "index": ("index", str(out / "images" / "train"), "--index", str(ref / "index"), "--model", model,
-                  "--metric", cfg["metric"], "--json"),
-        "search": ("search", *[str(out / "images" / "test" / c / f"{c}_0000.png")
-                               for c in sorted(p.name for p in (out / "images" / "test").iterdir())],
-                   "--index", str(ref / "index"), "-k", str(cfg["search_k"]), "--sheet", str(ref / "search.png"),
-                   "--json"),
+        "index": (
+            "index",
+            str(out / "images" / "train"),
+            "--index",
+            str(ref / "index"),
+            "--model",
+            model,
+            "--metric",
+            cfg["metric"],
+            "--json",
+        ),
+        "search": (
+            "search",
+            *[
+                str(out / "images" / "test" / c / f"{c}_0000.png")
+                for c in sorted(p.name for p in (out / "images" / "test").iterdir())
+            ],
+            "--index",
+            str(ref / "index"),
+            "-k",
+            str(cfg["search_k"]),
+            "--sheet",
+            str(ref / "search.png"),
+            "--json",
+        ),
         "retrieval": ("eval-retrieval", "--model", model, "--metric", cfg["metric"], "--json"),
-        "detector": ("train-detector", str(out / "scenes"), "--backbone", model, "--out", str(ref / "detector"),
-                     "--finetune-iters", str(cfg["finetune_iters"]), "--lr", str(cfg["finetune_lr"]),
-                     "--max-boxes", str(cfg["max_boxes"]), "--json", "-q"),
-        "detect": ("eval-detector", str(out / "scenes"), "--split", "test", "--detector", str(out / "detector"),
-                   "--mode", cfg["detect_mode"], "--json"),
+        "detector": (
+            "train-detector",
+            str(out / "scenes"),
+            "--backbone",
+            model,
+            "--out",
+            str(ref / "detector"),
+            "--finetune-iters",
+            str(cfg["finetune_iters"]),
+            "--lr",
+            str(cfg["finetune_lr"]),
+            "--max-boxes",
+            str(cfg["max_boxes"]),
+            "--json",
+            "-q",
+        ),
+        "detect": (
+            "eval-detector",
+            str(out / "scenes"),
+            "--split",
+            "test",
+            "--detector",
+            str(out / "detector"),
+            "--mode",
+            cfg["detect_mode"],
+            "--json",
+        ),
     }
     separate, outputs = {}, {}
     for name, args in steps.items():
@@ -92,13 +134,22 @@ def main():
         print(f"  {name:<28} demo {a:.4f}   command {b:.4f}")
     ratio = separate_total / demo_s
     print(f"demo {demo_s:.1f} s vs separate commands {separate_total:.1f} s: {ratio:.2f}x; metrics match: {match}")
-    path = write_result("demo", {
-        "demo_wall_seconds": round(demo_s, 1), "demo_stage_seconds": {s["stage"]: s["seconds"] for s in demo["stages"]},
-        "goal_seconds": 600, "separate_command_seconds": {k: round(v, 1) for k, v in separate.items()},
-        "separate_total_seconds": round(separate_total, 1), "speedup_vs_separate": round(ratio, 3),
-        "metrics": m, "metrics_match_commands": match,
-        "pairs": {k: {"demo": a, "command": b} for k, (a, b) in pairs.items()}, "config": cfg,
-        "reproduce": "python benchmarks/demo.py"})
+    path = write_result(
+        "demo",
+        {
+            "demo_wall_seconds": round(demo_s, 1),
+            "demo_stage_seconds": {s["stage"]: s["seconds"] for s in demo["stages"]},
+            "goal_seconds": 600,
+            "separate_command_seconds": {k: round(v, 1) for k, v in separate.items()},
+            "separate_total_seconds": round(separate_total, 1),
+            "speedup_vs_separate": round(ratio, 3),
+            "metrics": m,
+            "metrics_match_commands": match,
+            "pairs": {k: {"demo": a, "command": b} for k, (a, b) in pairs.items()},
+            "config": cfg,
+            "reproduce": "python benchmarks/demo.py",
+        },
+    )
     print(f"wrote {path}")
 
 

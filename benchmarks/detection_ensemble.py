@@ -5,24 +5,25 @@ boxes are regressed by the first. Each detector alone is measured in the same ru
 
     python benchmarks/detection_ensemble.py [--a runs/bench/scenes-det-leaveout] [--b runs/bench/scenes-det-square]
 """
+
 import argparse
 
 import torch
+from _common import SCENES_DEV, write_result
 
-from _common import write_result
+from alexsuite.boxes import Truth
 from alexsuite.data.decode import decode_image
 from alexsuite.data.detection_sets import read_voc
 from alexsuite.detection.detector import load_detector
 from alexsuite.detection.inference import proposal_settings
 from alexsuite.detection.regions import image_tensor
-from alexsuite.boxes import Truth
 from alexsuite.evaluation.detection import average_precision
 from alexsuite.proposals import propose
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="../shared/data/scenes-dev")
+    ap.add_argument("--data", default=SCENES_DEV, help="a Pascal VOC set (default: the developers' scenes-dev)")
     ap.add_argument("--a", default="runs/bench/scenes-det-leaveout")
     ap.add_argument("--b", default="runs/bench/scenes-det-square")
     ap.add_argument("--cache", default="runs/bench/proposals-cache")
@@ -47,8 +48,11 @@ def main():
     rows = {}
     for name, dets in found.items():
         r = average_precision(dets, truths, a.classes)
-        rows[name] = {"map": r["map"], "map_voc07": r["map_voc07"],
-                      "per_class_ap": {c: round(v["ap"], 4) for c, v in r["per_class"].items()}}
+        rows[name] = {
+            "map": r["map"],
+            "map_voc07": r["map_voc07"],
+            "per_class_ap": {c: round(v["ap"], 4) for c, v in r["per_class"].items()},
+        }
         print(f"{name:>5}: rcnn mAP {r['map']:.4f} (VOC07 {r['map_voc07']:.4f})")
     print(f"mean of the two vs the better alone: {rows['mean']['map'] / max(rows['a']['map'], rows['b']['map']):.3f}x")
     print(f"wrote {write_result(args.result, {'data': args.data, 'a': args.a, 'b': args.b, 'modes': rows})}")

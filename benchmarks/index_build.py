@@ -1,4 +1,4 @@
-"""Benchmark 1 of issue 3: `alexsuite index` throughput on a folder of real photos against a
+"""`alexsuite index` throughput on a folder of real photos against a
 naive per-image loop measured in the same run.
 
     python benchmarks/index_build.py [--images 600] [--archs alexnet-small alexnet-tv]
@@ -12,6 +12,7 @@ content hashes and an atomic index write. Goal: >= 3x images/s.
 Models: the Fashion-MNIST alexnet-small (runs/bench/fashion-mnist) and alexnet-tv at 224 px
 with random weights (the torchvision-weights path; speed does not depend on the weights).
 """
+
 import argparse
 import shutil
 import tempfile
@@ -21,21 +22,26 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
+from _common import write_result
 from PIL import Image
 from torchvision import transforms as T
 
-from _common import write_result
 from alexsuite.data.transforms import IMAGENET, Preprocess
 from alexsuite.models.alexnet import create_model
-from alexsuite.retrieval.indexer import IndexOptions, update_index
 from alexsuite.models.checkpoint import LoadedModel, load_model
+from alexsuite.retrieval.indexer import IndexOptions, update_index
 
 SOURCES = [Path("../shared/data/scenes-dev/JPEGImages"), Path("/usr/share/doc/opencv-doc/examples/data")]
 
 
 def make_folder(root: Path, n: int, seed: int = 0) -> Path:
-    photos = [p for src in SOURCES if src.is_dir() for p in sorted(src.iterdir())
-              if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    photos = [
+        p
+        for src in SOURCES
+        if src.is_dir()
+        for p in sorted(src.iterdir())
+        if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+    ]
     rng = np.random.default_rng(seed)
     made = 0
     for p in photos:
@@ -65,8 +71,7 @@ def make_folder(root: Path, n: int, seed: int = 0) -> Path:
 
 def naive_loop(loaded, paths, layer="fc7") -> float:
     pre = loaded.preprocess
-    tf = T.Compose([T.Resize(pre.base_size), T.CenterCrop(pre.crop_size), T.ToTensor(),
-                    T.Normalize(pre.mean, pre.std)])
+    tf = T.Compose([T.Resize(pre.base_size), T.CenterCrop(pre.crop_size), T.ToTensor(), T.Normalize(pre.mean, pre.std)])
     model = loaded.model.eval().to(memory_format=torch.contiguous_format)
     index = None
     t0 = time.perf_counter()
@@ -91,8 +96,14 @@ def ours(loaded, folder, workdir) -> tuple[float, int]:
 def tv_model() -> LoadedModel:
     torch.manual_seed(0)
     pre = Preprocess(256, 224, IMAGENET["mean"], IMAGENET["std"])
-    return LoadedModel(create_model("alexnet-tv", 1000).eval(), pre, [str(i) for i in range(1000)],
-                       "alexnet-tv", Path("random-alexnet-tv"), {})
+    return LoadedModel(
+        create_model("alexnet-tv", 1000).eval(),
+        pre,
+        [str(i) for i in range(1000)],
+        "alexnet-tv",
+        Path("random-alexnet-tv"),
+        {},
+    )
 
 
 def main():
@@ -120,12 +131,28 @@ def main():
             fast, n = ours(loaded, folder, work)
             naive2 = naive_loop(loaded, naive_paths)  # before and after: a fair share of any drift
             ref = max(naive, naive2)
-            rows.append({"arch": arch, "images": n, "naive_images_per_s": round(ref, 1),
-                         "alexsuite_images_per_s": round(fast, 1), "ratio": round(fast / ref, 2)})
-            print(f"{arch:14s} naive {ref:7.1f} img/s   alexsuite index {fast:7.1f} img/s   ratio {fast / ref:.2f}x",
-                  flush=True)
-    path = write_result("index_build", {"images": args.images, "folder": "500x375 crops of real photos, 80% JPEG / 20% PNG",
-                                        "rows": rows, "goal_ratio": 3.0})
+            rows.append(
+                {
+                    "arch": arch,
+                    "images": n,
+                    "naive_images_per_s": round(ref, 1),
+                    "alexsuite_images_per_s": round(fast, 1),
+                    "ratio": round(fast / ref, 2),
+                }
+            )
+            print(
+                f"{arch:14s} naive {ref:7.1f} img/s   alexsuite index {fast:7.1f} img/s   ratio {fast / ref:.2f}x",
+                flush=True,
+            )
+    path = write_result(
+        "index_build",
+        {
+            "images": args.images,
+            "folder": "500x375 crops of real photos, 80% JPEG / 20% PNG",
+            "rows": rows,
+            "goal_ratio": 3.0,
+        },
+    )
     print(f"wrote {path}")
 
 

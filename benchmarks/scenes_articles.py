@@ -15,6 +15,7 @@ per-channel tint by least squares on the article's bright pixels. A self-check r
 --check articles of known index the same way (tint, paste on a photo, JPEG quality 92) and
 reports how often the right one comes first.
 """
+
 import argparse
 import json
 import random
@@ -24,16 +25,16 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import SCENES_DEV, write_result
 
-from _common import write_result
 from alexsuite.data import fashion_mnist
 from alexsuite.data.decode import decode_image
 from alexsuite.data.detection_sets import read_voc
 
-SIDE = 32          # comparison grid
-CANONICAL = 112    # the articles are enlarged to this before cutting to their mask (scenes: 56-160 px)
-MASK = 12          # make_scenes.py: an article pixel is > 12
-BRIGHT = 60        # tint is fitted and residuals read on these pixels: clear of the mask's edge
+SIDE = 32  # comparison grid
+CANONICAL = 112  # the articles are enlarged to this before cutting to their mask (scenes: 56-160 px)
+MASK = 12  # make_scenes.py: an article pixel is > 12
+BRIGHT = 60  # tint is fitted and residuals read on these pixels: clear of the mask's edge
 
 
 def article_grids(images: np.ndarray) -> torch.Tensor:
@@ -42,7 +43,7 @@ def article_grids(images: np.ndarray) -> torch.Tensor:
     for im in images:
         big = cv2.resize(im, (CANONICAL, CANONICAL), interpolation=cv2.INTER_CUBIC)
         ys, xs = np.nonzero(big > MASK)
-        cut = big[ys.min():ys.max() + 1, xs.min():xs.max() + 1] if len(xs) else big
+        cut = big[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] if len(xs) else big
         out.append(grid(torch.from_numpy(cut.astype(np.float32))[None])[0])
     return torch.stack(out)
 
@@ -74,7 +75,9 @@ def self_check(images, labels, grids, n: int, photo: Path) -> float:
         scene = (mask * obj[..., None] * tint + (1 - mask) * ground[:size, :size]).clip(0, 255).astype(np.uint8)
         scene = cv2.imdecode(cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, 92])[1], cv2.IMREAD_COLOR)
         ys, xs = np.nonzero(mask[..., 0])
-        crop = torch.from_numpy(scene[ys.min():ys.max() + 1, xs.min():xs.max() + 1].astype(np.float32)).permute(2, 0, 1)
+        crop = torch.from_numpy(scene[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32)).permute(
+            2, 0, 1
+        )
         pool = np.flatnonzero(labels == labels[j])
         right += int(pool[int(rank(grid(crop), grids[pool]).argmin())]) == j
     return right / n
@@ -82,7 +85,7 @@ def self_check(images, labels, grids, n: int, photo: Path) -> float:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="../shared/data/scenes-dev")
+    ap.add_argument("--data", default=SCENES_DEV, help="a Pascal VOC set (default: the developers' scenes-dev)")
     ap.add_argument("--split", default="val")
     ap.add_argument("--top", type=int, default=3, help="articles left out per object (the best matches)")
     ap.add_argument("--check", type=int, default=200)
@@ -95,19 +98,34 @@ def main():
         rgb = torch.from_numpy(decode_image(a.image).astype(np.float32)).permute(2, 0, 1)
         for box, name in zip(a.boxes.round().long().tolist(), a.labels):
             pool = np.flatnonzero(labels == fashion_mnist.CLASSES.index(name))
-            res = rank(grid(rgb[:, box[1]:box[3], box[0]:box[2]]), grids[pool])
-            order = torch.argsort(res)[:max(args.top, 2)]
-            best = [int(pool[i]) for i in order[:args.top]]
+            res = rank(grid(rgb[:, box[1] : box[3], box[0] : box[2]]), grids[pool])
+            order = torch.argsort(res)[: max(args.top, 2)]
+            best = [int(pool[i]) for i in order[: args.top]]
             indices.update(best)
-            objects.append({"image": Path(a.image).name, "label": name, "best": best,
-                            "residual": round(float(res[order[0]]), 5), "runner_up": round(float(res[order[1]]), 5)})
+            objects.append(
+                {
+                    "image": Path(a.image).name,
+                    "label": name,
+                    "best": best,
+                    "residual": round(float(res[order[0]]), 5),
+                    "runner_up": round(float(res[order[1]]), 5),
+                }
+            )
     residual = np.array([o["residual"] for o in objects])
     margin = np.array([o["runner_up"] / max(o["residual"], 1e-9) for o in objects])
-    check = self_check(images, labels, grids, args.check, Path(__file__).parents[1] / "alexsuite/data/bundled/photos/brick.jpg")
-    summary = {"split": args.split, "objects": len(objects), "indices_left_out": len(indices),
-               "distinct_best": len({o["best"][0] for o in objects}),
-               "median_residual": float(np.median(residual)), "median_runner_up_ratio": float(np.median(margin)),
-               "objects_runner_up_within_1.5x": int((margin < 1.5).sum()), "self_check_top1": check}
+    check = self_check(
+        images, labels, grids, args.check, Path(__file__).parents[1] / "alexsuite/data/bundled/photos/brick.jpg"
+    )
+    summary = {
+        "split": args.split,
+        "objects": len(objects),
+        "indices_left_out": len(indices),
+        "distinct_best": len({o["best"][0] for o in objects}),
+        "median_residual": float(np.median(residual)),
+        "median_runner_up_ratio": float(np.median(margin)),
+        "objects_runner_up_within_1.5x": int((margin < 1.5).sum()),
+        "self_check_top1": check,
+    }
     print(json.dumps(summary))
     write_result(f"scenes_dev_{args.split}_articles", {**summary, "indices": sorted(indices), "objects": objects})
 

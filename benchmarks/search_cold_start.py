@@ -1,4 +1,4 @@
-"""Issue 3: `alexsuite search` cold start on a 70,000-image index against the bare import floor
+"""`alexsuite search` cold start on a 70,000-image index against the bare import floor
 `python -c "import torch, faiss, cv2"` measured in the same run (goal: within 1 s of it).
 
     python benchmarks/search_cold_start.py [--repeats 5]
@@ -8,6 +8,7 @@ indexes it once with `alexsuite index` (its throughput is recorded too), then ti
 processes: the floor; one query (imports, model load, index load, one search, the table); and
 100 queries in one call, to show how the start-up cost is shared.
 """
+
 import argparse
 import statistics
 import subprocess
@@ -15,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from _common import write_result
 from PIL import Image
 
-from _common import write_result
 from alexsuite.data import fashion_mnist
 
 FOLDER = Path("runs/bench/fm-png")
@@ -66,17 +67,31 @@ def main():
         one.append(timed(one_cmd))
         many.append(timed(many_cmd))
     f, o, m = statistics.median(floor), statistics.median(one), statistics.median(many)
-    print(f"floor (import torch, faiss, cv2): {f:.2f}s   one query: {o:.2f}s (+{o - f:.2f}s)   "
-          f"100 queries: {m:.2f}s ({(m - f) / 100 * 1000:.0f} ms/query above the floor)")
+    print(
+        f"floor (import torch, faiss, cv2): {f:.2f}s   one query: {o:.2f}s (+{o - f:.2f}s)   "
+        f"100 queries: {m:.2f}s ({(m - f) / 100 * 1000:.0f} ms/query above the floor)"
+    )
     print(f"goal: one query within 1 s of the floor: {'met' if o - f <= 1.0 else 'missed'}")
     index_mb = (INDEX / "index.faiss").stat().st_size / 2**20
-    path = write_result("search_cold_start", {
-        "index_images": 70000, "index_file_mb": round(index_mb, 1), "repeats": args.repeats,
-        "floor_s": round(f, 3), "one_query_s": round(o, 3), "over_floor_s": round(o - f, 3),
-        "hundred_queries_s": round(m, 3), "ms_per_query_amortised": round((m - f) / 100 * 1000, 1),
-        "all_floor_s": floor, "all_one_s": one, "all_hundred_s": many,
-        "index_build_s": None if build is None else round(build, 1), "goal_over_floor_s": 1.0,
-        "goal_met": o - f <= 1.0})
+    path = write_result(
+        "search_cold_start",
+        {
+            "index_images": 70000,
+            "index_file_mb": round(index_mb, 1),
+            "repeats": args.repeats,
+            "floor_s": round(f, 3),
+            "one_query_s": round(o, 3),
+            "over_floor_s": round(o - f, 3),
+            "hundred_queries_s": round(m, 3),
+            "ms_per_query_amortised": round((m - f) / 100 * 1000, 1),
+            "all_floor_s": floor,
+            "all_one_s": one,
+            "all_hundred_s": many,
+            "index_build_s": None if build is None else round(build, 1),
+            "goal_over_floor_s": 1.0,
+            "goal_met": o - f <= 1.0,
+        },
+    )
     print(f"wrote {path}")
 
 

@@ -1,4 +1,4 @@
-"""Benchmark 2 of issue 3: queries/s and recall@10 of FAISS factories against exact search.
+"""Queries/s and recall@10 of FAISS factories against exact search.
 
     python benchmarks/search_speed.py [--only fm|random] [--n 1000000]
 
@@ -12,12 +12,13 @@ Each approximate index is built with alexsuite's own create/train (a 200,000-vec
 sample), then swept over its search parameter; queries are timed as one batch, best of 2.
 Goal: a factory with recall@10 >= 0.95 at >= 10x the exact QPS on (b).
 """
+
 import argparse
 import time
 
 import numpy as np
-
 from _common import write_result
+
 from alexsuite.errors import ConfigError
 from alexsuite.retrieval import index as faiss_index
 from alexsuite.retrieval.indexer import TRAIN_CAP
@@ -63,8 +64,9 @@ def run_case(name, db, q, nlist, m):
     exact_qps, truth = timed_search(exact, q, 10, exact_spec)
     contrast = relative_contrast(db, q, exact, exact_spec)
     print(f"[{name}] exact Flat: {exact_qps:,.0f} QPS; relative contrast {contrast:.2f}", flush=True)
-    rows.append({"factory": "Flat", "param": "", "qps": round(exact_qps, 1), "recall@10": 1.0, "speedup": 1.0,
-                 "build_s": 0.0})
+    rows.append(
+        {"factory": "Flat", "param": "", "qps": round(exact_qps, 1), "recall@10": 1.0, "speedup": 1.0, "build_s": 0.0}
+    )
     sample = db[np.random.default_rng(1).permutation(len(db))[:TRAIN_CAP]]
     for template, (param, values) in SWEEPS.items():
         factory = template.format(nlist=nlist, m=m, m2=m * 2 if d % (m * 2) == 0 else m)
@@ -85,18 +87,37 @@ def run_case(name, db, q, nlist, m):
                 continue
             qps, ids = timed_search(index, q, 10, spec)
             r = recall_at(ids, truth)
-            rows.append({"factory": factory, "param": params, "qps": round(qps, 1), "recall@10": round(r, 4),
-                         "speedup": round(qps / exact_qps, 2), "build_s": round(build_s, 1)})
-            print(f"[{name}]   {params:22s} {qps:10,.0f} QPS  recall@10 {r:.4f}  {qps / exact_qps:6.1f}x exact",
-                  flush=True)
+            rows.append(
+                {
+                    "factory": factory,
+                    "param": params,
+                    "qps": round(qps, 1),
+                    "recall@10": round(r, 4),
+                    "speedup": round(qps / exact_qps, 2),
+                    "build_s": round(build_s, 1),
+                }
+            )
+            print(
+                f"[{name}]   {params:22s} {qps:10,.0f} QPS  recall@10 {r:.4f}  {qps / exact_qps:6.1f}x exact",
+                flush=True,
+            )
         del index
     good = [r for r in rows if r.get("recall@10", 0) >= 0.95 and r["factory"] != "Flat"]
     best = max(good, key=lambda r: r["qps"]) if good else None
     if best:
-        print(f"[{name}] fastest with recall@10 >= 0.95: {best['factory']} {best['param']}: "
-              f"{best['speedup']}x exact", flush=True)
-    return {"case": name, "database": len(db), "queries": len(q), "dim": d, "relative_contrast_10": round(contrast, 3),
-            "rows": rows, "best_at_0.95": best}
+        print(
+            f"[{name}] fastest with recall@10 >= 0.95: {best['factory']} {best['param']}: {best['speedup']}x exact",
+            flush=True,
+        )
+    return {
+        "case": name,
+        "database": len(db),
+        "queries": len(q),
+        "dim": d,
+        "relative_contrast_10": round(contrast, 3),
+        "rows": rows,
+        "best_at_0.95": best,
+    }
 
 
 def main():
@@ -107,12 +128,20 @@ def main():
     cases = []
     if args.only in (None, "fm"):
         from fm_features import fm_fc7
+
         feats = fm_fc7()
         everything = np.concatenate([feats["train"][0], feats["test"][0]])
         held = 60_000 + np.random.default_rng(0).permutation(10_000)[:1000]
         keep = np.setdiff1d(np.arange(len(everything)), held)
-        cases.append(run_case("fashion-mnist fc7", np.ascontiguousarray(everything[keep]),
-                              np.ascontiguousarray(everything[held]), nlist=1024, m=64))
+        cases.append(
+            run_case(
+                "fashion-mnist fc7",
+                np.ascontiguousarray(everything[keep]),
+                np.ascontiguousarray(everything[held]),
+                nlist=1024,
+                m=64,
+            )
+        )
     if args.only in (None, "random"):
         rng = np.random.default_rng(0)
         db = rng.standard_normal((args.n, 256), dtype=np.float32)

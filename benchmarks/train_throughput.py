@@ -1,4 +1,4 @@
-"""Benchmark 2 of issue 2: training images/s of alexsuite's loop against a plain PyTorch loop on
+"""Training images/s of alexsuite's loop against a plain PyTorch loop on
 the same model, batch and data, measured in the same run, for alexnet-small and alexnet.
 
     python benchmarks/train_throughput.py [--steps 30] [--paper-steps 8] [--repeats 2]
@@ -11,6 +11,7 @@ applies the paper's random augmentation (crop, flip, PCA lighting) instead, with
 and bookkeeping, so ratio >= 0.97 means all that costs under 3%. Also measured: decoding a JPEG folder at the model's
 base size with DataLoader workers, against the model's training step.
 """
+
 import argparse
 import tempfile
 import time
@@ -19,14 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import write_result
 from PIL import Image
 
-from _common import write_result
 from alexsuite.data import batching, transforms
 from alexsuite.data.datasets import ArrayDataset, folder_dataset
 from alexsuite.models.alexnet import create_model
-from alexsuite.training.config import INPUT_SIZES
-from alexsuite.training.config import TrainConfig
+from alexsuite.training.config import INPUT_SIZES, TrainConfig
 from alexsuite.training.engine import TrainingParts, train_one_epoch
 
 BATCH = 128
@@ -107,18 +107,33 @@ def main():
         for _ in range(a.repeats):  # interleaved, best of N: the fairest CPU comparison
             plain.append(plain_loop(arch, images, labels, steps))
             ours.append(our_loop(arch, images, labels, steps))
-        results[arch] = {"plain_images_per_s": round(max(plain), 1), "ours_images_per_s": round(max(ours), 1),
-                         "ratio": round(max(ours) / max(plain), 3), "batch": BATCH, "steps": steps,
-                         "all_plain": [round(v, 1) for v in plain], "all_ours": [round(v, 1) for v in ours]}
-        print(f"{arch:14s} plain {max(plain):7.1f} img/s  ours {max(ours):7.1f} img/s  "
-              f"ratio {max(ours) / max(plain):.3f}", flush=True)
+        results[arch] = {
+            "plain_images_per_s": round(max(plain), 1),
+            "ours_images_per_s": round(max(ours), 1),
+            "ratio": round(max(ours) / max(plain), 3),
+            "batch": BATCH,
+            "steps": steps,
+            "all_plain": [round(v, 1) for v in plain],
+            "all_ours": [round(v, 1) for v in ours],
+        }
+        print(
+            f"{arch:14s} plain {max(plain):7.1f} img/s  ours {max(ours):7.1f} img/s  "
+            f"ratio {max(ours) / max(plain):.3f}",
+            flush=True,
+        )
     decode = jpeg_decode_rate(base=256, n=192, workers=2)
     step = results["alexnet"]["ours_images_per_s"]
-    results["jpeg_decode_256"] = {"images_per_s": round(decode, 1), "workers": 2,
-                                  "alexnet_train_images_per_s": step,
-                                  "keeps_up": decode >= step, "ratio": round(decode / step, 2)}
-    print(f"JPEG 500x375 -> 256 decode, 2 workers: {decode:.0f} img/s = {decode / step:.1f}x "
-          f"alexnet's training step ({step:.1f} img/s)")
+    results["jpeg_decode_256"] = {
+        "images_per_s": round(decode, 1),
+        "workers": 2,
+        "alexnet_train_images_per_s": step,
+        "keeps_up": decode >= step,
+        "ratio": round(decode / step, 2),
+    }
+    print(
+        f"JPEG 500x375 -> 256 decode, 2 workers: {decode:.0f} img/s = {decode / step:.1f}x "
+        f"alexnet's training step ({step:.1f} img/s)"
+    )
     path = write_result("train_throughput", results)
     print(f"wrote {path}")
 

@@ -1,4 +1,5 @@
 """`alexsuite demo`."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,15 @@ from .main import main
 from .options import option
 from .progress import ConsoleReporter
 
+
 @main.command(name="demo")
-@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True,
-              help="Where everything is written.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="runs/demo",
+    show_default=True,
+    help="Where everything is written.",
+)
 @option(DemoConfig, "epochs", type=click.IntRange(min=1))
 @option(DemoConfig, "train_scenes", type=click.IntRange(min=2))
 @option(DemoConfig, "test_scenes", type=click.IntRange(min=1))
@@ -25,7 +32,7 @@ from .progress import ConsoleReporter
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics and stage times as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the stage lines, no progress bars or epoch lines.")
 def demo_cmd(out, as_json, quiet, **settings):
-    """Run the whole suite on built-in data, offline, in about 6 minutes on a 2-core CPU,
+    """Run the whole suite on built-in data, offline, in about 10 minutes on a 2-core CPU,
     and write a report to look at.
 
     \b

@@ -1,4 +1,5 @@
 """`alexsuite detect`."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,10 @@ from .progress import Bar
 
 def default_detector() -> Path:
     """The newest detector under runs/detector/ (train-detector's default) or runs/*/detector/ (a demo's)."""
-    found = sorted([*Path("runs/detector").glob("*/detector.json"), *Path("runs").glob("*/detector/detector.json")],
-                   key=lambda p: p.stat().st_mtime)
+    found = sorted(
+        [*Path("runs/detector").glob("*/detector.json"), *Path("runs").glob("*/detector/detector.json")],
+        key=lambda p: p.stat().st_mtime,
+    )
     if not found:
         raise CheckpointError("no detector: pass --detector DIR (train one with `alexsuite train-detector`)")
     return found[-1].parent
@@ -28,30 +31,50 @@ def default_detector() -> Path:
 
 def detections_json(result, classes) -> dict:
     d = result.detections
-    return {"image": result.path, "width": result.width, "height": result.height,
-            "detections": [{"label": classes[int(c)], "score": round(float(s), 4),
-                            "box": [round(float(v), 1) for v in b]}
-                           for b, s, c in zip(d.boxes, d.scores, d.labels)]}
+    return {
+        "image": result.path,
+        "width": result.width,
+        "height": result.height,
+        "detections": [
+            {"label": classes[int(c)], "score": round(float(s), 4), "box": [round(float(v), 1) for v in b]}
+            for b, s, c in zip(d.boxes, d.scores, d.labels)
+        ],
+    }
 
 
 @main.command(name="detect")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--detector", type=click.Path(file_okay=False), default=None,
-              help="Detector directory from train-detector. [default: the newest under runs/detector/]")
+@click.option(
+    "--detector",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Detector directory from train-detector. [default: the newest under runs/detector/]",
+)
 @option(DetectSettings, "mode", type=click.Choice(["rcnn", "fast"]))
 @option(DetectSettings, "threshold", type=float)
 @option(DetectSettings, "nms", type=click.FloatRange(0, 1))
 @option(DetectSettings, "mirror")
-@option(DetectSettings, "regress", "--no-regression", help="Keep the proposals' own boxes (no bounding-box "
-        "regression).")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Draw each image with its labelled boxes into OUT/<name>.png.")
-@click.option("--cache", type=click.Path(file_okay=False), default=None, help="Cache proposals here (by image content).")
+@option(
+    DetectSettings, "regress", "--no-regression", help="Keep the proposals' own boxes (no bounding-box regression)."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Draw each image with its labelled boxes into OUT/<name>.png.",
+)
+@click.option(
+    "--cache", type=click.Path(file_okay=False), default=None, help="Cache proposals here (by image content)."
+)
 @option(DetectSettings, "device")
 @option(DetectSettings, "workers", type=click.IntRange(min=0))
-@click.option("--json", "as_json", is_flag=True,
-              help='JSON Lines: {"image", "width", "height", "detections": [{"label", "score", "box": [x1, y1, x2, y2]}]} '
-                   "per image, boxes in 0-based pixel corners.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='JSON Lines: {"image", "width", "height", "detections": [{"label", "score", "box": [x1, y1, x2, y2]}]} '
+    "per image, boxes in 0-based pixel corners.",
+)
 def detect_cmd(images, detector, out, cache, as_json, **settings):
     """Detect objects in each IMAGE with an R-CNN detector: selective-search proposals, fc7
     features, per-class SVM scores, box regression, NMS.
@@ -88,6 +111,7 @@ def detect_cmd(images, detector, out, cache, as_json, **settings):
         if out:
             from alexsuite import viz
             from alexsuite.data.decode import decode_image
+
             Path(out).mkdir(parents=True, exist_ok=True)
             viz.draw_detections(decode_image(r.path), r.detections, det.classes, Path(out) / f"{Path(r.path).stem}.png")
     bar.close()

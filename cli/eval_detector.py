@@ -1,4 +1,5 @@
 """`alexsuite eval-detector`."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,9 @@ import click
 
 from alexsuite.data.detection_sets import read_detection_set
 from alexsuite.detection.detector import load_detector
-from alexsuite.devices import resolve_device
 from alexsuite.detection.evaluate import EvalDetectorSettings, evaluate_detector
 from alexsuite.detection.inference import DetectSettings
+from alexsuite.devices import resolve_device
 
 from .detect import default_detector
 from .main import main
@@ -19,13 +20,19 @@ from .progress import Bar
 
 @main.command(name="eval-detector")
 @click.argument("data", type=click.Path(exists=True))
-@click.option("--detector", type=click.Path(file_okay=False), default=None,
-              help="Detector directory. [default: the newest under runs/detector/]")
+@click.option(
+    "--detector",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Detector directory. [default: the newest under runs/detector/]",
+)
 @option(EvalDetectorSettings, "split")
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None, help="COCO: the image folder.")
 @option(DetectSettings, "mode", type=click.Choice(["rcnn", "fast"]))
 @option(DetectSettings, "mirror")
-@click.option("--cache", type=click.Path(file_okay=False), default=None, help="Cache proposals here (by image content).")
+@click.option(
+    "--cache", type=click.Path(file_okay=False), default=None, help="Cache proposals here (by image content)."
+)
 @option(DetectSettings, "device")
 @option(DetectSettings, "workers", type=click.IntRange(min=0))
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
@@ -55,7 +62,9 @@ def eval_detector_cmd(data, detector, split, images, cache, as_json, **settings)
         return
     for e in result["failed"][:5]:
         click.secho(f"warning: skipped {e}", fg="yellow", err=True)
-    click.echo(f"{dataset.source}: {result['images']} images, {opts.mode} mode{', mirrored too' if opts.mirror else ''}")
+    click.echo(
+        f"{dataset.source}: {result['images']} images, {opts.mode} mode{', mirrored too' if opts.mirror else ''}"
+    )
     click.echo(f"{'class':<14} {'AP':>6} {'AP07':>6} {'AP no-bbox':>10} {'objects':>8}")
     for name, row in result["per_class"].items():
         plain = result["per_class_no_regression"][name]["ap"]
@@ -63,5 +72,7 @@ def eval_detector_cmd(data, detector, split, images, cache, as_json, **settings)
     click.echo(f"{'mAP':<14} {result['map']:>6.3f} {result['map_voc07']:>6.3f} {result['map_no_regression']:>10.3f}")
     rec = result["proposal_recall"]
     t = result["seconds_per_image"]
-    click.echo(f"proposal recall@0.5 {rec['recall']:.3f} ({rec['boxes_per_image']:.0f} boxes/image); "
-               f"seconds per image: proposals {t['proposals']:.2f}, network {t['network']:.2f}, total {t['total']:.2f}")
+    click.echo(
+        f"proposal recall@0.5 {rec['recall']:.3f} ({rec['boxes_per_image']:.0f} boxes/image); "
+        f"seconds per image: proposals {t['proposals']:.2f}, network {t['network']:.2f}, total {t['total']:.2f}"
+    )

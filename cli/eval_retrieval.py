@@ -1,4 +1,5 @@
 """`alexsuite eval-retrieval`."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,10 @@ import click
 
 from alexsuite.devices import resolve_device
 from alexsuite.embedding import LAYERS
+from alexsuite.models.checkpoint import default_model, load_model
 from alexsuite.retrieval.evaluate import RetrievalEvalSettings, evaluate_model_retrieval
 from alexsuite.retrieval.index import METRICS
 from alexsuite.settings import default_of
-from alexsuite.models.checkpoint import default_model, load_model
 
 from .main import main
 from .options import option
@@ -49,13 +50,19 @@ def eval_retrieval_cmd(data, as_json, **settings):
     dev = resolve_device(opts.device)
     loaded = load_model(opts.model or default_model(), dev)
     result = evaluate_model_retrieval(
-        loaded, opts, dev, progress=lambda total, name: Bar(total, name, enabled=not as_json),
-        warn=lambda m: click.secho(f"warning: {m}", fg="yellow", err=True))
+        loaded,
+        opts,
+        dev,
+        progress=lambda total, name: Bar(total, name, enabled=not as_json),
+        warn=lambda m: click.secho(f"warning: {m}", fg="yellow", err=True),
+    )
     for advice in result["warnings"]:
         click.secho(f"warning: {advice}", fg="yellow", err=True)
     if as_json:
         click.echo(json.dumps(result))
         return
     precisions = "  ".join(f"P@{k} {result[f'precision@{k}']:.4f}" for k in sorted(set(opts.ks)))
-    click.echo(f"{data}: mAP {result['mAP']:.4f}  {precisions}  ({result['queries']:,} queries, "
-               f"{result['database']:,} database images, {opts.layer}, {result['factory']}, {opts.metric})")
+    click.echo(
+        f"{data}: mAP {result['mAP']:.4f}  {precisions}  ({result['queries']:,} queries, "
+        f"{result['database']:,} database images, {opts.layer}, {result['factory']}, {opts.metric})"
+    )

@@ -1,4 +1,5 @@
 """`alexsuite eval`."""
+
 from __future__ import annotations
 
 import json
@@ -6,9 +7,9 @@ import json
 import click
 
 from alexsuite.devices import resolve_device
+from alexsuite.models.checkpoint import load_model
 from alexsuite.settings import default_of
 from alexsuite.training.evaluate import EvalSettings, evaluate, evaluation_set
-from alexsuite.models.checkpoint import load_model
 
 from .main import main
 from .options import option
@@ -42,17 +43,35 @@ def evaluate_cmd(checkpoint, as_json, **settings):
     loaded = load_model(checkpoint, dev)
     dataset = evaluation_set(loaded, opts.data, opts.split)
     bar = Bar(len(dataset), "eval", enabled=not as_json)
-    result = evaluate(loaded.model, dataset, loaded.preprocess, dev, ten_crop=opts.ten_crop,
-                      batch_size=opts.batch_size, workers=opts.workers, strict=opts.strict, on_batch=bar)
+    result = evaluate(
+        loaded.model,
+        dataset,
+        loaded.preprocess,
+        dev,
+        ten_crop=opts.ten_crop,
+        batch_size=opts.batch_size,
+        workers=opts.workers,
+        strict=opts.strict,
+        on_batch=bar,
+    )
     bar.close()
-    out = {"checkpoint": str(loaded.source), "arch": loaded.arch, "data": dataset.source,
-           **{k: v for k, v in result.items() if k != "skipped_examples"}}
+    out = {
+        "checkpoint": str(loaded.source),
+        "arch": loaded.arch,
+        "data": dataset.source,
+        **{k: v for k, v in result.items() if k != "skipped_examples"},
+    }
     if as_json:
         click.echo(json.dumps(out))
     else:
         if result["skipped"]:
-            click.secho(f"warning: skipped {result['skipped']} unreadable image(s), e.g. "
-                        f"{result['skipped_examples'][0]}", fg="yellow", err=True)
+            click.secho(
+                f"warning: skipped {result['skipped']} unreadable image(s), e.g. {result['skipped_examples'][0]}",
+                fg="yellow",
+                err=True,
+            )
         crop = "10-crop" if opts.ten_crop else "centre crop"
-        click.echo(f"{dataset.source}: top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
-                   f"loss {result['loss']:.4f}  ({result['images']:,} images, {crop})")
+        click.echo(
+            f"{dataset.source}: top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  "
+            f"loss {result['loss']:.4f}  ({result['images']:,} images, {crop})"
+        )

@@ -1,4 +1,5 @@
 """`alexsuite index`."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,12 @@ from pathlib import Path
 import click
 
 from alexsuite.devices import resolve_device
+from alexsuite.distributed import init_from_env, shutdown
 from alexsuite.embedding import LAYERS
+from alexsuite.models.checkpoint import default_model, load_model
 from alexsuite.retrieval.index import METRICS
 from alexsuite.retrieval.indexer import IndexOptions, update_index
 from alexsuite.retrieval.store import IndexStore, resolve_dir
-from alexsuite.models.checkpoint import default_model, load_model
-from alexsuite.distributed import init_from_env, shutdown
 
 from .main import main
 from .options import option
@@ -72,9 +73,16 @@ def index_cmd(images, index_name, as_json, **settings):
         quiet = as_json or not ctx.is_main
         if not quiet:
             click.echo(f"indexing {images} into {store_dir} with {loaded.source} ({loaded.arch})", err=True)
-        report = update_index(store_dir, loaded, Path(images), opts, dev, ctx=ctx,
-                              progress=lambda total: Bar(total, "embed", enabled=not quiet),
-                              warn=lambda m: click.secho(f"warning: {m}", fg="yellow", err=True))
+        report = update_index(
+            store_dir,
+            loaded,
+            Path(images),
+            opts,
+            dev,
+            ctx=ctx,
+            progress=lambda total: Bar(total, "embed", enabled=not quiet),
+            warn=lambda m: click.secho(f"warning: {m}", fg="yellow", err=True),
+        )
     finally:
         shutdown()
     if not ctx.is_main:
@@ -83,12 +91,20 @@ def index_cmd(images, index_name, as_json, **settings):
         click.echo(json.dumps(asdict(report)))
         return
     if report.failed:
-        click.secho(f"warning: skipped {report.failed} unreadable image(s), e.g. {report.failed_examples[0]}",
-                    fg="yellow", err=True)
+        click.secho(
+            f"warning: skipped {report.failed} unreadable image(s), e.g. {report.failed_examples[0]}",
+            fg="yellow",
+            err=True,
+        )
     if report.missing:
-        click.secho(f"warning: {report.missing} indexed image(s) under {images} are gone; --prune removes them",
-                    fg="yellow", err=True)
+        click.secho(
+            f"warning: {report.missing} indexed image(s) under {images} are gone; --prune removes them",
+            fg="yellow",
+            err=True,
+        )
     speed = f", {report.images_per_s:.0f} img/s" if report.added + report.updated else ""
-    click.echo(f"{store_dir}: {report.total:,} images ({report.added:,} added, {report.updated:,} updated, "
-               f"{report.unchanged + report.touched:,} unchanged, {report.removed:,} removed) "
-               f"in {report.seconds:.1f}s{speed}")
+    click.echo(
+        f"{store_dir}: {report.total:,} images ({report.added:,} added, {report.updated:,} updated, "
+        f"{report.unchanged + report.touched:,} unchanged, {report.removed:,} removed) "
+        f"in {report.seconds:.1f}s{speed}"
+    )

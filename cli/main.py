@@ -1,4 +1,5 @@
 """`alexsuite`: the command group. User-caused errors become one line and exit code 2."""
+
 from __future__ import annotations
 
 import importlib
@@ -6,9 +7,8 @@ import sys
 
 import click
 
-from alexsuite.version import __version__
 from alexsuite.errors import AlexsuiteError
-
+from alexsuite.version import __version__
 
 # Each command's module, and the one line `alexsuite --help` shows for it. A module (and torch
 # with it, about 2.5 s) loads only when its command runs or shows its own --help, so the
@@ -22,6 +22,7 @@ COMMANDS = {
     "search": ("search", "The indexed images nearest to each query."),
     "eval-retrieval": ("eval_retrieval", "Retrieval mAP and precision@k of a model's features."),
     "proposals": ("proposals", "Selective-search region proposals for images."),
+    "scenes": ("scenes", "Write a small Pascal VOC detection set from the bundled data."),
     "train-detector": ("train_detector", "Train an R-CNN detector on Pascal VOC or COCO data."),
     "detect": ("detect", "Detect objects in images with an R-CNN detector."),
     "eval-detector": ("eval_detector", "Per-class AP and mAP of a detector."),
@@ -34,7 +35,7 @@ class Group(click.Group):
 
     def get_command(self, ctx, name):
         if name in COMMANDS and name not in self.commands:
-            importlib.import_module(f".{COMMANDS[name][0]}", __package__)   # its decorator adds it to `main`
+            importlib.import_module(f".{COMMANDS[name][0]}", __package__)  # its decorator adds it to `main`
         return super().get_command(ctx, name)
 
     def format_commands(self, ctx, formatter):
@@ -48,8 +49,12 @@ class Group(click.Group):
             click.secho(f"error: {e}", fg="red", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            click.secho("interrupted: `alexsuite train --resume RUN_DIR` continues a training run; demo, index "
-                        "and train-detector carry on when run again", fg="yellow", err=True)
+            click.secho(
+                "interrupted: `alexsuite train --resume RUN_DIR` continues a training run; demo, index "
+                "and train-detector carry on when run again",
+                fg="yellow",
+                err=True,
+            )
             sys.exit(130)
 
 
@@ -60,7 +65,7 @@ def main():
     by their fc7 features (FAISS + SQLite), detect objects with R-CNN.
 
     \b
-    Start here: the whole suite on built-in data, offline, about 6 minutes on a CPU:
+    Start here: the whole suite on built-in data, offline, about 10 minutes on a 2-core CPU:
       alexsuite demo                        # writes runs/demo/report.html
 
     \b
@@ -73,9 +78,10 @@ def main():
 
     \b
     R-CNN detection (Pascal VOC directory or COCO JSON):
-      alexsuite train-detector data/VOC --backbone runs/train/exp
+      alexsuite scenes runs/scenes          # a small VOC set from the bundled data
+      alexsuite train-detector runs/scenes --backbone runs/train/exp --lr 0.04
       alexsuite detect photo.jpg --out runs/boxes
-      alexsuite eval-detector data/VOC --split val
+      alexsuite eval-detector runs/scenes --split test
 
     Errors you can fix print one line saying how, and exit with status 2.
     Every command has --help with a real example.

@@ -1,6 +1,7 @@
 """Click options built from settings fields (alexsuite/settings.py), so each default and its
 help text live in one place: the library's settings dataclass. tests/cli/test_options.py
 checks that every option with a default comes from such a field."""
+
 from __future__ import annotations
 
 import click
@@ -14,7 +15,7 @@ class SettingOption(click.Option):
     def __init__(self, *args, settings=None, field: str = "", own_default: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.settings, self.field = settings, field
-        self.own_default = own_default   # the command resolves the default itself (its help says how)
+        self.own_default = own_default  # the command resolves the default itself (its help says how)
 
 
 def option(settings, field: str, *decls: str, **kwargs):
@@ -27,10 +28,10 @@ def option(settings, field: str, *decls: str, **kwargs):
     own_default = "default" in kwargs
     kwargs.setdefault("default", default)
     kwargs.setdefault("help", help_of(settings, field))
-    switch = any("/" in d for d in decls)   # --x/--no-x
+    switch = any("/" in d for d in decls)  # --x/--no-x
     if isinstance(default, bool) and not switch:
         kwargs.setdefault("is_flag", True)
-        if default:   # a flag that turns a default-on setting off (e.g. --no-pca-lighting)
+        if default:  # a flag that turns a default-on setting off (e.g. --no-pca-lighting)
             kwargs.setdefault("flag_value", False)
     kwargs.setdefault("show_default", default is not None and (switch or not isinstance(default, bool)))
     return click.option(*decls, cls=SettingOption, settings=settings, field=field, own_default=own_default, **kwargs)

@@ -1,4 +1,5 @@
 """tqdm progress bars and one-line epoch summaries on stderr (stdout stays clean for --json)."""
+
 from __future__ import annotations
 
 import click
@@ -9,8 +10,15 @@ from alexsuite.reporting import Reporter
 
 class Bar:
     def __init__(self, total: int, desc: str, enabled: bool = True):
-        self._bar = tqdm(total=total, desc=desc, unit="img", unit_scale=True, leave=False,
-                         dynamic_ncols=True, disable=None if enabled else True)  # None: off when not a TTY
+        self._bar = tqdm(
+            total=total,
+            desc=desc,
+            unit="img",
+            unit_scale=True,
+            leave=False,
+            dynamic_ncols=True,
+            disable=None if enabled else True,
+        )  # None: off when not a TTY
 
     def __call__(self, n: int, loss: float | None = None) -> None:
         self._bar.update(n)
@@ -38,17 +46,21 @@ class ConsoleReporter(Reporter):
     def start(self, info: dict) -> None:
         resumed = f", resuming at epoch {info['start_epoch'] + 1}" if info["start_epoch"] else ""
         ddp = f" x {info['world']} processes" if info["world"] > 1 else ""
-        self._say(f"{info['arch']} ({info['parameters']:,} parameters) on {info['device']}{ddp}: "
-                  f"{info['train']:,} training / {info['val']:,} validation images, "
-                  f"{info['classes']} classes{resumed}\nrun directory: {info['run_dir']}")
+        self._say(
+            f"{info['arch']} ({info['parameters']:,} parameters) on {info['device']}{ddp}: "
+            f"{info['train']:,} training / {info['val']:,} validation images, "
+            f"{info['classes']} classes{resumed}\nrun directory: {info['run_dir']}"
+        )
 
     def progress(self, total: int, desc: str) -> Bar:
         return Bar(total, desc, enabled=not self.quiet)
 
     def epoch(self, row: dict) -> None:
-        self._say(f"epoch {row['epoch']:>3}  lr {row['lr']:.2g}  loss {row['train_loss']:.4f}  "
-                  f"train top-1 {row['train_top1']:.4f}  val top-1 {row['val_top1']:.4f}  "
-                  f"top-5 {row['val_top5']:.4f}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s")
+        self._say(
+            f"epoch {row['epoch']:>3}  lr {row['lr']:.2g}  loss {row['train_loss']:.4f}  "
+            f"train top-1 {row['train_top1']:.4f}  val top-1 {row['val_top1']:.4f}  "
+            f"top-5 {row['val_top5']:.4f}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s"
+        )
 
     def note(self, message: str) -> None:
         self._say(message)

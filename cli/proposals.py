@@ -1,4 +1,5 @@
 """`alexsuite proposals`."""
+
 from __future__ import annotations
 
 import json
@@ -18,11 +19,17 @@ from .progress import Bar
 @option(ProposalSettings, "mode", type=click.Choice(["fast", "quality"]))
 @option(ProposalSettings, "max_boxes", type=click.IntRange(min=1))
 @option(ProposeSettings, "cache", type=click.Path(file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Draw the first --draw boxes of each image into OUT/<name>.png.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Draw the first --draw boxes of each image into OUT/<name>.png.",
+)
 @option(ProposeSettings, "draw", type=click.IntRange(min=1))
 @option(ProposeSettings, "workers", type=click.IntRange(min=0))
-@click.option("--json", "as_json", is_flag=True, help='JSON Lines: {"image", "boxes": [[x1, y1, x2, y2], ...]} per image.')
+@click.option(
+    "--json", "as_json", is_flag=True, help='JSON Lines: {"image", "boxes": [[x1, y1, x2, y2], ...]} per image.'
+)
 def proposals_cmd(images, mode, max_boxes, cache, out, draw, workers, as_json):
     """Selective-search region proposals for each IMAGE, as R-CNN computes them: the image
     resized to 500 px, OpenCV's selective search, boxes back in the image's 0-based pixel
@@ -54,6 +61,7 @@ def proposals_cmd(images, mode, max_boxes, cache, out, draw, workers, as_json):
         if out:
             from alexsuite import viz
             from alexsuite.data.decode import decode_image
+
             Path(out).mkdir(parents=True, exist_ok=True)
             viz.draw_boxes(decode_image(path), boxes[:draw], Path(out) / f"{Path(path).stem}.png")
     if out:

@@ -1,4 +1,5 @@
 """`alexsuite search`."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,9 @@ from pathlib import Path
 import click
 
 from alexsuite.devices import resolve_device
+from alexsuite.models.checkpoint import load_model
 from alexsuite.retrieval.search import Searcher, SearchSettings, expand_queries
 from alexsuite.retrieval.store import IndexStore, resolve_dir
-from alexsuite.models.checkpoint import load_model
 
 from .main import main
 from .options import option
@@ -19,11 +20,20 @@ from .options import option
 @click.argument("queries", nargs=-1)
 @option(SearchSettings, "k", "-k", type=click.IntRange(min=1))
 @option(SearchSettings, "index", "--index", "index_name")
-@click.option("--id", "ids", type=int, multiple=True, help="Search with an already indexed image, by its id (repeatable).")
+@click.option(
+    "--id", "ids", type=int, multiple=True, help="Search with an already indexed image, by its id (repeatable)."
+)
 @option(SearchSettings, "model")
 @option(SearchSettings, "params")
-@click.option("--json", "as_json", is_flag=True, help='JSON Lines: {"query", "results": [{"rank", "path", "distance", "id"}]} per query.')
-@click.option("--sheet", type=click.Path(dir_okay=False), default=None, help="Also draw queries and results into this PNG.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='JSON Lines: {"query", "results": [{"rank", "path", "distance", "id"}]} per query.',
+)
+@click.option(
+    "--sheet", type=click.Path(dir_okay=False), default=None, help="Also draw queries and results into this PNG."
+)
 @option(SearchSettings, "device")
 @option(SearchSettings, "workers", type=click.IntRange(min=0))
 def search_cmd(queries, index_name, ids, as_json, sheet, **settings):
@@ -65,6 +75,7 @@ def search_cmd(queries, index_name, ids, as_json, sheet, **settings):
                 _print_table(r)
     if sheet:
         from alexsuite import viz
+
         viz.search_sheet(results, sheet)
         click.echo(f"sheet: {sheet}", err=True)
     if failed and len(failed) == len(results):

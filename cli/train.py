@@ -1,4 +1,5 @@
 """`alexsuite train`."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import click
 
 from alexsuite.settings import default_of
 from alexsuite.training.config import INPUT_SIZES, SCHEDULES, TrainConfig
-from alexsuite.training.rundir import saved_config
 from alexsuite.training.run import train as run_training
+from alexsuite.training.rundir import saved_config
 
 from .main import main
 from .options import option
@@ -21,8 +22,14 @@ from .progress import ConsoleReporter
 @click.argument("data", required=False, default=default_of(TrainConfig, "data"))
 @option(TrainConfig, "arch", type=click.Choice(list(INPUT_SIZES)))
 @option(TrainConfig, "input_size", type=int, show_default=False)
-@option(TrainConfig, "epochs", type=click.IntRange(min=1), default=None, show_default=False,
-        help=f"Epochs to train to. [default: {default_of(TrainConfig, 'epochs')}, or the resumed run's]")
+@option(
+    TrainConfig,
+    "epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    show_default=False,
+    help=f"Epochs to train to. [default: {default_of(TrainConfig, 'epochs')}, or the resumed run's]",
+)
 @option(TrainConfig, "batch_size", type=click.IntRange(min=1))
 @option(TrainConfig, "lr", type=float)
 @option(TrainConfig, "momentum", type=float)
@@ -30,8 +37,12 @@ from .progress import ConsoleReporter
 @option(TrainConfig, "schedule", type=click.Choice(SCHEDULES))
 @option(TrainConfig, "plateau_patience", "--patience", type=int)
 @option(TrainConfig, "dropout", type=float)
-@option(TrainConfig, "pca_lighting", "--no-pca-lighting", help="Turn off the paper's PCA colour augmentation "
-        "[source: AlexNet §4.1].")
+@option(
+    TrainConfig,
+    "pca_lighting",
+    "--no-pca-lighting",
+    help="Turn off the paper's PCA colour augmentation [source: AlexNet §4.1].",
+)
 @option(TrainConfig, "paste_on", type=click.Path(exists=True, file_okay=False))
 @option(TrainConfig, "leave_out", type=click.Path(exists=True, dir_okay=False))
 @option(TrainConfig, "val_split", type=float)
@@ -43,8 +54,12 @@ from .progress import ConsoleReporter
 @option(TrainConfig, "seed", type=int)
 @option(TrainConfig, "strict")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory. [default: runs/train/expN]")
-@click.option("--resume", type=click.Path(exists=True), default=None,
-              help="Continue an interrupted run from its directory (or last.pt); its own settings are kept.")
+@click.option(
+    "--resume",
+    type=click.Path(exists=True),
+    default=None,
+    help="Continue an interrupted run from its directory (or last.pt); its own settings are kept.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 def train(data, epochs, out, resume, as_json, quiet, **options):
@@ -68,13 +83,18 @@ def train(data, epochs, out, resume, as_json, quiet, **options):
     if epochs is None:
         epochs = saved_config(Path(resume)).epochs if resume else default_of(TrainConfig, "epochs")
     cfg = TrainConfig(data=data, epochs=epochs, **options)
-    result = run_training(cfg, Path(out) if out else None, Path(resume) if resume else None,
-                          ConsoleReporter(quiet=quiet))
+    result = run_training(
+        cfg, Path(out) if out else None, Path(resume) if resume else None, ConsoleReporter(quiet=quiet)
+    )
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports
     last = result.history[-1] if result.history else {}
-    summary = {"run_dir": str(result.run_dir), "best_top1": result.best_top1,
-               "epochs": len(result.history), **{k: last.get(k) for k in ("val_top1", "val_top5")}}
+    summary = {
+        "run_dir": str(result.run_dir),
+        "best_top1": result.best_top1,
+        "epochs": len(result.history),
+        **{k: last.get(k) for k in ("val_top1", "val_top5")},
+    }
     if as_json:
         click.echo(json.dumps(summary))
     else:

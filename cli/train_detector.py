@@ -1,4 +1,5 @@
 """`alexsuite train-detector`."""
+
 from __future__ import annotations
 
 import json
@@ -6,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from alexsuite.detection.finetune import FinetuneSettings
-from alexsuite.detection.svm import SVMSettings
 from alexsuite.detection.config import DetectorConfig
-from alexsuite.detection.training import train_detector
+from alexsuite.detection.finetune import FinetuneSettings
 from alexsuite.detection.framing import FRAMING_CHOICES, Framing, parse_padding
+from alexsuite.detection.svm import SVMSettings
+from alexsuite.detection.training import train_detector
 from alexsuite.errors import ConfigError
 from alexsuite.proposals import ProposalSettings
 
@@ -44,8 +45,12 @@ def _framing(shape: str, padding) -> Framing:
 @option(DetectorConfig, "backbone", required=True, type=click.Path(exists=True))
 @option(DetectorConfig, "split")
 @option(DetectorConfig, "images", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Detector directory. [default: runs/detector/<DATA's name>]")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Detector directory. [default: runs/detector/<DATA's name>]",
+)
 @option(DetectorConfig, "layer", type=click.Choice(["fc7", "fc6", "pool5"]))
 @option(Framing, "shape", "--region-shape", "region_shape", type=click.Choice(FRAMING_CHOICES))
 @option(Framing, "padding", "--context-padding", "context_padding", type=str, callback=_padding)
@@ -65,10 +70,32 @@ def _framing(shape: str, padding) -> Framing:
 @option(FinetuneSettings, "seed", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the training metrics as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def train_detector_cmd(data, backbone, split, images, out, layer, region_shape, context_padding, finetune_iters, lr, batch_size, recolour,
-                       fast_fraction, image_fraction, svm_c,
-                       proposal_mode, max_boxes, proposal_cache, train_fast, device, workers, seed, as_json,
-                       quiet):
+def train_detector_cmd(
+    data,
+    backbone,
+    split,
+    images,
+    out,
+    layer,
+    region_shape,
+    context_padding,
+    finetune_iters,
+    lr,
+    batch_size,
+    recolour,
+    fast_fraction,
+    image_fraction,
+    svm_c,
+    proposal_mode,
+    max_boxes,
+    proposal_cache,
+    train_fast,
+    device,
+    workers,
+    seed,
+    as_json,
+    quiet,
+):
     """Train an R-CNN detector on DATA (a Pascal VOC directory, or a COCO .json with --images)
     from an AlexNet BACKBONE, with Girshick et al.'s recipe:
 
@@ -91,12 +118,28 @@ def train_detector_cmd(data, backbone, split, images, out, layer, region_shape, 
       alexsuite eval-detector data/VOC2007 --split val --detector runs/detector/VOC2007
     """
     cfg = DetectorConfig(
-        data=data, backbone=backbone, split=split, images=images, layer=layer,
+        data=data,
+        backbone=backbone,
+        split=split,
+        images=images,
+        layer=layer,
         framing=_framing(region_shape, context_padding),
-        finetune=FinetuneSettings(iterations=finetune_iters, lr=lr, batch_size=batch_size, seed=seed,
-                                  recolour=recolour, fast_fraction=fast_fraction, image_fraction=image_fraction),
-        svm=SVMSettings(C=svm_c), proposals=ProposalSettings(mode=proposal_mode, max_boxes=max_boxes),
-        proposal_cache=proposal_cache, train_fast=train_fast, device=device, workers=workers)
+        finetune=FinetuneSettings(
+            iterations=finetune_iters,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            recolour=recolour,
+            fast_fraction=fast_fraction,
+            image_fraction=image_fraction,
+        ),
+        svm=SVMSettings(C=svm_c),
+        proposals=ProposalSettings(mode=proposal_mode, max_boxes=max_boxes),
+        proposal_cache=proposal_cache,
+        train_fast=train_fast,
+        device=device,
+        workers=workers,
+    )
     out = Path(out) if out else default_out(data)
     reporter = ConsoleReporter(quiet=quiet or as_json)
     reporter.note(f"detector directory: {out}")
@@ -106,12 +149,17 @@ def train_detector_cmd(data, backbone, split, images, out, layer, region_shape, 
         click.echo(json.dumps({"detector": str(out), **m}))
         return
     rec = m["proposal_recall"]
-    click.echo(f"proposals: recall@0.5 {rec['recall']:.3f} over {rec['objects']} objects, "
-               f"{rec['boxes_per_image']:.0f} boxes per image")
+    click.echo(
+        f"proposals: recall@0.5 {rec['recall']:.3f} over {rec['objects']} objects, "
+        f"{rec['boxes_per_image']:.0f} boxes per image"
+    )
     ft = m["finetune"]
-    loss = f"final loss {ft['final_loss']:.3f}" if ft["final_loss"] is not None else "resumed from its cache, already done"
+    loss = (
+        f"final loss {ft['final_loss']:.3f}" if ft["final_loss"] is not None else "resumed from its cache, already done"
+    )
     click.echo(f"fine-tuning: {ft['iterations']} iterations, {loss}")
-    click.echo("SVMs: " + ", ".join(f"{c} {s['positives']}+/{s.get('negatives_kept', 0)}-"
-                                   for c, s in m["svms"].items()))
+    click.echo(
+        "SVMs: " + ", ".join(f"{c} {s['positives']}+/{s.get('negatives_kept', 0)}-" for c, s in m["svms"].items())
+    )
     click.echo("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in m["seconds"].items()))
     click.echo(f"detector: {out}")

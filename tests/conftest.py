@@ -1,4 +1,5 @@
 """Shared test data: small generated image folders (real PNG/JPEG files, decoded by the real code)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -55,8 +56,10 @@ def trained_run(shapes_dir, tmp_path_factory) -> Path:
 
     run_dir = tmp_path_factory.mktemp("runs") / "shapes"
     # cpu: the accuracy above was measured there; a GPU's cuDNN draws other rounding (0.58 on an H100)
-    train(TrainConfig(data=str(shapes_dir), epochs=8, batch_size=8, lr=0.01, workers=0,
-                      schedule="cosine", device="cpu"), run_dir=run_dir)
+    train(
+        TrainConfig(data=str(shapes_dir), epochs=8, batch_size=8, lr=0.01, workers=0, schedule="cosine", device="cpu"),
+        run_dir=run_dir,
+    )
     return run_dir
 
 
@@ -83,13 +86,16 @@ def make_voc_scenes(root: Path, split: str, n: int, seed: int, size=(128, 104)) 
                 continue
             scene.paste(draw_shape(kind, rng).resize((s, s)), (x, y))
             placed.append((x, y, s))
-            objects.append(f"<object><name>{kind}</name><difficult>0</difficult><bndbox><xmin>{x + 1}</xmin>"
-                           f"<ymin>{y + 1}</ymin><xmax>{x + s}</xmax><ymax>{y + s}</ymax></bndbox></object>")
+            objects.append(
+                f"<object><name>{kind}</name><difficult>0</difficult><bndbox><xmin>{x + 1}</xmin>"
+                f"<ymin>{y + 1}</ymin><xmax>{x + s}</xmax><ymax>{y + s}</ymax></bndbox></object>"
+            )
         name = f"{split}_{i:03d}"
         scene.save(root / "JPEGImages" / f"{name}.jpg", quality=95)
         (root / "Annotations" / f"{name}.xml").write_text(
             f"<annotation><filename>{name}.jpg</filename><size><width>{w}</width><height>{h}</height>"
-            f"<depth>3</depth></size>{''.join(objects)}</annotation>")
+            f"<depth>3</depth></size>{''.join(objects)}</annotation>"
+        )
         names.append(name)
     (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(names) + "\n")
     return root
@@ -108,14 +114,18 @@ def voc_scenes(tmp_path_factory) -> Path:
 def trained_detector(voc_scenes, trained_run, tmp_path_factory) -> Path:
     """A real R-CNN detector trained on voc_scenes from the shapes backbone (short fine-tuning)."""
 
-    from alexsuite.detection.finetune import FinetuneSettings
     from alexsuite.detection.config import DetectorConfig
+    from alexsuite.detection.finetune import FinetuneSettings
     from alexsuite.detection.training import train_detector
     from alexsuite.proposals import ProposalSettings
 
     out = tmp_path_factory.mktemp("detectors") / "shapes"
-    cfg = DetectorConfig(data=str(voc_scenes), backbone=str(trained_run),
-                         finetune=FinetuneSettings(iterations=60, batch_size=64, lr=0.01, checkpoint_every=20),
-                         proposals=ProposalSettings(size=256, max_boxes=300), workers=2)
+    cfg = DetectorConfig(
+        data=str(voc_scenes),
+        backbone=str(trained_run),
+        finetune=FinetuneSettings(iterations=60, batch_size=64, lr=0.01, checkpoint_every=20),
+        proposals=ProposalSettings(size=256, max_boxes=300),
+        workers=2,
+    )
     train_detector(cfg, out)
     return out

@@ -20,13 +20,16 @@ def test_context_window_leaves_16_pixels_at_227():
 
 def test_square_framing_keeps_proportions_and_warp_stretches():
     from alexsuite.detection.framing import Framing
-    tall = torch.tensor([[40.0, 20.0, 60.0, 100.0]])                 # 20 x 80, centre (50, 60)
+
+    tall = torch.tensor([[40.0, 20.0, 60.0, 100.0]])  # 20 x 80, centre (50, 60)
     assert boxes.tightest_square(tall).tolist() == [[10.0, 20.0, 90.0, 100.0]]
     assert torch.equal(Framing("warp", 16).windows(tall, 227), boxes.context_window(tall, 227, 16))
     # appendix A's B with p = 16: the 80 px square grown so it spans 195 of 227 warped pixels
     side = 80 * 227 / 195
-    assert torch.allclose(Framing("square", 16).windows(tall, 227),
-                          torch.tensor([[50 - side / 2, 60 - side / 2, 50 + side / 2, 60 + side / 2]]))
+    assert torch.allclose(
+        Framing("square", 16).windows(tall, 227),
+        torch.tensor([[50 - side / 2, 60 - side / 2, 50 + side / 2, 60 + side / 2]]),
+    )
     assert Framing("square", 0).windows(tall, 28).tolist() == [[10.0, 20.0, 90.0, 100.0]]
 
 

@@ -50,6 +50,7 @@ def test_missing_fashion_mnist_names_all_three_fixes(tmp_path, monkeypatch):
 
     def offline(*args, **kwargs):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: network unreachable")
+
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
     with pytest.raises(DataError) as e:
         fashion_mnist.locate()
@@ -101,22 +102,28 @@ def test_rank_slices_cover_each_global_batch_once():
     assert len(plan) == 6 and all(len(b) == 16 for b in plan)
     assert plan[0].tolist() == batching.epoch_batches(100, 16, epoch=3, seed=7)[0].tolist()
     assert plan[0].tolist() != batching.epoch_batches(100, 16, epoch=4, seed=7)[0].tolist()
-    data = ArrayDataset(torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1), torch.arange(100),
-                        ["x"], "ids")
+    data = ArrayDataset(torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1), torch.arange(100), ["x"], "ids")
     for rank in (0, 1):  # each rank's batches are its interleaved half of the same global batch
         shards = [b.labels.tolist() for b in batching.iterate(data, plan, rank=rank, world=2)]
         assert shards == [b[rank::2].tolist() for b in plan]
-    both = [sorted(a.labels.tolist() + b.labels.tolist()) for a, b in
-            zip(batching.iterate(data, plan, 0, 2), batching.iterate(data, plan, 1, 2))]
+    both = [
+        sorted(a.labels.tolist() + b.labels.tolist())
+        for a, b in zip(batching.iterate(data, plan, 0, 2), batching.iterate(data, plan, 1, 2))
+    ]
     assert both == [sorted(b.tolist()) for b in plan]
 
 
 def test_augmentation_crops_flips_and_lighting():
-    pre = transforms.Preprocess(8, 6, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.1, 0.0, 0.0),
-                                ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
+    pre = transforms.Preprocess(
+        8, 6, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.1, 0.0, 0.0), ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    )
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).view(2, 3, 8, 8)
-    params = {"top": torch.tensor([0, 2]), "left": torch.tensor([1, 0]),
-              "flip": torch.tensor([False, True]), "alpha": torch.tensor([[1.0, 0, 0], [0, 0, 0]])}
+    params = {
+        "top": torch.tensor([0, 2]),
+        "left": torch.tensor([1, 0]),
+        "flip": torch.tensor([False, True]),
+        "alpha": torch.tensor([[1.0, 0, 0], [0, 0, 0]]),
+    }
     out = transforms.augment(images, pre, params, pca=True)
     assert out.shape == (2, 3, 6, 6)
     expected0 = images[0, :, 0:6, 1:7].float() / 255
@@ -141,13 +148,27 @@ def test_pixel_statistics_recover_the_covariance():
 
 def test_leave_out_drops_listed_positions_or_files_and_names_what_it_cannot_find(tmp_path):
     import json
-    arrays = ArrayDataset(torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 4, 4).clone(),
-                          torch.arange(10) % 3, ["a", "b", "c"], "toy")
+
+    arrays = ArrayDataset(
+        torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 1, 4, 4).clone(),
+        torch.arange(10) % 3,
+        ["a", "b", "c"],
+        "toy",
+    )
     listing = tmp_path / "out.json"
     listing.write_text(json.dumps([0, 3, 3]))
     kept = leave_out(arrays, listing)
-    assert kept.images[:, 0, 0, 0].tolist() == [1, 2, 4, 5, 6, 7, 8, 9] and kept.labels.tolist() == [1, 2, 1, 2, 0, 1, 2, 0]
-    listing.write_text(json.dumps({"indices": [9]}))          # benchmarks/scenes_articles.py's report
+    assert kept.images[:, 0, 0, 0].tolist() == [1, 2, 4, 5, 6, 7, 8, 9] and kept.labels.tolist() == [
+        1,
+        2,
+        1,
+        2,
+        0,
+        1,
+        2,
+        0,
+    ]
+    listing.write_text(json.dumps({"indices": [9]}))  # benchmarks/scenes_articles.py's report
     assert len(leave_out(arrays, listing)) == 9
     folder = folder_dataset(make_class_folders(tmp_path / "f", 4, seed=0), 32)
     listing.write_text(json.dumps([str(folder.paths[1]), 0]))

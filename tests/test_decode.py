@@ -1,4 +1,5 @@
 """The one image decoder on every kind of file users actually have."""
+
 import io
 
 import numpy as np
@@ -55,10 +56,13 @@ def test_exif_orientation_is_applied(tmp_path):
     assert decode_image(tmp_path / "rot.jpg").shape == (40, 20, 3)
 
 
-@pytest.mark.parametrize("name,content,reason", [
-    ("notes.jpg", b"these are words, not pixels", "not an image"),
-    ("empty.png", b"", "not an image"),
-])
+@pytest.mark.parametrize(
+    "name,content,reason",
+    [
+        ("notes.jpg", b"these are words, not pixels", "not an image"),
+        ("empty.png", b"", "not an image"),
+    ],
+)
 def test_non_images_raise_a_named_error(tmp_path, name, content, reason):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(ImageDecodeError, match=reason) as e:
@@ -90,5 +94,6 @@ def test_huge_jpeg_decodes_at_reduced_size(tmp_path):
 
 def test_decode_errors_survive_the_trip_back_from_a_worker():
     import pickle
+
     err = pickle.loads(pickle.dumps(ImageDecodeError("a/b.jpg", "corrupt or truncated image")))
     assert isinstance(err, ImageDecodeError) and err.path == "a/b.jpg" and "corrupt" in str(err)

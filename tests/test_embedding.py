@@ -1,5 +1,6 @@
 """The one batching path for features: batched vectors equal one-image-at-a-time vectors, and
 unreadable files drop out of their batch without shifting anyone else's vector."""
+
 import numpy as np
 import pytest
 import torch
@@ -31,8 +32,17 @@ def test_batched_vectors_match_single_images_and_skip_bad_files(loaded, shapes_d
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really")
     files = paths[:3] + [bad] + paths[3:]
-    batches = list(embed_batches(loaded.model, file_dataset(files, loaded.preprocess.base_size),
-                                 loaded.preprocess, layer, "cpu", batch_size=4, workers=0))
+    batches = list(
+        embed_batches(
+            loaded.model,
+            file_dataset(files, loaded.preprocess.base_size),
+            loaded.preprocess,
+            layer,
+            "cpu",
+            batch_size=4,
+            workers=0,
+        )
+    )
     positions = np.concatenate([b.positions.numpy() for b in batches])
     vectors = np.concatenate([b.vectors for b in batches])
     failures = [f for b in batches for f in b.failures]
@@ -58,15 +68,16 @@ def test_unknown_layer_is_a_clear_error(loaded):
 def test_warped_regions_pad_with_the_mean_and_keep_the_box_inside(loaded):
     pre = loaded.preprocess  # 28 px crops: context padding 2 px
     image = torch.full((3, 40, 60), 200, dtype=torch.uint8)
-    from alexsuite.detection.regions import head_features, rcnn_pool5
     from alexsuite.detection.framing import context_padding, warp_regions
+    from alexsuite.detection.regions import head_features, rcnn_pool5
+
     assert context_padding(227) == 16 and context_padding(28) == 2
     inside, half_out = torch.tensor([[10.0, 10.0, 30.0, 30.0]]), torch.tensor([[40.0, 10.0, 80.0, 30.0]])
     crops = warp_regions(image, torch.cat([inside, half_out]), pre)
     value = transforms.normalize(image[None, :, :1, :1], pre)[0, :, 0, 0]
     assert crops.shape == (2, 3, 28, 28)
     assert torch.allclose(crops[0], value[:, None, None].expand(3, 28, 28), atol=1e-5)  # all image
-    assert torch.allclose(crops[1, :, :, -6:], torch.zeros(3, 28, 6), atol=1e-6)         # outside: mean
+    assert torch.allclose(crops[1, :, :, -6:], torch.zeros(3, 28, 6), atol=1e-6)  # outside: mean
     many = torch.tensor([[0.0, 0.0, 20.0, 20.0], [5.0, 5.0, 50.0, 35.0], [30.0, 0.0, 60.0, 40.0]])
     one_batch = head_features(loaded.model, rcnn_pool5(loaded.model, image, many, pre, batch_size=3), "fc7")
     small_batches = head_features(loaded.model, rcnn_pool5(loaded.model, image, many, pre, batch_size=1), "fc7")

@@ -1,4 +1,5 @@
 """VOC average precision and proposal recall, checked against hand-worked cases."""
+
 import numpy as np
 import pytest
 import torch
@@ -9,13 +10,19 @@ from alexsuite.evaluation.detection import area_ap, average_precision, proposal_
 
 def truth(boxes, labels, difficult=None):
     boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    return Truth(boxes, torch.tensor(labels, dtype=torch.long),
-                 torch.tensor(difficult or [False] * len(labels), dtype=torch.bool))
+    return Truth(
+        boxes,
+        torch.tensor(labels, dtype=torch.long),
+        torch.tensor(difficult or [False] * len(labels), dtype=torch.bool),
+    )
 
 
 def dets(boxes, scores, labels):
-    return Detections(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(scores),
-                      torch.tensor(labels, dtype=torch.long))
+    return Detections(
+        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        torch.tensor(scores),
+        torch.tensor(labels, dtype=torch.long),
+    )
 
 
 def test_ap_definitions_on_a_hand_worked_curve():
@@ -28,11 +35,18 @@ def test_ap_definitions_on_a_hand_worked_curve():
 
 def test_matching_counts_duplicates_as_false_positives_and_ignores_difficult_objects():
     truths = [truth([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], [0, 0, 0], [False, False, True])]
-    found = [dets([[0, 0, 10, 10],      # TP
-                   [1, 0, 10, 10],      # duplicate of the same object: FP
-                   [40, 40, 50, 50],    # on a difficult object: ignored
-                   [20, 20, 30, 31]],   # TP
-                  [0.9, 0.8, 0.7, 0.6], [0, 0, 0, 0])]
+    found = [
+        dets(
+            [
+                [0, 0, 10, 10],  # TP
+                [1, 0, 10, 10],  # duplicate of the same object: FP
+                [40, 40, 50, 50],  # on a difficult object: ignored
+                [20, 20, 30, 31],
+            ],  # TP
+            [0.9, 0.8, 0.7, 0.6],
+            [0, 0, 0, 0],
+        )
+    ]
     result = average_precision(found, truths, ["a"])
     row = result["per_class"]["a"]
     assert row["positives"] == 2 and row["detections"] == 3 and row["max_recall"] == 1.0

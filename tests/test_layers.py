@@ -1,6 +1,7 @@
 """The package's layers, read from its imports (every import statement, those inside functions
 too): a module imports only from its own layer or below, a task never from another task, and
 no two modules import each other, however indirectly."""
+
 from __future__ import annotations
 
 import ast
@@ -12,15 +13,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Lowest first. A name stands for that module and everything below it.
 LAYERS = [
-    ("leaves", ["alexsuite.version", "alexsuite.errors", "alexsuite.fileio", "alexsuite.devices",
-                "alexsuite.reporting", "alexsuite.distributed", "alexsuite.boxes", "alexsuite.settings"]),
-    ("metrics", ["alexsuite.evaluation"]),          # pure functions over arrays
+    (
+        "leaves",
+        [
+            "alexsuite.version",
+            "alexsuite.errors",
+            "alexsuite.fileio",
+            "alexsuite.devices",
+            "alexsuite.reporting",
+            "alexsuite.distributed",
+            "alexsuite.boxes",
+            "alexsuite.settings",
+        ],
+    ),
+    ("metrics", ["alexsuite.evaluation"]),  # pure functions over arrays
     ("data", ["alexsuite.data", "alexsuite.viz"]),
     ("models", ["alexsuite.models"]),
     ("features", ["alexsuite.embedding", "alexsuite.proposals"]),
     ("tasks", ["alexsuite.training", "alexsuite.retrieval", "alexsuite.detection"]),
     ("orchestration", ["alexsuite.demo", "alexsuite.report"]),
-    ("front doors", ["alexsuite.cli", "alexsuite"]),   # the command line and the package's Python API
+    ("front doors", ["alexsuite.cli", "alexsuite"]),  # the command line and the package's Python API
 ]
 TASKS = LAYERS[5][1]
 
@@ -44,7 +56,7 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 prefix = ".".join(base + ([node.module] if node.module else []))
             else:
                 prefix = node.module or ""
@@ -64,9 +76,9 @@ def layer_of(name: str) -> tuple[int, str]:
     best = None
     for rank, (_, entries) in enumerate(LAYERS):
         for entry in entries:
-            if name == entry or name.startswith(entry + "."):
-                if best is None or len(entry) > len(best[1]):
-                    best = (rank, entry)
+            matches = name == entry or name.startswith(entry + ".")
+            if matches and (best is None or len(entry) > len(best[1])):
+                best = (rank, entry)
     assert best is not None, f"{name} is in no layer: add it to LAYERS"
     return best
 
@@ -86,8 +98,9 @@ def test_imports_go_down_the_layers(name):
     rank, entry = layer_of(name)
     for target in sorted(GRAPH[name]):
         target_rank, target_entry = layer_of(target)
-        assert target_rank <= rank, (f"{name} ({LAYERS[rank][0]}) imports {target} "
-                                     f"({LAYERS[target_rank][0]}), a higher layer")
+        assert target_rank <= rank, (
+            f"{name} ({LAYERS[rank][0]}) imports {target} ({LAYERS[target_rank][0]}), a higher layer"
+        )
         if entry in TASKS and target_entry in TASKS:
             assert target_entry == entry, f"{name} imports {target}: tasks do not import each other"
 

@@ -3,8 +3,7 @@ import torch
 from torch import nn
 
 from alexsuite.errors import ConfigError
-from alexsuite.models.alexnet import (LocalResponseNorm, count_parameters, create_model,
-                                      load_torchvision_state_dict)
+from alexsuite.models.alexnet import LocalResponseNorm, count_parameters, create_model, load_torchvision_state_dict
 
 
 def test_paper_alexnet_has_the_papers_parameter_count_and_shapes():
@@ -50,12 +49,12 @@ def test_lrn_is_torchs_lrn_and_the_papers_formula():
     ours = LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
     ref = nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
     assert torch.allclose(ours(x), ref(x), atol=1e-12)
-    g1, = torch.autograd.grad(ours(x).sum(), x)
-    g2, = torch.autograd.grad(ref(x).sum(), x)
+    (g1,) = torch.autograd.grad(ours(x).sum(), x)
+    (g2,) = torch.autograd.grad(ref(x).sum(), x)
     assert torch.allclose(g1, g2, atol=1e-12)
     # Paper: b_c = a_c / (2 + 1e-4 * sum_{c-2..c+2} a^2)^0.75 (alpha not divided by n).
     c = 6
-    window = x[:, c - 2:c + 3].pow(2).sum(1)
+    window = x[:, c - 2 : c + 3].pow(2).sum(1)
     expected = x[:, c] / (2 + 1e-4 * window) ** 0.75
     assert torch.allclose(create_model("alexnet", 10).body[2](x)[:, c], expected, atol=1e-12)
 
@@ -72,6 +71,7 @@ def test_small_alexnet_takes_28_to_64_px(size):
 
 def test_torchvision_weights_load_and_give_torchvisions_outputs():
     from torchvision.models import alexnet as tv_alexnet
+
     torch.manual_seed(0)
     reference = tv_alexnet(weights=None).eval()
     ours = create_model("alexnet-tv", 1000).eval()
@@ -95,6 +95,7 @@ def test_tanh_variant_and_unknown_names():
 @pytest.mark.parametrize("amp", [False, True])
 def test_paper_alexnet_takes_a_training_step(amp):
     from alexsuite.training.engine import autocast_for
+
     torch.manual_seed(0)
     model = create_model("alexnet", 5)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)

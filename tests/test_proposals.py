@@ -1,4 +1,5 @@
 """Selective search proposals: original-pixel boxes, odd shapes survive, cache, errors."""
+
 import numpy as np
 import pytest
 import torch
@@ -62,5 +63,5 @@ def test_the_same_image_gets_the_same_ranked_boxes_every_time(tmp_path):
     assert np.array_equal(first, selective_search(img))
     path = tmp_path / "a.png"
     Image.fromarray(img).save(path)
-    (pooled,) = propose([path], workers=1)                  # in a worker process
+    (pooled,) = propose([path], workers=1)  # in a worker process
     assert np.array_equal(first, pooled)

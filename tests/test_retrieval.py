@@ -1,4 +1,5 @@
 """Indexes on disk: incremental updates, stable ids, model checks, crash safety, one writer."""
+
 import os
 import shutil
 import signal
@@ -13,12 +14,12 @@ from PIL import Image
 
 from alexsuite.errors import CheckpointError, ConfigError, DataError
 from alexsuite.evaluation.retrieval import average_precision
-from alexsuite.retrieval.evaluate import evaluate_retrieval
+from alexsuite.models.checkpoint import load_model, save_checkpoint
 from alexsuite.retrieval import index as faiss_index
+from alexsuite.retrieval.evaluate import evaluate_retrieval
 from alexsuite.retrieval.indexer import IndexOptions, update_index
 from alexsuite.retrieval.search import Searcher
 from alexsuite.retrieval.store import IndexBusyError, IndexStore, writer_lock
-from alexsuite.models.checkpoint import load_model, save_checkpoint
 
 CPU = torch.device("cpu")
 
@@ -75,13 +76,16 @@ def test_build_then_update_only_embeds_what_changed(loaded, photos, tmp_path):
     again = build(loaded, photos, index_dir)
     assert (again.added, again.updated, again.unchanged) == (0, 0, 72)
 
-    changed, touched, gone = (photos / "circle" / "circle_000.png", photos / "square" / "square_000.png",
-                              photos / "stripes" / "stripes_000.png")
+    changed, touched, gone = (
+        photos / "circle" / "circle_000.png",
+        photos / "square" / "square_000.png",
+        photos / "stripes" / "stripes_000.png",
+    )
     store = IndexStore.open_read(index_dir)
     old = {p: store.row_by_path(p) for p in (changed, touched, gone)}
     store.close()
     Image.new("RGB", (40, 40), (250, 0, 0)).save(changed)
-    os.utime(touched, ns=(1, 10**18))           # new mtime, same content
+    os.utime(touched, ns=(1, 10**18))  # new mtime, same content
     gone.unlink()
     (photos / "new").mkdir()
     Image.new("RGB", (40, 40), (0, 0, 250)).save(photos / "new" / "blue.png")
@@ -95,10 +99,10 @@ def test_build_then_update_only_embeds_what_changed(loaded, photos, tmp_path):
 
     store = IndexStore.open_read(index_dir)
     assert store.row_by_path(gone) is None
-    assert store.row_by_path(touched).id == old[touched].id          # not embedded again
-    assert store.row_by_path(changed).id != old[changed].id          # new vector, new id
+    assert store.row_by_path(touched).id == old[touched].id  # not embedded again
+    assert store.row_by_path(changed).id != old[changed].id  # new vector, new id
     assert store.row_by_path(photos / "new" / "blue.png").label == "new"
-    assert store.index.ntotal == store.count() == 72                  # Flat removes for real
+    assert store.index.ntotal == store.count() == 72  # Flat removes for real
     assert store.manifest["layer"] == "fc7" and store.manifest["model"]["fingerprint"] == loaded.fingerprint
     store.close()
 
@@ -121,8 +125,10 @@ def test_search_finds_same_class_and_leaves_out_the_query(loaded, photos, tmp_pa
     store.close()
 
 
-@pytest.mark.parametrize("factory,metric", [("HNSW16", "cosine"), ("IVF4,Flat", "cosine"),
-                                           ("PCA64,IVF2,Flat", "l2"), ("IVF2,PQ64x4fs,RFlat", "l2")])
+@pytest.mark.parametrize(
+    "factory,metric",
+    [("HNSW16", "cosine"), ("IVF4,Flat", "cosine"), ("PCA64,IVF2,Flat", "l2"), ("IVF2,PQ64x4fs,RFlat", "l2")],
+)
 def test_other_factories_and_removal_where_faiss_cannot_delete(loaded, photos, tmp_path, factory, metric):
     index_dir = tmp_path / "idx"
     build(loaded, photos, index_dir, factory=factory, metric=metric)
@@ -222,14 +228,43 @@ def test_missing_or_corrupt_index_and_empty_folder_are_clear_errors(loaded, phot
 
 @pytest.mark.slow
 def test_torchrun_two_processes_build_the_same_index(loaded, photos, tmp_path, trained_run):
-    common = ["index", str(photos), "--model", str(trained_run), "--workers", "0", "--batch-size", "16",
-              "--device", "cpu", "--json"]
+    common = [
+        "index",
+        str(photos),
+        "--model",
+        str(trained_run),
+        "--workers",
+        "0",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--json",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "alexsuite.cli", *common, "--index", str(tmp_path / "one")],
-                   check=True, env=env, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "alexsuite.cli", *common, "--index", str(tmp_path / "one")],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "alexsuite.cli", *common,
-                    "--index", str(tmp_path / "two")], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "alexsuite.cli",
+            *common,
+            "--index",
+            str(tmp_path / "two"),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     one, two = IndexStore.open_read(tmp_path / "one"), IndexStore.open_read(tmp_path / "two")
     assert one.count() == two.count() == two.index.ntotal == 72
     for path in sorted(photos.rglob("*.png")):

@@ -1,4 +1,5 @@
 """Detection scenes composed from articles and photographs (data/scenes.py)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,11 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
+from alexsuite.boxes import box_iou
 from alexsuite.data import fashion_mnist
 from alexsuite.data.detection_sets import read_detection_set
-from alexsuite.data.scenes import SceneSettings, compose_scenes
-from alexsuite.demo import TEST_PHOTOS, TRAIN_PHOTOS, bundled_photos
-from alexsuite.boxes import box_iou
+from alexsuite.data.scenes import TEST_PHOTOS, TRAIN_PHOTOS, SceneSettings, bundled_photos, compose_scenes
 from alexsuite.errors import DataError
 
 
@@ -26,8 +26,17 @@ def photos(tmp_path):
 
 def test_scenes_are_a_readable_voc_split_with_tight_apart_boxes(tmp_path, photos):
     articles, labels = fashion_mnist.load_mini("train")
-    names = compose_scenes(tmp_path / "voc", "train", photos, articles[:40], labels[:40], fashion_mnist.CLASSES,
-                           count=12, seed=3, settings=SceneSettings(size=(40, 90)))
+    names = compose_scenes(
+        tmp_path / "voc",
+        "train",
+        photos,
+        articles[:40],
+        labels[:40],
+        fashion_mnist.CLASSES,
+        count=12,
+        seed=3,
+        settings=SceneSettings(size=(40, 90)),
+    )
     data = read_detection_set(tmp_path / "voc", "train")
     assert [a.image.stem for a in data.items] == names and len(names) == 12
     assert data.clipped == 0 and data.dropped == 0
@@ -39,7 +48,7 @@ def test_scenes_are_a_readable_voc_split_with_tight_apart_boxes(tmp_path, photos
         assert 1 <= len(item.labels) <= 3
         b = item.boxes
         assert (b[:, 2] <= item.width).all() and (b[:, 3] <= item.height).all() and (b[:, :2] >= 0).all()
-        assert ((b[:, 2:] - b[:, :2]) <= 90).all()      # never larger than the pasted square
+        assert ((b[:, 2:] - b[:, :2]) <= 90).all()  # never larger than the pasted square
         overlaps = box_iou(b, b) - torch.eye(len(b))
         assert float(overlaps.max()) <= 0.05
 
@@ -59,7 +68,7 @@ def test_bundled_photos_are_real_and_the_test_ones_are_held_out():
         with Image.open(p) as im:
             im.verify()
     credits = (paths[0].parent / "README.md").read_text()
-    assert all(f"| {p.name} |" in credits for p in paths)   # every photo has its author and licence
+    assert all(f"| {p.name} |" in credits for p in paths)  # every photo has its author and licence
 
 
 def test_no_photos_or_no_articles_is_a_clear_error(tmp_path, photos):

@@ -1,4 +1,5 @@
 """R-CNN's SVMs: the squared-hinge optimum, and hard-negative mining that keeps few negatives."""
+
 import torch
 
 from alexsuite.detection.svm import SVMSettings, fit, train_with_hard_negatives
@@ -23,7 +24,7 @@ def test_fit_reaches_the_optimum_of_the_squared_hinge_objective():
         w = weight.clone().requires_grad_()
         b = torch.tensor(bias / settings.bias_multiplier).requires_grad_()
         margin = (1 - y * (x @ w + settings.bias_multiplier * b)).clamp_min(0)
-        (0.5 * (w.dot(w) + b * b) + (torch.where(y > 0, 2.0, 1.0) * margin ** 2).sum()).backward()
+        (0.5 * (w.dot(w) + b * b) + (torch.where(y > 0, 2.0, 1.0) * margin**2).sum()).backward()
         return torch.cat([w.grad, b.grad[None]]).norm()
 
     # the gradient all but vanishes at the optimum (float32 L-BFGS: 1e-4 of where it starts)

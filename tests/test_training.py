@@ -25,8 +25,16 @@ def _weights(path):
 
 def test_a_run_learns_and_writes_its_directory(trained_run):
     names = {p.name for p in trained_run.iterdir()}
-    assert {"config.json", "last.pt", "best.pt", "metrics.csv", "metrics.json", "curves.png",
-            "conv1_filters.png", "preprocess.json"} <= names
+    assert {
+        "config.json",
+        "last.pt",
+        "best.pt",
+        "metrics.csv",
+        "metrics.json",
+        "curves.png",
+        "conv1_filters.png",
+        "preprocess.json",
+    } <= names
     history = json.loads((trained_run / "metrics.json").read_text())
     assert len(history) == 8
     assert history[-1]["val_top1"] >= 0.6  # 3 shape classes: chance is 0.33
@@ -35,6 +43,7 @@ def test_a_run_learns_and_writes_its_directory(trained_run):
     assert loaded.classes == ["circle", "square", "stripes"] and loaded.arch == "alexnet-small"
     for png in ("curves.png", "conv1_filters.png"):
         from PIL import Image
+
         with Image.open(trained_run / png) as im:
             im.verify()
 
@@ -60,8 +69,7 @@ def test_corrupt_images_are_skipped_and_counted_or_fatal_with_strict(shapes_dir,
     run = train(TrainConfig(data=str(data), epochs=1, batch_size=73, workers=2), run_dir=tmp_path / "r")
     assert run.history[0]["skipped"] == 1
     with pytest.raises(ImageDecodeError, match="broken.png"):
-        train(TrainConfig(data=str(data), epochs=1, batch_size=73, workers=0, strict=True),
-              run_dir=tmp_path / "strict")
+        train(TrainConfig(data=str(data), epochs=1, batch_size=73, workers=0, strict=True), run_dir=tmp_path / "strict")
 
 
 def test_checkpoints_refuse_other_architectures_garbage_and_pickles(trained_run, tmp_path):
@@ -96,6 +104,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     def crash(f):
         f.write(b"half a checkpoint")
         raise KeyboardInterrupt  # as if the run were interrupted mid-write
+
     with pytest.raises(KeyboardInterrupt):
         atomic_write_bytes(target, crash)
     assert read_checkpoint(target)["epoch"] == 1
@@ -104,14 +113,41 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_match_one_process(shapes_dir, tmp_path):
-    common = [str(shapes_dir), "--epochs", "1", "--batch-size", "12", "--dropout", "0",
-              "--workers", "0", "--device", "cpu", "-q"]
+    common = [
+        str(shapes_dir),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "12",
+        "--dropout",
+        "0",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "-q",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "alexsuite.cli", "train", *common, "--out",
-                    str(tmp_path / "one")], check=True, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "alexsuite.cli", "train", *common, "--out", str(tmp_path / "one")], check=True, env=env
+    )
     torchrun = Path(sys.executable).parent / "torchrun"
-    subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "alexsuite.cli",
-                    "train", *common, "--out", str(tmp_path / "two")], check=True, env=env)
+    subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "alexsuite.cli",
+            "train",
+            *common,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        check=True,
+        env=env,
+    )
     a, b = _weights(tmp_path / "one" / "last.pt"), _weights(tmp_path / "two" / "last.pt")
     assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a)
     ha = json.loads((tmp_path / "one" / "metrics.json").read_text())[0]

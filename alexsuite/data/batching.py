@@ -4,6 +4,7 @@ Every process draws the same permutation for an epoch, cuts the same global batc
 its own slice (rank::world): one process with batch B and W processes with B/W each see the
 same samples per step, which is what makes DDP runs comparable and resumes exact.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,8 +14,9 @@ import torch
 from .datasets import ArrayDataset, FolderDataset
 
 
-def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, shuffle: bool = True,
-                  drop_last: bool = True) -> list[torch.Tensor]:
+def epoch_batches(
+    n: int, batch_size: int, epoch: int, seed: int, shuffle: bool = True, drop_last: bool = True
+) -> list[torch.Tensor]:
     """Global batches of sample indices for one epoch."""
     if shuffle:
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -27,10 +29,10 @@ def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, shuffle: bool 
 
 @dataclass
 class Batch:
-    images: torch.Tensor        # uint8 (B, C, H, W) at base size
-    labels: torch.Tensor        # int64 (B,)
-    failures: list              # ImageDecodeError for files skipped in this batch
-    step: int                   # index of the global batch within the epoch
+    images: torch.Tensor  # uint8 (B, C, H, W) at base size
+    labels: torch.Tensor  # int64 (B,)
+    failures: list  # ImageDecodeError for files skipped in this batch
+    step: int  # index of the global batch within the epoch
 
 
 def _collate(samples):
@@ -41,8 +43,14 @@ def _collate(samples):
     return torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good]), failures
 
 
-def iterate(dataset: ArrayDataset | FolderDataset, batches: list[torch.Tensor], rank: int = 0,
-            world: int = 1, workers: int = 0, strict: bool = False):
+def iterate(
+    dataset: ArrayDataset | FolderDataset,
+    batches: list[torch.Tensor],
+    rank: int = 0,
+    world: int = 1,
+    workers: int = 0,
+    strict: bool = False,
+):
     """Yield this rank's Batch for each global batch. Image folders decode in `workers`
     processes; files that fail are dropped from the batch and reported (or raised if strict)."""
     shards = [b[rank::world] for b in batches]
@@ -52,10 +60,14 @@ def iterate(dataset: ArrayDataset | FolderDataset, batches: list[torch.Tensor], 
             yield Batch(images, labels, failures, step)
         return
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=[s.tolist() for s in shards], num_workers=workers,
-        collate_fn=_collate, persistent_workers=False, prefetch_factor=4 if workers else None)
+        dataset,
+        batch_sampler=[s.tolist() for s in shards],
+        num_workers=workers,
+        collate_fn=_collate,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
     for step, (images, labels, failures) in enumerate(loader):
         if strict and failures:
             raise failures[0]
         yield Batch(images, labels, failures, step)
-

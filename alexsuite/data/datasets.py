@@ -3,6 +3,7 @@
 Both yield uint8 images at the model's *base* size (the paper's 256 for 224/227 crops); the
 random crop, flip and colour augmentation happen per batch in transforms.py.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from .decode import is_image_path, load_square
 @dataclass
 class ArrayDataset:
     """Images held in memory as one uint8 tensor (N, C, H, W), C = 1 or 3."""
+
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
@@ -35,6 +37,7 @@ class ArrayDataset:
 @dataclass
 class FolderDataset:
     """Image files listed with class indices; decoded on demand (in DataLoader workers)."""
+
     paths: list[Path]
     labels: torch.Tensor
     classes: list[str]
@@ -71,9 +74,17 @@ def _fashion(split: str, base_size: int, mini: bool) -> ArrayDataset:
     if base_size <= 40:
         tensor = torch.from_numpy(pad_to(images, base_size)[:, None])
     else:  # the 227 px nets: scale the articles up (16 MB per 256 images at 256 px)
-        tensor = torch.cat([torch.nn.functional.interpolate(chunk.float(), size=(base_size, base_size),
-                                                            mode="bilinear", align_corners=False)
-                            .round_().clamp_(0, 255).to(torch.uint8) for chunk in tensor.split(1024)])
+        tensor = torch.cat(
+            [
+                torch.nn.functional.interpolate(
+                    chunk.float(), size=(base_size, base_size), mode="bilinear", align_corners=False
+                )
+                .round_()
+                .clamp_(0, 255)
+                .to(torch.uint8)
+                for chunk in tensor.split(1024)
+            ]
+        )
     name = "fashion-mnist-mini" if mini else "fashion-mnist"
     return ArrayDataset(tensor, torch.from_numpy(labels), list(fashion_mnist.CLASSES), f"{name}:{file_split}")
 
@@ -106,8 +117,7 @@ def scan_class_folders(root: Path) -> tuple[list[Path], list[int], list[str], li
         if not found:
             empty.append(name)
     if empty:
-        raise DataError(f"{root}: class folder(s) with no images: {', '.join(empty)} "
-                        "(add images or remove the folder)")
+        raise DataError(f"{root}: class folder(s) with no images: {', '.join(empty)} (add images or remove the folder)")
     return paths, labels, classes, skipped
 
 
@@ -129,8 +139,14 @@ def split_holdout(dataset: FolderDataset, fraction: float, seed: int) -> tuple[F
 
     def subset(mask, tag):
         keep = np.flatnonzero(mask)
-        return FolderDataset([dataset.paths[i] for i in keep], dataset.labels[keep], dataset.classes,
-                             f"{dataset.source}[{tag}]", dataset.base_size)
+        return FolderDataset(
+            [dataset.paths[i] for i in keep],
+            dataset.labels[keep],
+            dataset.classes,
+            f"{dataset.source}[{tag}]",
+            dataset.base_size,
+        )
+
     return subset(~val, "train"), subset(val, "val")
 
 
@@ -139,36 +155,54 @@ def leave_out(dataset: ArrayDataset | FolderDataset, listing: str | Path) -> Arr
     the idx file's order) or, for image folders, file paths; a list, or an object holding it
     under "indices". For keeping a benchmark's test objects out of pre-training."""
     import json
+
     try:
         entries = json.loads(Path(listing).read_text())
     except (OSError, ValueError) as e:
         raise DataError(f"--leave-out {listing}: not a readable JSON list ({e})") from None
-    if isinstance(entries, dict):   # a report that carries its list, as benchmarks/scenes_articles.py writes
+    if isinstance(entries, dict):  # a report that carries its list, as benchmarks/scenes_articles.py writes
         entries = entries.get("indices")
     if not isinstance(entries, list):
-        raise DataError(f"--leave-out {listing}: expected a JSON list of positions or file paths "
-                        "(or an object with one under \"indices\")")
+        raise DataError(
+            f"--leave-out {listing}: expected a JSON list of positions or file paths "
+            '(or an object with one under "indices")'
+        )
     drop = np.zeros(len(dataset), dtype=bool)
-    paths = ({str(Path(p).resolve()): i for i, p in enumerate(dataset.paths)}
-             if isinstance(dataset, FolderDataset) else {})
+    paths = (
+        {str(Path(p).resolve()): i for i, p in enumerate(dataset.paths)} if isinstance(dataset, FolderDataset) else {}
+    )
     for e in entries:
-        i = (e if isinstance(e, int) and not isinstance(e, bool)
-             else paths.get(str(Path(e).resolve())) if isinstance(e, str) else None)
+        i = (
+            e
+            if isinstance(e, int) and not isinstance(e, bool)
+            else paths.get(str(Path(e).resolve()))
+            if isinstance(e, str)
+            else None
+        )
         if i is None or not 0 <= i < len(dataset):
-            raise DataError(f"--leave-out {listing}: {e!r} is not an image of {dataset.source} "
-                            f"(positions 0-{len(dataset) - 1}{', or file paths' if paths else ''})")
+            raise DataError(
+                f"--leave-out {listing}: {e!r} is not an image of {dataset.source} "
+                f"(positions 0-{len(dataset) - 1}{', or file paths' if paths else ''})"
+            )
         drop[i] = True
     keep = np.flatnonzero(~drop)
     tag = f"{dataset.source} without {int(drop.sum())} left out"
     if isinstance(dataset, ArrayDataset):
         idx = torch.from_numpy(keep)
         return ArrayDataset(dataset.images[idx], dataset.labels[idx], dataset.classes, tag)
-    return FolderDataset([dataset.paths[i] for i in keep], dataset.labels[keep], dataset.classes, tag,
-                         dataset.base_size, dataset.skipped_files)
+    return FolderDataset(
+        [dataset.paths[i] for i in keep],
+        dataset.labels[keep],
+        dataset.classes,
+        tag,
+        dataset.base_size,
+        dataset.skipped_files,
+    )
 
 
-def resolve_classification(data: str, base_size: int, val_split: float | None = None,
-                           seed: int = 0) -> tuple[ArrayDataset | FolderDataset, ArrayDataset | FolderDataset]:
+def resolve_classification(
+    data: str, base_size: int, val_split: float | None = None, seed: int = 0
+) -> tuple[ArrayDataset | FolderDataset, ArrayDataset | FolderDataset]:
     """(train, val) for a dataset name, a folder with train/ and val/, or one folder + val_split."""
     if data in NAMED:
         return NAMED[data]("train", base_size), NAMED[data]("test", base_size)
@@ -182,8 +216,9 @@ def resolve_classification(data: str, base_size: int, val_split: float | None = 
     elif val_split:
         train, val = split_holdout(folder_dataset(root, base_size), val_split, seed)
     else:
-        raise DataError(f"{root}: expected train/ and val/ class folders; for one folder of "
-                        "class subfolders pass --val-split 0.1")
+        raise DataError(
+            f"{root}: expected train/ and val/ class folders; for one folder of class subfolders pass --val-split 0.1"
+        )
     if len(train.classes) < 2:
         raise DataError(f"{root}: only one class ({train.classes[0]}); classification needs two or more")
     return train, val

@@ -3,6 +3,7 @@
 Every failure a user's file can cause (not an image, truncated, corrupt, absurdly large)
 raises ImageDecodeError naming the file, so callers can skip-and-count or stop (--strict).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -94,9 +95,9 @@ def resize_shorter_side(arr: np.ndarray, size: int) -> np.ndarray:
 def center_square(arr: np.ndarray, size: int) -> np.ndarray:
     h, w = arr.shape[:2]
     top, left = (h - size) // 2, (w - size) // 2
-    return arr[top:top + size, left:left + size]
+    return arr[top : top + size, left : left + size]
 
 
 def load_square(path, size: int) -> np.ndarray:
-    """Paper Section 2: rescale so the shorter side is `size`, then take the central square."""
+    """AlexNet §2: rescale so the shorter side is `size`, then take the central square."""
     return center_square(resize_shorter_side(decode_image(path, min_side=size), size), size)

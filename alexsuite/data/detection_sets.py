@@ -6,6 +6,7 @@ converted once, here. Boxes reaching outside the image are clipped and counted; 
 with no area left are dropped and counted; a malformed file is a DataError naming the file
 and what is wrong with it.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,9 @@ class Annotation:
     image: Path
     width: int
     height: int
-    boxes: torch.Tensor            # float (N, 4), 0-based corners, x2/y2 exclusive
+    boxes: torch.Tensor  # float (N, 4), 0-based corners, x2/y2 exclusive
     labels: list[str]
-    difficult: torch.Tensor        # bool (N,): VOC 'difficult' / COCO 'iscrowd', ignored when scoring
+    difficult: torch.Tensor  # bool (N,): VOC 'difficult' / COCO 'iscrowd', ignored when scoring
 
 
 @dataclass
@@ -34,8 +35,8 @@ class DetectionSet:
     items: list[Annotation]
     classes: list[str]
     source: str
-    clipped: int = 0               # boxes cut back to the image
-    dropped: int = 0               # boxes with no area inside the image
+    clipped: int = 0  # boxes cut back to the image
+    dropped: int = 0  # boxes with no area inside the image
     warnings: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -65,8 +66,14 @@ def _finish(image: Path, width: int, height: int, raw: list[tuple], source: str,
         boxes.append(c)
         labels.append(label)
         difficult.append(hard)
-    return Annotation(image, width, height, torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                      labels, torch.tensor(difficult, dtype=torch.bool))
+    return Annotation(
+        image,
+        width,
+        height,
+        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        labels,
+        torch.tensor(difficult, dtype=torch.bool),
+    )
 
 
 def _text(node, tag: str, source: str) -> str:
@@ -107,9 +114,16 @@ def read_voc_xml(path: Path, images: Path, counts: dict) -> Annotation:
             raise DataError(f"{source}: an <object> without <bndbox>")
         hard = obj.find("difficult")
         # VOC: 1-based, inclusive -> 0-based, exclusive: x1 = xmin - 1, x2 = xmax.
-        raw.append((_number(box, "xmin", source) - 1, _number(box, "ymin", source) - 1,
-                    _number(box, "xmax", source), _number(box, "ymax", source),
-                    _text(obj, "name", source), hard is not None and (hard.text or "0").strip() == "1"))
+        raw.append(
+            (
+                _number(box, "xmin", source) - 1,
+                _number(box, "ymin", source) - 1,
+                _number(box, "xmax", source),
+                _number(box, "ymax", source),
+                _text(obj, "name", source),
+                hard is not None and (hard.text or "0").strip() == "1",
+            )
+        )
     return _finish(image, width, height, raw, source, counts)
 
 
@@ -118,7 +132,11 @@ def read_voc(root: Path, split: str = "train") -> DetectionSet:
     root = Path(root).expanduser()
     listing = root / "ImageSets" / "Main" / f"{split}.txt"
     if not listing.is_file():
-        have = sorted(p.stem for p in (root / "ImageSets" / "Main").glob("*.txt")) if (root / "ImageSets" / "Main").is_dir() else []
+        have = (
+            sorted(p.stem for p in (root / "ImageSets" / "Main").glob("*.txt"))
+            if (root / "ImageSets" / "Main").is_dir()
+            else []
+        )
         raise DataError(f"{root}: no split {split!r} ({listing} missing; splits here: {', '.join(have) or 'none'})")
     ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
     if not ids:
@@ -147,8 +165,17 @@ def read_coco(annotations: Path, images: Path) -> DetectionSet:
         source = f"{annotations} (image id {entry.get('id')})"
         try:
             image = Path(images) / entry["file_name"]
-            raw = [(a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3],
-                    cats[a["category_id"]], bool(a.get("iscrowd", 0))) for a in boxes_by_image.get(entry["id"], [])]
+            raw = [
+                (
+                    a["bbox"][0],
+                    a["bbox"][1],
+                    a["bbox"][0] + a["bbox"][2],
+                    a["bbox"][1] + a["bbox"][3],
+                    cats[a["category_id"]],
+                    bool(a.get("iscrowd", 0)),
+                )
+                for a in boxes_by_image.get(entry["id"], [])
+            ]
         except (KeyError, IndexError, TypeError) as e:
             raise DataError(f"{source}: malformed entry ({type(e).__name__}: {e})") from None
         if not image.is_file():

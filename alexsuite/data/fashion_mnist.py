@@ -4,6 +4,7 @@ The full set is read, in this order, from $ALEXSUITE_DATA, from Debian's package
 `dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist), or through torchvision's download
 into ~/.cache/alexsuite when online. A small subset ships inside the package (`fashion-mnist-mini`).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -16,12 +17,13 @@ import numpy as np
 
 from ..errors import DataError
 
-CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat",
-           "sandal", "shirt", "sneaker", "bag", "boot"]
+CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "alexsuite"
-_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -66,6 +68,7 @@ def locate() -> Path:
         tried.append(str(directory))
     try:  # last resort: torchvision's downloader (fails fast offline)
         from torchvision.datasets import FashionMNIST
+
         for train in (True, False):
             FashionMNIST(str(CACHE_DIR), train=train, download=True)
         if _complete(CACHE_DIR):
@@ -77,7 +80,8 @@ def locate() -> Path:
     raise DataError(
         "Fashion-MNIST not found (looked in " + ", ".join(tried) + f"; download failed: {reason}). "
         "Fix: `apt-get install dataset-fashion-mnist`, or set ALEXSUITE_DATA to a folder with the "
-        "four idx files, or go online once; `fashion-mnist-mini` (bundled) needs none of these.")
+        "four idx files, or go online once; `fashion-mnist-mini` (bundled) needs none of these."
+    )
 
 
 def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,5 @@
 """Walking a folder for the image files in it: the one walk `index` and `search` share."""
+
 from __future__ import annotations
 
 import os
@@ -11,15 +12,16 @@ from .decode import is_image_path
 @dataclass
 class Scan:
     images: list[Path]
-    others: int = 0                                       # files that are not images
-    unreadable: list[str] = field(default_factory=list)   # folders os.walk could not list, odd names
+    others: int = 0  # files that are not images
+    unreadable: list[str] = field(default_factory=list)  # folders os.walk could not list, odd names
 
 
 def scan_images(root: Path) -> Scan:
     """Image files under `root` (recursive, sorted, hidden entries skipped)."""
     scan = Scan([])
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True,
-                                                onerror=lambda e: scan.unreadable.append(f"{e.filename}: {e.strerror}")):
+    for dirpath, dirnames, filenames in os.walk(
+        root, followlinks=True, onerror=lambda e: scan.unreadable.append(f"{e.filename}: {e.strerror}")
+    ):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):

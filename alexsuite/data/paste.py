@@ -5,6 +5,7 @@ so a backbone meant for R-CNN learns its classes in clutter before it meets prop
 objects in scenes). Every draw comes from the keyed augmentation generator
 (transforms.batch_generator), so resumed and torchrun runs paste what one process would.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,12 +19,12 @@ from ..errors import DataError, ImageDecodeError
 from .decode import decode_image
 from .transforms import rgb
 
-MASK_LEVEL = 12             # object pixels are brighter than this grey level, the rest black ground
-BANK_SIZE = 4096            # background crops made once per run; each batch draws from them,
-BANK_BYTES = 256 << 20      # fewer for large images (256 px: 1,365 crops in 256 MB)
-ZOOM = (2.0, 6.0)           # a crop spans this many times the image's side in photo pixels:
-                            # a 28 px article then stands for one of 56-168 px, as in a scene
-TINT = (0.3, 1.0)           # per-channel gain of the pasted object
+MASK_LEVEL = 12  # object pixels are brighter than this grey level, the rest black ground
+BANK_SIZE = 4096  # background crops made once per run; each batch draws from them,
+BANK_BYTES = 256 << 20  # fewer for large images (256 px: 1,365 crops in 256 MB)
+ZOOM = (2.0, 6.0)  # a crop spans this many times the image's side in photo pixels:
+# a 28 px article then stands for one of 56-168 px, as in a scene
+TINT = (0.3, 1.0)  # per-channel gain of the pasted object
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -31,8 +32,10 @@ def photo_paths(folder) -> list[Path]:
     """The photo files of `folder`, by name (a clear error when the folder is gone)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"--paste-on {folder}: no such folder; give the folder of photographs "
-                        "(a resumed run reads the one it began with)")
+        raise DataError(
+            f"--paste-on {folder}: no such folder; give the folder of photographs "
+            "(a resumed run reads the one it began with)"
+        )
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
 
 
@@ -67,7 +70,7 @@ def background_bank(folder, size: int, n: int | None = None, seed: int = 0) -> t
         h, w = photo.shape[:2]
         side = int(min(h, w, round(size * rng.uniform(*ZOOM))))
         y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        crop = Image.fromarray(photo[y:y + side, x:x + side]).resize((size, size), Image.BILINEAR)
+        crop = Image.fromarray(photo[y : y + side, x : x + side]).resize((size, size), Image.BILINEAR)
         gains = rng.uniform(0.5, 1.3, 3)
         bank[i] = (np.asarray(crop)[..., rng.permutation(3)] * gains).clip(0, 255).astype(np.uint8)
     return torch.from_numpy(bank).permute(0, 3, 1, 2).contiguous()
@@ -75,8 +78,10 @@ def background_bank(folder, size: int, n: int | None = None, seed: int = 0) -> t
 
 def paste_params(batch_size: int, bank_size: int, generator: torch.Generator) -> dict:
     """Which background and which tint each image of a batch gets."""
-    return dict(background=torch.randint(bank_size, (batch_size,), generator=generator),
-                tint=TINT[0] + (TINT[1] - TINT[0]) * torch.rand(batch_size, 3, generator=generator))
+    return dict(
+        background=torch.randint(bank_size, (batch_size,), generator=generator),
+        tint=TINT[0] + (TINT[1] - TINT[0]) * torch.rand(batch_size, 3, generator=generator),
+    )
 
 
 def paste(images: torch.Tensor, bank: torch.Tensor, params: dict) -> torch.Tensor:

@@ -1,7 +1,8 @@
-"""R-CNN's class-specific bounding-box regression (Girshick et al. 2014, appendix C): from the
+"""R-CNN's class-specific bounding-box regression (R-CNN appendix C; docs/references.md): from the
 pool5 features of a proposal, predict the shift and log-scale (boxes.encode) that take it to
 its ground-truth box. Ridge regression, lambda = 1000, trained on proposals with IoU >= 0.6,
 solved in closed form per class."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,14 +11,14 @@ import torch
 
 from ..boxes import box_iou, decode, encode
 
-RIDGE_LAMBDA = 1000.0   # appendix C
-MIN_IOU = 0.6           # appendix C: proposals this close to a ground-truth box train the regressor
+RIDGE_LAMBDA = 1000.0  # R-CNN appendix C
+MIN_IOU = 0.6  # R-CNN appendix C: proposals this close to a ground-truth box train the regressor
 
 
 @dataclass
 class BoxRegressor:
-    weight: torch.Tensor    # (D, 4)
-    bias: torch.Tensor      # (4,)
+    weight: torch.Tensor  # (D, 4)
+    bias: torch.Tensor  # (4,)
 
     def predict(self, features: torch.Tensor, proposals: torch.Tensor) -> torch.Tensor:
         """Refined boxes for proposals from their pool5 features."""
@@ -39,7 +40,7 @@ def fit(features: torch.Tensor, targets: torch.Tensor, ridge: float = RIDGE_LAMB
     x = features.double()
     t = targets.double()
     mean_x, mean_t = x.mean(0), t.mean(0)
-    xc, tc = x - mean_x, t - mean_t          # centring leaves the bias out of the penalty
+    xc, tc = x - mean_x, t - mean_t  # centring leaves the bias out of the penalty
     gram = xc.T @ xc + ridge * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
     weight = torch.linalg.solve(gram, xc.T @ tc)
     bias = mean_t - mean_x @ weight

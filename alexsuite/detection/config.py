@@ -1,5 +1,6 @@
 """`train-detector`'s settings: one dataclass holding every stage's own (R-CNN §2.3,
 appendix C; docs/references.md), saved in detector.json and read back strictly."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,25 +15,35 @@ from .framing import Framing
 @dataclass
 class DetectorConfig:
     data: str = setting(help="Pascal VOC directory, or COCO .json with --images.")
-    backbone: str = setting(help="The network to start from: an `alexsuite train` run directory or checkpoint, "
-                            "or torchvision's alexnet-owt-7be5be79.pth.")
+    backbone: str = setting(
+        help="The network to start from: an `alexsuite train` run directory or checkpoint, "
+        "or torchvision's alexnet-owt-7be5be79.pth."
+    )
     split: str = setting("train", "Pascal VOC: the ImageSets/Main split to train on.")
     images: str | None = setting(None, "COCO: the image folder (default: the .json file's folder).")
     layer: str = setting("fc7", "Features the SVMs use.", "R-CNN §2.3")
     framing: Framing = setting(factory=Framing, help="The region read per box.", source="R-CNN appendix A")
-    finetune: FinetuneSettings = setting(factory=FinetuneSettings, help="Fine-tuning on warped proposals.",
-                                         source="R-CNN §2.3")
+    finetune: FinetuneSettings = setting(
+        factory=FinetuneSettings, help="Fine-tuning on warped proposals.", source="R-CNN §2.3"
+    )
     svm: svm.SVMSettings = setting(factory=svm.SVMSettings, help="The per-class SVMs.", source="rcnn_train.m")
-    negative_iou: float = setting(0.3, "SVM negatives overlap every object of the class less than this.",
-                                  "rcnn_train.m")
-    regression_iou: float = setting(bbox_regression.MIN_IOU, "Proposals this close to an object train its box regressor.",
-                                    "R-CNN appendix C")
-    ridge: float = setting(bbox_regression.RIDGE_LAMBDA, "Ridge regularisation of the box regressors.", "R-CNN appendix C")
-    proposals: ProposalSettings = setting(factory=ProposalSettings, help="Selective search.",
-                                          source="Selective search")
-    proposal_cache: str | None = setting(None, "Where proposals are cached by image content. "
-                                         "[default: OUT/cache/proposals]")
-    train_fast: bool = setting(True, "Also train the SVMs and box regressors on --mode fast features "
-                               "(RoI-pooled from conv5), so one set of them serves both test modes.")
+    negative_iou: float = setting(
+        0.3, "SVM negatives overlap every object of the class less than this.", "rcnn_train.m"
+    )
+    regression_iou: float = setting(
+        bbox_regression.MIN_IOU, "Proposals this close to an object train its box regressor.", "R-CNN appendix C"
+    )
+    ridge: float = setting(
+        bbox_regression.RIDGE_LAMBDA, "Ridge regularisation of the box regressors.", "R-CNN appendix C"
+    )
+    proposals: ProposalSettings = setting(factory=ProposalSettings, help="Selective search.", source="Selective search")
+    proposal_cache: str | None = setting(
+        None, "Where proposals are cached by image content. [default: OUT/cache/proposals]"
+    )
+    train_fast: bool = setting(
+        True,
+        "Also train the SVMs and box regressors on --mode fast features "
+        "(RoI-pooled from conv5), so one set of them serves both test modes.",
+    )
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     workers: int = setting(2, "Processes computing proposals.")

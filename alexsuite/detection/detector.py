@@ -1,6 +1,6 @@
 """A trained R-CNN detector: the fine-tuned backbone, one linear SVM per class on `layer`
 features, one ridge box regressor per class on pool5 features, and how to run them on an
-image (Girshick et al. 2014, Section 2.2 "test-time detection").
+image (R-CNN §2.2 "test-time detection"; docs/references.md).
 
 On disk it is a directory:
     detector.json   format, classes, layer, feature scales, settings, metrics, and the sha256
@@ -8,6 +8,7 @@ On disk it is a directory:
     backbone.pt     the fine-tuned network, an alexsuite checkpoint (loads weights-only)
     heads.pt        SVM and regressor weights, plain tensors (loads weights-only)
 """
+
 from __future__ import annotations
 
 import json
@@ -17,37 +18,37 @@ from pathlib import Path
 
 import torch
 
+from ..boxes import Detections, clip, decode, nms_per_class, valid
+from ..boxes import mirror as mirror_boxes
 from ..data.transforms import Preprocess
-from .framing import Framing
 from ..errors import CheckpointError, ConfigError
-from ..settings import from_dict
-from .config import DetectorConfig
-from ..boxes import Detections
 from ..fileio import atomic_write_bytes, atomic_write_text, file_sha256
 from ..models.checkpoint import load_model, save_checkpoint
-from ..boxes import clip, decode, mirror as mirror_boxes, nms_per_class, valid
+from ..settings import from_dict
+from .config import DetectorConfig
+from .framing import Framing
 from .regions import head_features, region_pool5
 
 FORMAT = "alexsuite-detector/1"
-NMS_IOU = 0.3                # R-CNN test: greedy NMS at overlap 0.3
-MAX_PER_CLASS = 100          # R-CNN test: at most 100 boxes per class and image before NMS
-TARGET_FEATURE_NORM = 20.0   # rcnn_scale_features: features scaled to this mean L2 norm for the SVMs
+NMS_IOU = 0.3  # R-CNN test: greedy NMS at overlap 0.3
+MAX_PER_CLASS = 100  # R-CNN test: at most 100 boxes per class and image before NMS
+TARGET_FEATURE_NORM = 20.0  # rcnn_scale_features: features scaled to this mean L2 norm for the SVMs
 
 
 @dataclass
 class Detector:
-    model: torch.nn.Module            # fine-tuned, (K + 1)-way head, eval mode
+    model: torch.nn.Module  # fine-tuned, (K + 1)-way head, eval mode
     preprocess: Preprocess
-    classes: list[str]                # K object classes (no background)
-    layer: str                        # SVM features: fc7 (paper), fc6 or pool5
-    feature_scale: float              # multiplies `layer` features (mean norm -> 20)
-    pool5_scale: float                # multiplies pool5 features for the regressors
-    svm_weight: torch.Tensor          # (K, D)
-    svm_bias: torch.Tensor            # (K,)
-    reg_weight: torch.Tensor | None = None   # (K, D5, 4)
-    reg_bias: torch.Tensor | None = None     # (K, 4)
+    classes: list[str]  # K object classes (no background)
+    layer: str  # SVM features: fc7 (paper), fc6 or pool5
+    feature_scale: float  # multiplies `layer` features (mean norm -> 20)
+    pool5_scale: float  # multiplies pool5 features for the regressors
+    svm_weight: torch.Tensor  # (K, D)
+    svm_bias: torch.Tensor  # (K,)
+    reg_weight: torch.Tensor | None = None  # (K, D5, 4)
+    reg_bias: torch.Tensor | None = None  # (K, 4)
     info: dict = field(default_factory=dict)
-    framing: Framing = Framing()      # the region each box is read from, as in training
+    framing: Framing = Framing()  # the region each box is read from, as in training
 
     @property
     def device(self) -> torch.device:
@@ -57,30 +58,50 @@ class Detector:
     def score(self, image: torch.Tensor, proposals: torch.Tensor, mode: str = "rcnn", mirror: bool = False):
         """(boxes kept, SVM scores (N, K), pool5 features (N, D5)) of an image's proposals.
         mirror: also read the mirrored image's mirrored boxes and score the mean of the two
-        feature vectors (not R-CNN's: AlexNet's test-time reflections, Section 4.1, twice
+        feature vectors (not R-CNN's: AlexNet's test-time reflections, AlexNet §4.1, twice
         the network time); the box regressors read the unmirrored pool5."""
         boxes = proposals.float().to(self.device)
         boxes = boxes[valid(boxes)]
         pool5 = region_pool5(self.model, image, boxes, self.preprocess, mode, self.framing)
         feats = head_features(self.model, pool5, self.layer)
         if mirror:
-            pool5_m = region_pool5(self.model, image.flip(-1), mirror_boxes(boxes, image.shape[-1]), self.preprocess,
-                                   mode, self.framing)
+            pool5_m = region_pool5(
+                self.model, image.flip(-1), mirror_boxes(boxes, image.shape[-1]), self.preprocess, mode, self.framing
+            )
             feats = (feats + head_features(self.model, pool5_m, self.layer)) / 2
         return boxes, feats * self.feature_scale @ self.svm_weight.T + self.svm_bias, pool5
 
     @torch.no_grad()
-    def detect(self, image: torch.Tensor, proposals: torch.Tensor, mode: str = "rcnn",
-               threshold: float = 0.0, nms: float = NMS_IOU, regress: bool = True,
-               max_per_class: int = MAX_PER_CLASS, mirror: bool = False) -> Detections:
+    def detect(
+        self,
+        image: torch.Tensor,
+        proposals: torch.Tensor,
+        mode: str = "rcnn",
+        threshold: float = 0.0,
+        nms: float = NMS_IOU,
+        regress: bool = True,
+        max_per_class: int = MAX_PER_CLASS,
+        mirror: bool = False,
+    ) -> Detections:
         """Detections of one uint8 (3, H, W) image from its proposals."""
         boxes, scores, pool5 = self.score(image, proposals, mode, mirror)
-        return self.select(boxes, scores, pool5, image.shape[-1], image.shape[-2], threshold, nms,
-                           regress, max_per_class)
+        return self.select(
+            boxes, scores, pool5, image.shape[-1], image.shape[-2], threshold, nms, regress, max_per_class
+        )
 
     @torch.no_grad()
-    def select(self, boxes, scores, pool5, width: int, height: int, threshold: float = 0.0,
-               nms: float = NMS_IOU, regress: bool = True, max_per_class: int = MAX_PER_CLASS) -> Detections:
+    def select(
+        self,
+        boxes,
+        scores,
+        pool5,
+        width: int,
+        height: int,
+        threshold: float = 0.0,
+        nms: float = NMS_IOU,
+        regress: bool = True,
+        max_per_class: int = MAX_PER_CLASS,
+    ) -> Detections:
         """From score()'s output: per class, the boxes scoring above `threshold` (at most
         max_per_class, best first), moved by the class's regressor, then NMS per class."""
         out_boxes, out_scores, out_labels = [], [], []
@@ -115,11 +136,18 @@ def save_detector(det: Detector, out: Path, checkpoint: dict) -> None:
     if det.reg_weight is not None:
         heads.update(reg_weight=det.reg_weight.cpu(), reg_bias=det.reg_bias.cpu())
     atomic_write_bytes(out / "heads.pt", lambda f: torch.save(heads, f))
-    meta = {"format": FORMAT, "classes": det.classes, "layer": det.layer,
-            "feature_scale": det.feature_scale, "pool5_scale": det.pool5_scale,
-            "preprocess": det.preprocess.to_dict(), "framing": asdict(det.framing),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "files": {name: file_sha256(out / name) for name in ("backbone.pt", "heads.pt")}, **det.info}
+    meta = {
+        "format": FORMAT,
+        "classes": det.classes,
+        "layer": det.layer,
+        "feature_scale": det.feature_scale,
+        "pool5_scale": det.pool5_scale,
+        "preprocess": det.preprocess.to_dict(),
+        "framing": asdict(det.framing),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "files": {name: file_sha256(out / name) for name in ("backbone.pt", "heads.pt")},
+        **det.info,
+    }
     atomic_write_text(out / "detector.json", json.dumps(meta, indent=2))
 
 
@@ -127,8 +155,11 @@ def load_detector(path, device="cpu") -> Detector:
     d = Path(path)
     meta_file = d / "detector.json"
     if not meta_file.is_file():
-        hint = (" (training did not finish: run the same train-detector command again to resume)"
-                if (d / "cache").is_dir() or (d / "backbone.pt").exists() else "")
+        hint = (
+            " (training did not finish: run the same train-detector command again to resume)"
+            if (d / "cache").is_dir() or (d / "backbone.pt").exists()
+            else ""
+        )
         raise CheckpointError(f"{d}: not a detector directory, no detector.json{hint}")
     try:
         meta = json.loads(meta_file.read_text())
@@ -139,15 +170,24 @@ def load_detector(path, device="cpu") -> Detector:
     for name, digest in meta["files"].items():
         if not (d / name).is_file() or file_sha256(d / name) != digest:
             raise CheckpointError(f"{d / name}: missing or changed since the detector was written; train it again")
-    if "config" in meta:   # what it was trained with, read as strictly as it was written
+    if "config" in meta:  # what it was trained with, read as strictly as it was written
         from_dict(DetectorConfig, meta["config"], f"{meta_file}: config")
     loaded = load_model(d / "backbone.pt", device)
     heads = torch.load(d / "heads.pt", map_location=device, weights_only=True)
-    return Detector(loaded.model.eval(), Preprocess.from_dict(meta["preprocess"]), list(meta["classes"]),
-                    meta["layer"], float(meta["feature_scale"]), float(meta["pool5_scale"]),
-                    heads["svm_weight"], heads["svm_bias"], heads.get("reg_weight"), heads.get("reg_bias"),
-                    info={k: v for k, v in meta.items() if k not in ("files", "framing")},
-                    framing=_framing(meta, meta_file))
+    return Detector(
+        loaded.model.eval(),
+        Preprocess.from_dict(meta["preprocess"]),
+        list(meta["classes"]),
+        meta["layer"],
+        float(meta["feature_scale"]),
+        float(meta["pool5_scale"]),
+        heads["svm_weight"],
+        heads["svm_bias"],
+        heads.get("reg_weight"),
+        heads.get("reg_bias"),
+        info={k: v for k, v in meta.items() if k not in ("files", "framing")},
+        framing=_framing(meta, meta_file),
+    )
 
 
 def _framing(meta: dict, meta_file: Path) -> Framing:

@@ -1,5 +1,6 @@
 """Scoring a detector on a labelled set: run it over every image, then the VOC metrics
 (evaluation/detection.py) with and without box regression, proposal recall and seconds per image."""
+
 from __future__ import annotations
 
 import time
@@ -18,15 +19,13 @@ class EvalDetectorSettings:
     split: str = setting("val", "Pascal VOC: the split to measure on.")
 
 
-def evaluate_detector(det, data, opts: DetectSettings = DetectSettings(), cache_dir=None, settings=None,
-                      on_proposals=None, on_image=None) -> dict:
+def evaluate_detector(
+    det, data, opts: DetectSettings = DetectSettings(), cache_dir=None, settings=None, on_proposals=None, on_image=None
+) -> dict:
     """Run `det` over a DetectionSet in `opts.mode` and score it: AP with and without box
     regression, proposal recall, and seconds per image (proposals, network, and the two
     together). Every box is scored, whatever `opts.threshold`, so the precision-recall curve
     runs to full recall."""
-    index = {c: i for i, c in enumerate(det.classes)}
-    truths, found, plain, proposals, failed = [], [], [], [], []
-    network = 0.0
     start = time.perf_counter()
     marks = {}
 
@@ -34,29 +33,59 @@ def evaluate_detector(det, data, opts: DetectSettings = DetectSettings(), cache_
         marks["proposals"] = time.perf_counter()
         if on_proposals:
             on_proposals(n)
-    results = run_detector(det, [a.image for a in data.items], replace(opts, threshold=-float("inf"), regress=True),
-                           settings=settings, cache_dir=cache_dir, on_proposals=proposals_done, unregressed=True)
-    for item, r in zip(data.items, results):
+
+    everything = replace(opts, threshold=-float("inf"), regress=True)
+    results = run_detector(
+        det,
+        [a.image for a in data.items],
+        everything,
+        settings=settings,
+        cache_dir=cache_dir,
+        on_proposals=proposals_done,
+        unregressed=True,
+    )
+    run = _collect(det.classes, data.items, results, on_image)
+    n = max(len(run["found"]), 1)
+    seconds = {
+        "proposals": (marks.get("proposals", start) - start) / n,
+        "network": run["network"] / n,
+        "total": (time.perf_counter() - start) / n,
+    }
+    return {"mode": opts.mode, "mirror": opts.mirror, **_score(det.classes, run), "seconds_per_image": seconds}
+
+
+def _collect(classes: list[str], items, results, on_image) -> dict:
+    """Each readable image's ground truth (classes the detector knows), detections with and
+    without box regression, and proposals; the failures; the network's seconds."""
+    index = {c: i for i, c in enumerate(classes)}
+    run = {"truths": [], "found": [], "plain": [], "proposals": [], "failed": [], "network": 0.0}
+    for item, r in zip(items, results):
         if on_image:
             on_image(1)
         if r.error is not None:
-            failed.append(str(r.error))
+            run["failed"].append(str(r.error))
             continue
         known = torch.tensor([lab in index for lab in item.labels], dtype=torch.bool)
         labels = torch.tensor([index.get(lab, -1) for lab in item.labels], dtype=torch.long)
-        truths.append(Truth(item.boxes[known], labels[known], item.difficult[known]))
-        found.append(r.detections)
-        plain.append(r.unregressed)
-        proposals.append(r.proposals)
-        network += r.seconds
-    total = time.perf_counter() - start
-    n = max(len(found), 1)
-    with_reg = average_precision(found, truths, det.classes)
-    without = average_precision(plain, truths, det.classes)
-    proposal_seconds = marks.get("proposals", start) - start
-    return {"mode": opts.mode, "mirror": opts.mirror, "images": len(found), "failed": failed,
-            "map": with_reg["map"], "map_voc07": with_reg["map_voc07"],
-            "map_no_regression": without["map"], "map_voc07_no_regression": without["map_voc07"],
-            "per_class": with_reg["per_class"], "per_class_no_regression": without["per_class"],
-            "proposal_recall": proposal_recall(proposals, truths),
-            "seconds_per_image": {"proposals": proposal_seconds / n, "network": network / n, "total": total / n}}
+        run["truths"].append(Truth(item.boxes[known], labels[known], item.difficult[known]))
+        run["found"].append(r.detections)
+        run["plain"].append(r.unregressed)
+        run["proposals"].append(r.proposals)
+        run["network"] += r.seconds
+    return run
+
+
+def _score(classes: list[str], run: dict) -> dict:
+    with_reg = average_precision(run["found"], run["truths"], classes)
+    without = average_precision(run["plain"], run["truths"], classes)
+    return {
+        "images": len(run["found"]),
+        "failed": run["failed"],
+        "map": with_reg["map"],
+        "map_voc07": with_reg["map_voc07"],
+        "map_no_regression": without["map"],
+        "map_voc07_no_regression": without["map_voc07"],
+        "per_class": with_reg["per_class"],
+        "per_class_no_regression": without["per_class"],
+        "proposal_recall": proposal_recall(run["proposals"], run["truths"]),
+    }

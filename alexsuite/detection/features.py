@@ -2,6 +2,7 @@
 every box and the regressors' pool5 features of the boxes near an object, read in each test
 mode, stored as float16 files named by image content and boxes, so an interrupted run skips
 what is done and an edited annotation never meets stale features."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,13 +18,15 @@ from ..fileio import atomic_write_bytes, file_sha256
 from .framing import Framing
 from .regions import head_features, image_tensor, region_pool5
 
-FEATURE_STAT_IMAGES = 200   # mean feature norm over this many images (rcnn_feature_stats.m; docs/references.md)
-IMAGE_MEMORY = 4 << 30      # decoded training images (and features, when they fit) kept in memory
-FEATURE_FILE_OVERHEAD = 4096   # torch.save's zip headers per feature file
-DISK_HEADROOM = 1.1         # room asked for beyond the estimate (float16 sizes are exact; headers vary)
-FEATURES_VERSION = "v4"     # how features are read (CHANGELOG.md); a new version never meets old caches
-FREE_SPACE_FIX = ("free some (older detectors' cache/features folders can go) and run the same "
-                  "command again: the finished stages are kept")
+FEATURE_STAT_IMAGES = 200  # mean feature norm over this many images (rcnn_feature_stats.m; docs/references.md)
+IMAGE_MEMORY = 4 << 30  # decoded training images (and features, when they fit) kept in memory
+FEATURE_FILE_OVERHEAD = 4096  # torch.save's zip headers per feature file
+DISK_HEADROOM = 1.1  # room asked for beyond the estimate (float16 sizes are exact; headers vary)
+FEATURES_VERSION = "v4"  # how features are read (CHANGELOG.md); a new version never meets old caches
+FREE_SPACE_FIX = (
+    "free some (older detectors' cache/features folders can go) and run the same "
+    "command again: the finished stages are kept"
+)
 
 
 def image_loader(items, budget: int = IMAGE_MEMORY):
@@ -33,6 +36,7 @@ def image_loader(items, budget: int = IMAGE_MEMORY):
     @lru_cache(maxsize=max(16, budget // per_image))
     def load(i: int) -> torch.Tensor:
         return image_tensor(decode_image(items[i].image))
+
     return load
 
 
@@ -57,9 +61,20 @@ def _feature_file(folder: Path, item, boxes: torch.Tensor) -> Path:
     return folder / f"{file_sha256(item.image)[:20]}-{digest}.pt"
 
 
-def extract_features(model, pre, items, proposals, truths, layer: str, regression_iou: float,
-                     folder: Path, load_image, on_image=None, mode: str = "rcnn",
-                     framing: Framing = Framing()) -> list[Path]:
+def extract_features(
+    model,
+    pre,
+    items,
+    proposals,
+    truths,
+    layer: str,
+    regression_iou: float,
+    folder: Path,
+    load_image,
+    on_image=None,
+    mode: str = "rcnn",
+    framing: Framing = Framing(),
+) -> list[Path]:
     """Per image, `layer` features of every box (ground truth first, then proposals)
     and pool5 features of the boxes near an object (the only ones a regressor trains on),
     read in `mode` (regions.py), stored as float16. Images already done are skipped."""
@@ -74,9 +89,14 @@ def extract_features(model, pre, items, proposals, truths, layer: str, regressio
             pool5 = region_pool5(model, load_image(i), boxes, pre, mode, framing)
             feats = head_features(model, pool5, layer)
             rows = _near_rows(boxes, gt, regression_iou)
-            payload = {"boxes": boxes, "gt": torch.tensor(len(gt)), "layer": feats.half().cpu(),
-                       "pool5_rows": rows, "pool5": pool5[rows.to(pool5.device)].half().cpu()}
-            atomic_write_bytes(file, lambda f: torch.save(payload, f))
+            payload = {
+                "boxes": boxes,
+                "gt": torch.tensor(len(gt)),
+                "layer": feats.half().cpu(),
+                "pool5_rows": rows,
+                "pool5": pool5[rows.to(pool5.device)].half().cpu(),
+            }
+            atomic_write_bytes(file, lambda f, payload=payload: torch.save(payload, f))
         if on_image:
             on_image(1)
     return files
@@ -89,8 +109,9 @@ def _near_rows(boxes: torch.Tensor, gt: torch.Tensor, min_iou: float) -> torch.T
     return torch.nonzero(box_iou(boxes, gt.float()).max(1).values >= min_iou).flatten()
 
 
-def feature_disk_bytes(items, proposals, truths, regression_iou: float, layer_dim: int, pool5_dim: int,
-                       folders: list[Path | None]) -> int:
+def feature_disk_bytes(
+    items, proposals, truths, regression_iou: float, layer_dim: int, pool5_dim: int, folders: list[Path | None]
+) -> int:
     """Bytes extract_features will still write into `folders` (one per mode; None: one not
     begun): float16 `layer` rows for every box, pool5 rows for the boxes near an object, for
     each image whose file is not there yet."""
@@ -117,11 +138,12 @@ def feature_dims(model, layer: str, framing: Framing) -> tuple[int, int]:
 def feature_loader(files: list[Path]):
     """Feature files by image index, all held in memory when they fit (the SVMs read them once per class)."""
     total = sum(f.stat().st_size for f in files)
-    keep_all = total < IMAGE_MEMORY   # a second pass per class: hold them when they fit
+    keep_all = total < IMAGE_MEMORY  # a second pass per class: hold them when they fit
 
     @lru_cache(maxsize=len(files) if keep_all else 8)
     def load(i: int) -> dict:
         return torch.load(files[i], map_location="cpu", weights_only=True)
+
     return load
 
 

@@ -1,6 +1,7 @@
 """Which image region each box is read from, and R-CNN's warp of it to the network's input
 (R-CNN §2.1 and appendix A; docs/references.md). Shared by fine-tuning, feature extraction
 and both test modes (regions.py), so a box is read the same way everywhere."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,8 +19,8 @@ def context_padding(crop_size: int, padding_at_227: int = 16) -> int:
     return round(padding_at_227 * crop_size / 227)
 
 
-REGION_SHAPES = ("warp", "square")          # one window per box
-FRAMING_CHOICES = (*REGION_SHAPES, "warp+square")   # "+": each box read in both, features side by side
+REGION_SHAPES = ("warp", "square")  # one window per box
+FRAMING_CHOICES = (*REGION_SHAPES, "warp+square")  # "+": each box read in both, features side by side
 
 
 @dataclass(frozen=True)
@@ -31,30 +32,39 @@ class Framing:
     image beside it. Either grows by `padding` px of context at a 227 px crop (p = 16).
     Shapes joined by "+" (not the paper's) read every box once per shape, its `views`, and
     join their features; `padding` is then one number for all or one per view."""
-    shape: str = setting("warp", "The region read for each box: warp stretches the box to the square input, "
-                         "the paper's choice; square takes the tightest square around it and keeps the object's "
-                         "proportions; warp+square reads every box both ways and joins their features "
-                         "(twice the network time).", "R-CNN appendix A")
-    padding: int | tuple[int, ...] = setting(16, "Pixels of image around the region, at a 227 px input (kept as "
-                                             "the same fraction at other sizes); with warp+square one number for "
-                                             "both or one each, e.g. 16,0.", "R-CNN §2.1")
+
+    shape: str = setting(
+        "warp",
+        "The region read for each box: warp stretches the box to the square input, "
+        "the paper's choice; square takes the tightest square around it and keeps the object's "
+        "proportions; warp+square reads every box both ways and joins their features "
+        "(twice the network time).",
+        "R-CNN appendix A",
+    )
+    padding: int | tuple[int, ...] = setting(
+        16,
+        "Pixels of image around the region, at a 227 px input (kept as "
+        "the same fraction at other sizes); with warp+square one number for "
+        "both or one each, e.g. 16,0.",
+        "R-CNN §2.1",
+    )
 
     def __post_init__(self):
-        if isinstance(self.padding, list):   # as it comes back from JSON
+        if isinstance(self.padding, list):  # as it comes back from JSON
             object.__setattr__(self, "padding", tuple(self.padding))
 
     @property
-    def views(self) -> tuple["Framing", ...]:
+    def views(self) -> tuple[Framing, ...]:
         shapes = self.shape.split("+")
         pads = self.padding if isinstance(self.padding, tuple) else (self.padding,) * len(shapes)
         return tuple(Framing(s, p) for s, p in zip(shapes, pads))
 
     @property
     def name(self) -> str:
-        """"warp16", "warp16+square0": names cached features."""
+        """ "warp16", "warp16+square0": names cached features."""
         return "+".join(f"{v.shape}{v.padding}" for v in self.views)
 
-    def check(self) -> "Framing":
+    def check(self) -> Framing:
         shapes = self.shape.split("+")
         for s in shapes:
             if s not in REGION_SHAPES:
@@ -62,8 +72,10 @@ class Framing:
         if len(set(shapes)) < len(shapes):
             raise ConfigError(f"region shape {self.shape!r}: each shape once")
         if isinstance(self.padding, tuple) and len(self.padding) != len(shapes):
-            raise ConfigError(f"context padding {','.join(map(str, self.padding))}: give one number, or one per "
-                              f"shape of {self.shape!r}")
+            raise ConfigError(
+                f"context padding {','.join(map(str, self.padding))}: give one number, or one per "
+                f"shape of {self.shape!r}"
+            )
         for v in self.views:
             if not isinstance(v.padding, int) or not 0 <= v.padding < 113:
                 raise ConfigError(f"context padding {v.padding}: give 0-112 px (at a 227 px crop; the paper's is 16)")
@@ -88,9 +100,10 @@ def parse_padding(text: str) -> int | tuple[int, ...]:
     return pads[0] if len(pads) == 1 else pads
 
 
-def warp_regions(image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
-                 framing: Framing = Framing(), margin: int = 0) -> torch.Tensor:
-    """R-CNN's region warping (Section 2.1, appendix A): each box's `framing` window
+def warp_regions(
+    image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess, framing: Framing = Framing(), margin: int = 0
+) -> torch.Tensor:
+    """R-CNN's region warping (R-CNN §2.1, appendix A): each box's `framing` window
     warped to crop x crop with bilinear sampling (2x2 samples per pixel)
     and no antialiasing filter, as rcnn_im_crop.m does (imresize(..., 'bilinear',
     'antialiasing', false), to match Caffe's window layer). `image` is a uint8 (3, H, W)
@@ -105,5 +118,4 @@ def warp_regions(image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Prepr
     windows = framing.windows(boxes.to(x.device, torch.float32), crop)
     if margin:
         windows = context_window(windows, crop + 2 * margin, margin)
-    return roi_align(x, [windows], output_size=crop + 2 * margin, spatial_scale=1.0, sampling_ratio=2,
-                     aligned=True)
+    return roi_align(x, [windows], output_size=crop + 2 * margin, spatial_scale=1.0, sampling_ratio=2, aligned=True)

@@ -1,6 +1,7 @@
 """The detector's heads, trained on cached features (features.py): one linear SVM per class with
 hard-negative mining (R-CNN §2.3, rcnn_train.m) and one ridge box regressor per class on pool5
 (R-CNN appendix C); docs/references.md."""
+
 from __future__ import annotations
 
 import torch
@@ -9,14 +10,19 @@ from ..boxes import box_iou
 from . import bbox_regression, svm
 
 
-def train_svms(loads, n: int, truths, num_classes: int, scale: float, settings: svm.SVMSettings,
-               negative_iou: float, on_class=None):
+def train_svms(
+    loads, n: int, truths, num_classes: int, scale: float, settings: svm.SVMSettings, negative_iou: float, on_class=None
+):
     """One SVM per class, one pass of hard-negative mining over the training images.
     `loads`: one feature loader per test mode; each image's boxes count once per mode."""
     weights, biases, stats = [], [], []
     for c in range(num_classes):
-        positives = torch.cat([load(i)["layer"][:int(load(i)["gt"])][truths[i][1] == c].float()
-                               for load in loads for i in range(n)]) * scale
+        positives = (
+            torch.cat(
+                [load(i)["layer"][: int(load(i)["gt"])][truths[i][1] == c].float() for load in loads for i in range(n)]
+            )
+            * scale
+        )
 
         def negatives(c=c):
             for i in range(n):
@@ -30,9 +36,10 @@ def train_svms(loads, n: int, truths, num_classes: int, scale: float, settings: 
                         feats = feats[box_iou(props, gt_c).max(1).values < negative_iou]
                     chunks.append(feats.float() * scale)
                 yield torch.cat(chunks)
+
         if not len(positives):
             weights.append(torch.zeros(positives.shape[1]))
-            biases.append(-10.0)           # a class with no training objects never fires
+            biases.append(-10.0)  # a class with no training objects never fires
             stats.append({"positives": 0})
         else:
             model, st = svm.train_with_hard_negatives(positives, negatives(), settings)

@@ -1,6 +1,7 @@
 """Running a detector over image files: proposals for all of them first (in parallel
 processes, cached if asked), then the network, one image at a time. Unreadable images come
 back as errors, in order, and never stop the others."""
+
 from __future__ import annotations
 
 import time
@@ -8,16 +9,15 @@ from dataclasses import dataclass
 
 import torch
 
+from ..boxes import Detections, clip
 from ..data.decode import decode_image
 from ..errors import ImageDecodeError
-from ..boxes import Detections
 from ..proposals import ProposalSettings, propose
 from ..settings import from_dict, setting
-from ..boxes import clip
 from .detector import MAX_PER_CLASS, NMS_IOU, Detector
 from .regions import image_tensor
 
-MAX_SIDE = 2000   # longer side the network reads an image at; bounds memory on huge photos
+MAX_SIDE = 2000  # longer side the network reads an image at; bounds memory on huge photos
 
 
 @dataclass
@@ -25,10 +25,10 @@ class ImageResult:
     path: str
     width: int = 0
     height: int = 0
-    detections: Detections | None = None       # with bounding-box regression when the detector has it
-    unregressed: Detections | None = None      # only when asked for (evaluation compares the two)
+    detections: Detections | None = None  # with bounding-box regression when the detector has it
+    unregressed: Detections | None = None  # only when asked for (evaluation compares the two)
     proposals: torch.Tensor | None = None
-    seconds: float = 0.0                       # the network's time on this image
+    seconds: float = 0.0  # the network's time on this image
     error: ImageDecodeError | None = None
 
 
@@ -41,35 +41,51 @@ def proposal_settings(det: Detector) -> ProposalSettings:
 @dataclass(frozen=True)
 class DetectSettings:
     """How `detect` and `eval-detector` run a detector over images."""
-    mode: str = setting("rcnn", "rcnn: warp every proposal through the network (the paper). fast: one conv pass "
-                        "per image scale and RoI pooling on conv5, same SVMs.", "R-CNN §2.2")
-    threshold: float = setting(0.0, "Keep boxes whose SVM score is above this (0 is the SVM's margin; lower "
-                               "finds more).", "R-CNN §2.2")
+
+    mode: str = setting(
+        "rcnn",
+        "rcnn: warp every proposal through the network (the paper). fast: one conv pass "
+        "per image scale and RoI pooling on conv5, same SVMs.",
+        "R-CNN §2.2",
+    )
+    threshold: float = setting(
+        0.0, "Keep boxes whose SVM score is above this (0 is the SVM's margin; lower finds more).", "R-CNN §2.2"
+    )
     nms: float = setting(NMS_IOU, "NMS overlap per class.", "rcnn_test.m")
     regress: bool = setting(True, "Move each box by its class's box regressor.", "R-CNN appendix C")
     max_per_class: int = setting(MAX_PER_CLASS, "Boxes per class and image kept before NMS.", "rcnn_test.m")
-    mirror: bool = setting(False, "Also read each proposal mirrored and score the mean of the two feature "
-                           "vectors (AlexNet's test-time reflections; not R-CNN's): up to twice the network time.",
-                           "AlexNet §4.1")
+    mirror: bool = setting(
+        False,
+        "Also read each proposal mirrored and score the mean of the two feature "
+        "vectors (AlexNet's test-time reflections; not R-CNN's): up to twice the network time.",
+        "AlexNet §4.1",
+    )
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     workers: int = setting(2, "Processes computing proposals.")
 
 
-def run_detector(det: Detector, paths, opts: DetectSettings = DetectSettings(),
-                 settings: ProposalSettings | None = None, cache_dir=None, on_proposals=None,
-                 unregressed: bool = False):
+def run_detector(
+    det: Detector,
+    paths,
+    opts: DetectSettings = DetectSettings(),
+    settings: ProposalSettings | None = None,
+    cache_dir=None,
+    on_proposals=None,
+    unregressed: bool = False,
+):
     """Yield an ImageResult per path, in order; `settings`: the proposals' (default: the
     detector's own)."""
     paths = [str(p) for p in paths]
-    boxes = propose(paths, settings or proposal_settings(det), cache_dir=cache_dir, workers=opts.workers,
-                    on_image=on_proposals)
+    boxes = propose(
+        paths, settings or proposal_settings(det), cache_dir=cache_dir, workers=opts.workers, on_image=on_proposals
+    )
     for path, props in zip(paths, boxes):
         if isinstance(props, ImageDecodeError):
             yield ImageResult(path, error=props)
             continue
         try:
             rgb = decode_image(path)
-        except ImageDecodeError as e:   # changed or removed since its proposals were made
+        except ImageDecodeError as e:  # changed or removed since its proposals were made
             yield ImageResult(path, error=e)
             continue
         yield _detect_one(det, path, rgb, props, opts, unregressed)
@@ -86,6 +102,7 @@ def _detect_one(det: Detector, path: str, rgb, props, opts: DetectSettings, unre
     def select(regress: bool) -> Detections:
         found = det.select(*scored, sw, sh, opts.threshold, opts.nms, regress, opts.max_per_class)
         return _rescale(found, scale, w, h)
+
     result = ImageResult(path, w, h, proposals=torch.from_numpy(props), detections=select(opts.regress))
     if unregressed:
         result.unregressed = select(False)
@@ -99,6 +116,7 @@ def _bounded(rgb, max_side: int = MAX_SIDE):
     if max(h, w) <= max_side:
         return rgb, 1.0
     import cv2
+
     scale = max_side / max(h, w)
     small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     return small, scale

@@ -1,6 +1,6 @@
-"""pool5 features of image regions, the two ways the issue asks for:
+"""pool5 features of image regions, in the two test modes:
 
-- `rcnn_pool5`: R-CNN (Section 2.1): every proposal, grown by 16 px of context (at 227 px),
+- `rcnn_pool5`: R-CNN (R-CNN §2.1): every proposal, grown by 16 px of context (at 227 px),
   warped to the network's input size and passed through the whole conv body.
 - `fast_pool5`: SPPnet / Fast R-CNN: the conv body runs once per image scale, and each
   proposal's context window is RoI-pooled (torchvision's roi_align) from the conv5 map to the
@@ -14,6 +14,7 @@ with context). A framing of several views (warp+square) reads one window per vie
 their pool5 vectors side by side; `head_features` runs fc6/fc7 on each and joins them the
 same way.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,10 +27,10 @@ import torch.nn.functional as F
 from ..data import transforms
 from .framing import Framing, warp_regions
 
-FAST_SCALE_STEP = 2 ** 0.5   # pyramid levels 1, 1/sqrt(2), 1/2, ... in each direction: a box is read
-                             # at most 2**0.25 (1.19x) off its warped size. Step 2 (1.41x off) cost
-                             # scenes-dev 0.07 mAP for 0.4x the network time (0.35 vs 0.82 s/img)
-FAST_MAX_SCALE = 1.0         # never enlarge the image: tiny proposals are read at full resolution
+FAST_SCALE_STEP = 2**0.5  # pyramid levels 1, 1/sqrt(2), 1/2, ... in each direction: a box is read
+# at most 2**0.25 off its warped size (step 2's coarser levels cost mAP;
+# CHANGELOG.md)
+FAST_MAX_SCALE = 1.0  # never enlarge the image: tiny proposals are read at full resolution
 
 
 def image_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -38,14 +39,20 @@ def image_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def rcnn_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
-               batch_size: int = 256, framing: Framing = Framing()) -> torch.Tensor:
+def rcnn_pool5(
+    model,
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    pre: transforms.Preprocess,
+    batch_size: int = 256,
+    framing: Framing = Framing(),
+) -> torch.Tensor:
     views = framing.views
     if len(views) > 1:
         return torch.cat([rcnn_pool5(model, image, boxes, pre, batch_size, v) for v in views], 1)
     device = next(model.parameters()).device
     image = image.to(device)
-    channels_last = device.type == "cpu"   # ~1.45x faster CPU convolutions on batches of crops
+    channels_last = device.type == "cpu"  # faster CPU convolutions on batches of crops
     if channels_last:
         model.to(memory_format=torch.channels_last)
     out = []
@@ -65,8 +72,13 @@ def crop_shapes(model, pre) -> tuple[int, int]:
     return c5.shape[-1], model.pool5(c5).shape[1]
 
 
-def pyramid_levels(boxes: torch.Tensor, pre: transforms.Preprocess, step: float = FAST_SCALE_STEP,
-                   max_scale: float = FAST_MAX_SCALE, framing: Framing = Framing()) -> torch.Tensor:
+def pyramid_levels(
+    boxes: torch.Tensor,
+    pre: transforms.Preprocess,
+    step: float = FAST_SCALE_STEP,
+    max_scale: float = FAST_MAX_SCALE,
+    framing: Framing = Framing(),
+) -> torch.Tensor:
     """Per box, the pyramid level (kx, ky) at which its window (`framing`) is nearest the
     crop's size in each direction: the image is scaled by step**-kx across and step**-ky
     down, as R-CNN's warp scales each window anisotropically."""
@@ -81,9 +93,15 @@ def _window_levels(windows: torch.Tensor, crop: int, step: float, max_scale: flo
 
 
 @torch.no_grad()
-def fast_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
-               step: float = FAST_SCALE_STEP, max_scale: float = FAST_MAX_SCALE,
-               framing: Framing = Framing()) -> torch.Tensor:
+def fast_pool5(
+    model,
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    pre: transforms.Preprocess,
+    step: float = FAST_SCALE_STEP,
+    max_scale: float = FAST_MAX_SCALE,
+    framing: Framing = Framing(),
+) -> torch.Tensor:
     device = next(model.parameters()).device
     boxes = boxes.float().to(device)
     grid, dim = crop_shapes(model, pre)
@@ -91,7 +109,7 @@ def fast_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.
     out = torch.empty(len(views) * len(boxes), dim, device=device)
     if not len(boxes):
         return out.reshape(0, len(views) * dim)
-    x = transforms.normalize(image.to(device)[None], pre)   # the mean colour is 0: conv padding matches the warp's fill
+    x = transforms.normalize(image.to(device)[None], pre)  # the mean colour is 0: conv padding matches the warp's fill
     # every view's windows at once: views that share a pyramid level share its conv5 map
     windows = torch.cat([v.windows(boxes, pre.crop_size) for v in views])
     levels = _window_levels(windows, pre.crop_size, step, max_scale)
@@ -101,27 +119,36 @@ def fast_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.
     return out.view(len(views), len(boxes), dim).transpose(0, 1).reshape(len(boxes), -1)
 
 
-def level_pool5(model, x: torch.Tensor, windows: torch.Tensor, level: tuple[int, int], grid: int,
-                step: float = FAST_SCALE_STEP) -> torch.Tensor:
+def level_pool5(
+    model, x: torch.Tensor, windows: torch.Tensor, level: tuple[int, int], grid: int, step: float = FAST_SCALE_STEP
+) -> torch.Tensor:
     """pool5 of `windows` (image pixels) RoI-pooled from the conv5 map of the normalised image
     `x` (1, 3, H, W) scaled to pyramid `level` (kx, ky): fast mode's read of one level, and
     differentiable, so fine-tuning can train on exactly what fast mode reads (finetune.py)."""
     from torchvision.ops import roi_align
+
     h, w = x.shape[-2:]
     kx, ky = level
-    size = (max(1, round(h * step ** -ky)), max(1, round(w * step ** -kx)))
+    size = (max(1, round(h * step**-ky)), max(1, round(w * step**-kx)))
     # no antialiasing, as SPPnet's pyramid and R-CNN's warp (imresize 'antialiasing', false)
-    scaled_image = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", antialias=False,
-                                                          align_corners=False)
+    scaled_image = (
+        x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", antialias=False, align_corners=False)
+    )
     sy, sx = size[0] / h, size[1] / w
     scaled = windows * torch.tensor([sx, sy, sx, sy], device=windows.device, dtype=windows.dtype)
     scaled_image, shift = _pad_to_cover(scaled_image, scaled, model.feature_stride)
     if x.device.type == "cpu":
         scaled_image = scaled_image.contiguous(memory_format=torch.channels_last)
-    with without_cudnn(x.device):   # every level is a new shape
+    with without_cudnn(x.device):  # every level is a new shape
         fmap = model.conv5(scaled_image)
-        pooled = roi_align(fmap, [scaled + shift], output_size=grid, spatial_scale=1.0 / model.feature_stride,
-                           sampling_ratio=2, aligned=True)
+        pooled = roi_align(
+            fmap,
+            [scaled + shift],
+            output_size=grid,
+            spatial_scale=1.0 / model.feature_stride,
+            sampling_ratio=2,
+            aligned=True,
+        )
         return model.pool5(pooled.contiguous())
 
 
@@ -129,9 +156,8 @@ def _pad_to_cover(level: torch.Tensor, windows: torch.Tensor, stride: int):
     """The level grown with zeros (the mean colour, as the warp fills what lies outside the
     image) until it holds every window, so a window's cells beyond the image are convolved
     from that fill, as a warped crop's are, not read as roi_align's zeros. Left and top grow
-    by whole conv5 cells, so the cells over the image stay where they were. Measured on
-    scenes-dev val (detectors trained on unpadded features): square windows, which often
-    leave the image, 0.761 -> 0.772 mAP for 0.21 -> 0.23 s/img; warp windows 0.795 -> 0.793."""
+    by whole conv5 cells, so the cells over the image stay where they were (what it changed:
+    CHANGELOG.md)."""
     h, w = level.shape[-2:]
     left = math.ceil(max(0.0, -float(windows[:, 0].min())) / stride) * stride
     top = math.ceil(max(0.0, -float(windows[:, 1].min())) / stride) * stride
@@ -145,10 +171,8 @@ def _pad_to_cover(level: torch.Tensor, windows: torch.Tensor, stride: int):
 
 def without_cudnn(device: torch.device):
     """cuDNN builds an execution plan for every new input shape, and every image brings its own
-    pyramid-level shapes. Measured on an H100 (benchmarks/gpu_fast_mode.py, new images): the
-    scenes-dev detector's fast mode 0.93 s/img with cuDNN, 0.20 without; the paper's 227 px
-    AlexNet 0.096 against 0.036. Only a stream of same-sized images (cuDNN's plans reused,
-    0.021 s/img at 227 px) would do better with it. The user's other cuDNN settings are kept."""
+    pyramid-level shapes, so on new images PyTorch's own convolutions are faster here
+    (benchmarks/gpu_fast_mode.py; docs/benchmarks.md). The user's other cuDNN settings are kept."""
     if device.type != "cuda":
         return nullcontext()
     c = torch.backends.cudnn
@@ -168,19 +192,28 @@ def context_crop_pool5(model, crops: torch.Tensor, pre: transforms.Preprocess, m
     border cells see the image beyond it, as in a whole-image conv5 map, and the window is
     RoI-pooled from the middle. Differentiable: fine-tuning trains on it (finetune.py)."""
     from torchvision.ops import roi_align
+
     crop = pre.crop_size
     grid = crop_shapes(model, pre)[0]
     fmap = model.conv5(crops)
     rois = torch.tensor([[margin, margin, margin + crop, margin + crop]], dtype=fmap.dtype, device=fmap.device)
-    rois = torch.cat([torch.arange(len(crops), device=fmap.device, dtype=fmap.dtype)[:, None],
-                      rois.expand(len(crops), 4)], 1)
-    pooled = roi_align(fmap, rois, output_size=grid, spatial_scale=1.0 / model.feature_stride,
-                       sampling_ratio=2, aligned=True)
+    rois = torch.cat(
+        [torch.arange(len(crops), device=fmap.device, dtype=fmap.dtype)[:, None], rois.expand(len(crops), 4)], 1
+    )
+    pooled = roi_align(
+        fmap, rois, output_size=grid, spatial_scale=1.0 / model.feature_stride, sampling_ratio=2, aligned=True
+    )
     return model.pool5(pooled.contiguous())
 
 
-def region_pool5(model, image: torch.Tensor, boxes: torch.Tensor, pre: transforms.Preprocess,
-                 mode: str = "rcnn", framing: Framing = Framing()) -> torch.Tensor:
+def region_pool5(
+    model,
+    image: torch.Tensor,
+    boxes: torch.Tensor,
+    pre: transforms.Preprocess,
+    mode: str = "rcnn",
+    framing: Framing = Framing(),
+) -> torch.Tensor:
     if mode == "rcnn":
         return rcnn_pool5(model, image, boxes, pre, framing=framing)
     if mode == "fast":

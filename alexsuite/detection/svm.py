@@ -1,5 +1,5 @@
-"""R-CNN's per-class linear SVMs with hard-negative mining (Girshick et al. 2014, Section 2.3;
-settings from the released rcnn_train.m, see REFERENCES.md).
+"""R-CNN's per-class linear SVMs with hard-negative mining (R-CNN §2.3;
+settings from the released rcnn_train.m; docs/references.md).
 
 The objective is liblinear's L2-regularised, L2-loss (squared hinge) primal that R-CNN used:
     min_w  0.5 |w|^2 + C * sum_i c_i * max(0, 1 - y_i (w . x_i + B * b))^2
@@ -7,6 +7,7 @@ with the bias as an extra feature of value B (the "bias multiplier") and positiv
 c_i = 2. It is smooth and convex, so full-batch L-BFGS in torch solves it to the same point
 liblinear does, on the CPU or the GPU, without another dependency.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,15 +30,16 @@ class SVMSettings:
 
 @dataclass
 class LinearSVM:
-    weight: torch.Tensor            # (D,)
+    weight: torch.Tensor  # (D,)
     bias: float
 
     def score(self, features: torch.Tensor) -> torch.Tensor:
         return features.float() @ self.weight + self.bias
 
 
-def fit(features: torch.Tensor, targets: torch.Tensor, settings: SVMSettings = SVMSettings(),
-        init: LinearSVM | None = None) -> LinearSVM:
+def fit(
+    features: torch.Tensor, targets: torch.Tensor, settings: SVMSettings = SVMSettings(), init: LinearSVM | None = None
+) -> LinearSVM:
     """Solve the objective above for targets in {+1, -1}."""
     x = features.float()
     y = targets.float()
@@ -45,8 +47,14 @@ def fit(features: torch.Tensor, targets: torch.Tensor, settings: SVMSettings = S
     B = settings.bias_multiplier
     w = (init.weight.clone() if init is not None else torch.zeros(x.shape[1], device=x.device)).requires_grad_()
     b = torch.tensor(init.bias / B if init is not None else 0.0, device=x.device).requires_grad_()
-    opt = torch.optim.LBFGS([w, b], max_iter=settings.max_iter, tolerance_grad=1e-7,
-                            tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w, b],
+        max_iter=settings.max_iter,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-10,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
 
     def objective():
         opt.zero_grad()
@@ -76,7 +84,7 @@ def train_with_hard_negatives(positives: torch.Tensor, negative_batches, setting
             new_hard += len(hard)
         if new_hard >= settings.retrain_every:
             svm = fit(*_stack(positives, cache), settings, init=svm)
-            cache = cache[svm.score(cache) >= settings.easy_score]   # evict what became easy
+            cache = cache[svm.score(cache) >= settings.easy_score]  # evict what became easy
             new_hard, retrains = 0, retrains + 1
     if new_hard:
         svm = fit(*_stack(positives, cache), settings, init=svm)

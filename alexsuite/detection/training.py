@@ -9,6 +9,7 @@ started again with the same command, resumes where it stopped:
 5. one ridge box regressor per class on pool5       (proposals with IoU >= 0.6)
 6. the detector directory (detector.py), detector.json written last
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,7 +38,7 @@ from .finetune import BACKGROUND, build_windows, finetune, replace_head
 from .framing import Framing
 from .heads import train_regressors, train_svms
 
-FINETUNE_VERSION = "v2"     # how windows are fine-tuned on (CHANGELOG.md); another version starts over
+FINETUNE_VERSION = "v2"  # how windows are fine-tuned on (CHANGELOG.md); another version starts over
 
 
 @dataclass
@@ -50,16 +51,17 @@ class TrainedDetector:
 @dataclass
 class _Run:
     """What the stages hand on: the inputs, the training images that could be read, and results."""
+
     cfg: DetectorConfig
     out: Path
     data: DetectionSet
     loaded: LoadedModel
     device: torch.device
     reporter: Reporter
-    items: list = field(default_factory=list)          # readable training images (Annotation)
-    proposals: list = field(default_factory=list)      # their boxes, (N, 4) each
-    truths: list = field(default_factory=list)         # their (boxes, class indices)
-    load_image: object = None                          # image loader shared by fine-tuning and features
+    items: list = field(default_factory=list)  # readable training images (Annotation)
+    proposals: list = field(default_factory=list)  # their boxes, (N, 4) each
+    truths: list = field(default_factory=list)  # their (boxes, class indices)
+    load_image: object = None  # image loader shared by fine-tuning and features
     metrics: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
 
@@ -90,8 +92,9 @@ def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter
     with run.timed("svms"):
         svms = _svms(run, loads, scales[0])
     with run.timed("regressors"):
-        regressors = train_regressors(loads, len(run.items), run.truths, len(run.data.classes), scales[1],
-                                      cfg.regression_iou, cfg.ridge)
+        regressors = train_regressors(
+            loads, len(run.items), run.truths, len(run.data.classes), scales[1], cfg.regression_iou, cfg.ridge
+        )
     return _write(run, svms, regressors, scales)
 
 
@@ -106,8 +109,10 @@ def _open(cfg: DetectorConfig, out: Path, reporter: Reporter) -> _Run:
     if not data.classes:
         raise DataError(f"{data.source}: no objects annotated, nothing to learn")
     if data.clipped or data.dropped:
-        reporter.warn(f"{data.clipped} boxes reached outside their image and were clipped, "
-                      f"{data.dropped} had no area left and were dropped")
+        reporter.warn(
+            f"{data.clipped} boxes reached outside their image and were clipped, "
+            f"{data.dropped} had no area left and were dropped"
+        )
     loaded = load_model(cfg.backbone, device)
     if loaded.preprocess.crop_size < 16:
         raise ConfigError(f"{cfg.backbone}: input size {loaded.preprocess.crop_size} px is too small to warp regions")
@@ -120,8 +125,13 @@ def _proposals(run: _Run) -> None:
     data, reporter = run.data, run.reporter
     reporter.note(f"{len(data)} training images, {len(data.classes)} classes: {', '.join(data.classes)}")
     with reporter.progress(len(data), "proposals") as bar:
-        boxes = propose([a.image for a in data.items], run.cfg.proposals, run.cfg.proposal_cache or run.cache / "proposals",
-                        run.cfg.workers, on_image=bar)
+        boxes = propose(
+            [a.image for a in data.items],
+            run.cfg.proposals,
+            run.cfg.proposal_cache or run.cache / "proposals",
+            run.cfg.workers,
+            on_image=bar,
+        )
     bad = [b for b in boxes if isinstance(b, ImageDecodeError)]
     for e in bad[:5]:
         reporter.warn(f"skipped: {e}")
@@ -134,8 +144,13 @@ def _proposals(run: _Run) -> None:
     run.proposals = [torch.from_numpy(boxes[i]) for i in good]
     run.truths = _truths(run.items, data.classes)
     truth = [Truth(a.boxes, t[1], a.difficult) for a, t in zip(run.items, run.truths)]
-    run.metrics.update(training_images=len(run.items), skipped_images=len(bad), clipped_boxes=data.clipped,
-                       dropped_boxes=data.dropped, proposal_recall=proposal_recall(run.proposals, truth))
+    run.metrics.update(
+        training_images=len(run.items),
+        skipped_images=len(bad),
+        clipped_boxes=data.clipped,
+        dropped_boxes=data.dropped,
+        proposal_recall=proposal_recall(run.proposals, truth),
+    )
 
 
 def _truths(items, classes: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -146,8 +161,9 @@ def _truths(items, classes: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]
 def _feature_bytes(run: _Run, folders) -> int:
     """Bytes the features stage will still write into `folders` (one per mode; None: not begun)."""
     layer_dim, pool5_dim = cache.feature_dims(run.loaded.model, run.cfg.layer, run.cfg.framing)
-    need = cache.feature_disk_bytes(run.items, run.proposals, run.truths, run.cfg.regression_iou, layer_dim,
-                                    pool5_dim, folders)
+    need = cache.feature_disk_bytes(
+        run.items, run.proposals, run.truths, run.cfg.regression_iou, layer_dim, pool5_dim, folders
+    )
     return round(need * cache.DISK_HEADROOM)
 
 
@@ -158,8 +174,12 @@ def _warn_if_features_will_not_fit(run: _Run) -> None:
     wanted = [cache.features_folder(run.cache / "features", "*", run.cfg.layer, run.cfg.framing, m) for m in run.modes]
     begun = [next(iter(sorted(w.parent.glob(w.name))), None) for w in wanted]
     try:
-        check_free_space(run.cache / "features", _feature_bytes(run, begun), "the features",
-                         "fine-tuning goes on, but the features stage will stop there unless space is freed")
+        check_free_space(
+            run.cache / "features",
+            _feature_bytes(run, begun),
+            "the features",
+            "fine-tuning goes on, but the features stage will stop there unless space is freed",
+        )
     except DiskSpaceError as e:
         run.reporter.warn(str(e))
 
@@ -171,22 +191,42 @@ def _finetune(run: _Run) -> None:
     replace_head(model, len(run.data.classes) + 1, ft.seed)
     windows = build_windows(run.proposals, run.truths, ft)
     run.load_image = cache.image_loader(run.items)
-    run.reporter.note(f"fine-tuning {run.loaded.arch} on {len(windows.foreground):,} positive and "
-                      f"{len(windows.background):,} background windows, {ft.iterations} iterations of {ft.batch_size}")
+    run.reporter.note(
+        f"fine-tuning {run.loaded.arch} on {len(windows.foreground):,} positive and "
+        f"{len(windows.background):,} background windows, {ft.iterations} iterations of {ft.batch_size}"
+    )
     kept = DetectionSet(run.items, run.data.classes, run.data.source)
     key = _finetune_key(file_sha256(run.loaded.source), kept, windows, cfg.framing)
     with run.reporter.progress(ft.iterations, "fine-tune") as bar:
-        run.metrics["finetune"] = finetune(model, run.loaded.preprocess, windows, run.load_image, ft, run.device,
-                                           run.cache / "finetune.pt", on_step=bar, key=key, framing=cfg.framing)
+        run.metrics["finetune"] = finetune(
+            model,
+            run.loaded.preprocess,
+            windows,
+            run.load_image,
+            ft,
+            run.device,
+            run.cache / "finetune.pt",
+            on_step=bar,
+            key=key,
+            framing=cfg.framing,
+        )
 
 
 def _finetune_key(backbone_digest: str, data: DetectionSet, windows, framing: Framing) -> str:
     """What a cached fine-tuning run must share with this one to be resumed."""
     h = hashlib.sha256(windows.boxes.float().contiguous().numpy().tobytes())
-    h.update(windows.labels.numpy().tobytes())   # every box and label: an edited annotation starts over
-    return json.dumps({"backbone_sha256": backbone_digest, "data": data.source, "classes": data.classes,
-                       "windows": h.hexdigest()[:16], "version": FINETUNE_VERSION,
-                       "framing": asdict(framing)}, sort_keys=True)
+    h.update(windows.labels.numpy().tobytes())  # every box and label: an edited annotation starts over
+    return json.dumps(
+        {
+            "backbone_sha256": backbone_digest,
+            "data": data.source,
+            "classes": data.classes,
+            "windows": h.hexdigest()[:16],
+            "version": FINETUNE_VERSION,
+            "framing": asdict(framing),
+        },
+        sort_keys=True,
+    )
 
 
 def _features(run: _Run):
@@ -201,9 +241,20 @@ def _features(run: _Run):
     loads = []
     for mode, folder in zip(run.modes, folders):
         with run.reporter.progress(len(run.items), f"features ({mode})") as bar:
-            files = cache.extract_features(model, run.loaded.preprocess, run.items, run.proposals, run.truths,
-                                           cfg.layer, cfg.regression_iou, folder, run.load_image, on_image=bar,
-                                           mode=mode, framing=cfg.framing)
+            files = cache.extract_features(
+                model,
+                run.loaded.preprocess,
+                run.items,
+                run.proposals,
+                run.truths,
+                cfg.layer,
+                cfg.regression_iou,
+                folder,
+                run.load_image,
+                on_image=bar,
+                mode=mode,
+                framing=cfg.framing,
+            )
         loads.append(cache.feature_loader(files))
     run.load_image.cache_clear()
     scales = tuple(TARGET_FEATURE_NORM / cache.mean_norm(loads[0], len(run.items), key) for key in ("layer", "pool5"))
@@ -214,8 +265,9 @@ def _svms(run: _Run, loads, scale: float):
     """Stage 4: one SVM per class over both modes' features."""
     classes = run.data.classes
     with run.reporter.progress(len(classes), "SVMs") as bar:
-        weight, bias, stats = train_svms(loads, len(run.items), run.truths, len(classes), scale, run.cfg.svm,
-                                         run.cfg.negative_iou, on_class=bar)
+        weight, bias, stats = train_svms(
+            loads, len(run.items), run.truths, len(classes), scale, run.cfg.svm, run.cfg.negative_iou, on_class=bar
+        )
     run.metrics["svms"] = dict(zip(classes, stats))
     return weight, bias
 
@@ -225,14 +277,38 @@ def _write(run: _Run, svms, regressors, scales) -> TrainedDetector:
     (svm_w, svm_b), (reg_w, reg_b, pairs) = svms, regressors
     classes, loaded, device = run.data.classes, run.loaded, run.device
     metrics = {**run.metrics, "regression_pairs": dict(zip(classes, pairs)), "seconds": run.seconds}
-    metrics = {k: metrics[k] for k in ("training_images", "skipped_images", "clipped_boxes", "dropped_boxes",
-                                       "proposal_recall", "finetune", "svms", "regression_pairs", "seconds")}
+    metrics = {
+        k: metrics[k]
+        for k in (
+            "training_images",
+            "skipped_images",
+            "clipped_boxes",
+            "dropped_boxes",
+            "proposal_recall",
+            "finetune",
+            "svms",
+            "regression_pairs",
+            "seconds",
+        )
+    }
     checkpoint = {k: loaded.checkpoint[k] for k in ("arch", "preprocess", "config") if k in loaded.checkpoint}
-    checkpoint.update(arch=loaded.arch, classes=[BACKGROUND, *classes], preprocess=json.dumps(loaded.preprocess.to_dict()))
-    det = Detector(loaded.model.eval(), loaded.preprocess, list(classes), run.cfg.layer, scales[0], scales[1],
-                   svm_w.to(device), svm_b.to(device), reg_w.to(device), reg_b.to(device),
-                   info={"config": asdict(run.cfg), "backbone_source": str(loaded.source), "metrics": metrics},
-                   framing=run.cfg.framing)
+    checkpoint.update(
+        arch=loaded.arch, classes=[BACKGROUND, *classes], preprocess=json.dumps(loaded.preprocess.to_dict())
+    )
+    det = Detector(
+        loaded.model.eval(),
+        loaded.preprocess,
+        list(classes),
+        run.cfg.layer,
+        scales[0],
+        scales[1],
+        svm_w.to(device),
+        svm_b.to(device),
+        reg_w.to(device),
+        reg_b.to(device),
+        info={"config": asdict(run.cfg), "backbone_source": str(loaded.source), "metrics": metrics},
+        framing=run.cfg.framing,
+    )
     save_detector(det, run.out, checkpoint)
     atomic_write_text(run.out / "metrics.json", json.dumps(metrics, indent=2))
     return TrainedDetector(run.out, det, metrics)

@@ -7,6 +7,7 @@ unmatched ground-truth box it overlaps most if that IoU >= 0.5 (a true positive)
 a false positive; a detection whose best box is 'difficult' counts as neither, and difficult
 boxes are not among the positives. Boxes are 0-based, x2/y2 exclusive, so areas need no +1.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,9 @@ def area_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(((r[steps + 1] - r[steps]) * p[steps + 1]).sum())
 
 
-def match_class(detections: list[Detections], truths: list[Truth], cls: int,
-                iou_threshold: float = IOU_THRESHOLD) -> tuple[np.ndarray, np.ndarray, int]:
+def match_class(
+    detections: list[Detections], truths: list[Truth], cls: int, iou_threshold: float = IOU_THRESHOLD
+) -> tuple[np.ndarray, np.ndarray, int]:
     """(scores, is_true_positive) of every counted detection of class `cls`, best first,
     and the number of positives (non-difficult boxes)."""
     scores, image_of, boxes = [], [], []
@@ -55,12 +57,12 @@ def match_class(detections: list[Detections], truths: list[Truth], cls: int,
         img = image_of[j]
         g, hard = gt[img]
         if len(g):
-            overlap, best = box_iou(boxes[j:j + 1], g)[0].max(0)
+            overlap, best = box_iou(boxes[j : j + 1], g)[0].max(0)
             overlap, best = float(overlap), int(best)
         else:
             overlap, best = 0.0, -1
         if overlap >= iou_threshold and hard[best]:
-            continue                       # a difficult object: neither found nor missed
+            continue  # a difficult object: neither found nor missed
         hit = overlap >= iou_threshold and not taken[img][best]
         if hit:
             taken[img][best] = True
@@ -69,24 +71,32 @@ def match_class(detections: list[Detections], truths: list[Truth], cls: int,
     return np.array(kept_scores), np.array(tp, bool), positives
 
 
-def average_precision(detections: list[Detections], truths: list[Truth], classes: list[str],
-                      iou_threshold: float = IOU_THRESHOLD) -> dict:
+def average_precision(
+    detections: list[Detections], truths: list[Truth], classes: list[str], iou_threshold: float = IOU_THRESHOLD
+) -> dict:
     """Per-class AP (both definitions) and their means over the classes with positives."""
     per_class = {}
     for c, name in enumerate(classes):
         _, tp, positives = match_class(detections, truths, c, iou_threshold)
         if positives == 0:
-            continue                       # VOC leaves a class without objects out of the mean
+            continue  # VOC leaves a class without objects out of the mean
         hits = np.cumsum(tp)
         recall = hits / positives
         precision = hits / np.maximum(np.arange(1, len(tp) + 1), 1)
-        per_class[name] = {"ap": area_ap(recall, precision), "ap_voc07": voc07_ap(recall, precision),
-                           "positives": positives, "detections": int(len(tp)),
-                           "max_recall": float(recall[-1]) if len(recall) else 0.0}
+        per_class[name] = {
+            "ap": area_ap(recall, precision),
+            "ap_voc07": voc07_ap(recall, precision),
+            "positives": positives,
+            "detections": int(len(tp)),
+            "max_recall": float(recall[-1]) if len(recall) else 0.0,
+        }
     aps = [v["ap"] for v in per_class.values()]
     aps07 = [v["ap_voc07"] for v in per_class.values()]
-    return {"map": float(np.mean(aps)) if aps else 0.0, "map_voc07": float(np.mean(aps07)) if aps07 else 0.0,
-            "per_class": per_class}
+    return {
+        "map": float(np.mean(aps)) if aps else 0.0,
+        "map_voc07": float(np.mean(aps07)) if aps07 else 0.0,
+        "per_class": per_class,
+    }
 
 
 def proposal_recall(proposals: list[torch.Tensor], truths: list[Truth], iou_threshold: float = IOU_THRESHOLD) -> dict:
@@ -98,5 +108,8 @@ def proposal_recall(proposals: list[torch.Tensor], truths: list[Truth], iou_thre
         total += len(g)
         if len(g) and len(p):
             covered += int((box_iou(g, torch.as_tensor(p).float()).max(1).values >= iou_threshold).sum())
-    return {"recall": covered / total if total else 0.0, "objects": total,
-            "boxes_per_image": boxes / max(len(proposals), 1)}
+    return {
+        "recall": covered / total if total else 0.0,
+        "objects": total,
+        "boxes_per_image": boxes / max(len(proposals), 1),
+    }

@@ -1,12 +1,14 @@
 """AlexNet variants behind one factory, each with one layer walk: `features(x, layer)`.
 
-- "alexnet": Krizhevsky, Sutskever & Hinton (2012), Section 3 and Figure 2, exactly.
+- "alexnet": Krizhevsky, Sutskever & Hinton (2012), §3 and Figure 2, exactly
+  (docs/references.md).
 - "alexnet-tv": torchvision's single-tower layout, so its released weights load unchanged.
 - "alexnet-small": the same topology sized for 28-64 px inputs, so the suite trains on a CPU.
 
 Feature layers follow R-CNN: pool5 (flattened), fc6 and fc7 after their ReLU, before dropout.
 "conv5" is the post-ReLU conv5 map (before pool5) that Fast R-CNN's RoI pooling reads.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,9 +24,9 @@ FEATURE_LAYERS = ("conv5", "pool5", "fc6", "fc7", "logits")
 
 class LocalResponseNorm(nn.Module):
     """Cross-channel LRN, b_c = a_c / (k + alpha/n * sum_{|c'-c|<=n/2} a_c'^2)^beta, the same
-    function as torch.nn.LocalResponseNorm (tests pin them together) but 1.5x faster to train
-    on a CPU: the channel-window sum is one banded 1x1 convolution instead of avg_pool3d
-    (which took ~65% of alexnet-small's training step)."""
+    function as torch.nn.LocalResponseNorm (tests pin them together) but faster to train on a
+    CPU: the channel-window sum is one banded 1x1 convolution instead of avg_pool3d, which
+    dominated alexnet-small's training step (CHANGELOG.md)."""
 
     def __init__(self, size: int, alpha: float, beta: float, k: float):
         super().__init__()
@@ -41,19 +43,20 @@ class LocalResponseNorm(nn.Module):
 
 
 def paper_lrn() -> LocalResponseNorm:
-    # Paper Section 3.3: k=2, n=5, alpha=1e-4, beta=0.75 in b = a / (k + alpha * sum a^2)^beta.
+    # AlexNet §3.3: k=2, n=5, alpha=1e-4, beta=0.75 in b = a / (k + alpha * sum a^2)^beta.
     # Like Caffe and PyTorch, the module divides alpha by n, so alpha * n gives the paper's formula.
     return LocalResponseNorm(size=5, alpha=1e-4 * 5, beta=0.75, k=2.0)
 
 
 def overlapping_pool(ceil_mode: bool = False) -> nn.MaxPool2d:
-    # Paper Section 3.4: overlapping pooling, z=3, s=2 (cut top-1 error by 0.4%).
+    # AlexNet §3.4: overlapping pooling, z=3, s=2 (cut top-1 error by 0.4%).
     return nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=ceil_mode)
 
 
 @dataclass(frozen=True)
 class Widths:
     """Channel widths of the five conv layers and the two hidden FC layers."""
+
     conv: tuple[int, int, int, int, int]
     fc: int
 
@@ -62,8 +65,16 @@ class AlexNet(nn.Module):
     """The conv body (`body`), a pool to a fixed grid, and a classifier whose fc6/fc7
     boundaries are recorded so `features` can stop after any of them."""
 
-    def __init__(self, body: nn.Sequential, pool_grid: int, classifier: nn.Sequential,
-                 fc6_end: int, fc7_end: int, arch: str, feature_stride: int):
+    def __init__(
+        self,
+        body: nn.Sequential,
+        pool_grid: int,
+        classifier: nn.Sequential,
+        fc6_end: int,
+        fc7_end: int,
+        arch: str,
+        feature_stride: int,
+    ):
         super().__init__()
         self.body = body  # torchvision calls this `features`; see load_torchvision_state_dict
         self.avgpool = nn.AdaptiveAvgPool2d((pool_grid, pool_grid))
@@ -89,8 +100,7 @@ class AlexNet(nn.Module):
 
     def head(self, pool5: torch.Tensor, layer: str = "logits") -> torch.Tensor:
         """Walk the classifier from flattened pool5 features up to `layer`."""
-        stop = {"pool5": 0, "fc6": self._fc6_end, "fc7": self._fc7_end,
-                "logits": len(self.classifier)}[layer]
+        stop = {"pool5": 0, "fc6": self._fc6_end, "fc7": self._fc7_end, "logits": len(self.classifier)}[layer]
         return self.classifier[:stop](pool5)
 
     def features(self, x: torch.Tensor, layer: str = "fc7") -> torch.Tensor:
@@ -109,28 +119,40 @@ class AlexNet(nn.Module):
 def _paper_body(widths: Widths, first: nn.Conv2d, ceil_mode: bool) -> nn.Sequential:
     c1, c2, c3, c4, c5 = widths.conv
     return nn.Sequential(
-        first, nn.ReLU(inplace=True), paper_lrn(), overlapping_pool(ceil_mode),
-        # groups=2: the paper's two-GPU split, conv2/4/5 see only their own GPU's half (Fig. 2).
-        nn.Conv2d(c1, c2, 5, padding=2, groups=2), nn.ReLU(inplace=True), paper_lrn(),
+        first,
+        nn.ReLU(inplace=True),
+        paper_lrn(),
         overlapping_pool(ceil_mode),
-        nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(inplace=True),  # conv3 sees both halves
-        nn.Conv2d(c3, c4, 3, padding=1, groups=2), nn.ReLU(inplace=True),
-        nn.Conv2d(c4, c5, 3, padding=1, groups=2), nn.ReLU(inplace=True),
+        # groups=2: the paper's two-GPU split, conv2/4/5 see only their own GPU's half (Fig. 2).
+        nn.Conv2d(c1, c2, 5, padding=2, groups=2),
+        nn.ReLU(inplace=True),
+        paper_lrn(),
+        overlapping_pool(ceil_mode),
+        nn.Conv2d(c2, c3, 3, padding=1),
+        nn.ReLU(inplace=True),  # conv3 sees both halves
+        nn.Conv2d(c3, c4, 3, padding=1, groups=2),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c4, c5, 3, padding=1, groups=2),
+        nn.ReLU(inplace=True),
         overlapping_pool(ceil_mode),
     )
 
 
 def _paper_classifier(in_features: int, fc: int, num_classes: int, dropout: float) -> nn.Sequential:
-    # Paper Section 4.2: dropout 0.5 on the outputs of the first two FC layers.
+    # AlexNet §4.2: dropout 0.5 on the outputs of the first two FC layers.
     return nn.Sequential(
-        nn.Linear(in_features, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
-        nn.Linear(fc, fc), nn.ReLU(inplace=True), nn.Dropout(dropout),
+        nn.Linear(in_features, fc),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(fc, fc),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
         nn.Linear(fc, num_classes),
     )
 
 
 def _init_paper(model: AlexNet) -> None:
-    """Paper Section 5: weights ~ N(0, 0.01); biases 1 in conv2, conv4, conv5 and the hidden
+    """AlexNet §5: weights ~ N(0, 0.01); biases 1 in conv2, conv4, conv5 and the hidden
     FC layers (to give ReLUs positive inputs early), 0 in conv1, conv3 and fc8."""
     convs = [m for m in model.body if isinstance(m, nn.Conv2d)]
     linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
@@ -160,13 +182,20 @@ def build_paper(num_classes: int = 1000, dropout: float = 0.5) -> AlexNet:
     """227x227 input (Figure 2's 224 cannot yield 55x55 with an 11/4 conv; 227 does)."""
     widths = Widths(conv=(96, 256, 384, 384, 256), fc=4096)
     body = _paper_body(widths, nn.Conv2d(3, 96, 11, stride=4), ceil_mode=False)
-    model = AlexNet(body, 6, _paper_classifier(256 * 6 * 6, 4096, num_classes, dropout),
-                    fc6_end=2, fc7_end=5, arch="alexnet", feature_stride=16)
+    model = AlexNet(
+        body,
+        6,
+        _paper_classifier(256 * 6 * 6, 4096, num_classes, dropout),
+        fc6_end=2,
+        fc7_end=5,
+        arch="alexnet",
+        feature_stride=16,
+    )
     _init_paper(model)
     return model
 
 
-# Sized so a 2-core CPU trains ~590 images/s (measured; 2x the widths cost 2.5x the time).
+# Sized to train on a 2-core CPU in minutes (docs/benchmarks.md gives its speed).
 SMALL_WIDTHS = Widths(conv=(32, 64, 96, 96, 64), fc=1024)
 
 
@@ -175,9 +204,15 @@ def build_small(num_classes: int = 10, dropout: float = 0.5, widths: Widths = SM
     Caffe's ceil rounding so a 28 px input gives 14 -> 7 -> 3 grids, as 227 gives 27 -> 13 -> 6."""
     body = _paper_body(widths, nn.Conv2d(3, widths.conv[0], 5, padding=2), ceil_mode=True)
     grid = 3
-    model = AlexNet(body, grid, _paper_classifier(widths.conv[4] * grid * grid, widths.fc,
-                                                  num_classes, dropout),
-                    fc6_end=2, fc7_end=5, arch="alexnet-small", feature_stride=4)
+    model = AlexNet(
+        body,
+        grid,
+        _paper_classifier(widths.conv[4] * grid * grid, widths.fc, num_classes, dropout),
+        fc6_end=2,
+        fc7_end=5,
+        arch="alexnet-small",
+        feature_stride=4,
+    )
     _init_small(model)
     return model
 
@@ -186,16 +221,27 @@ def build_torchvision_layout(num_classes: int = 1000, dropout: float = 0.5) -> A
     """torchvision's AlexNet ("One weird trick" single tower: 64-192-384-256-256, no LRN,
     no groups) with the same module indices, so `alexnet-owt-7be5be79.pth` loads as it is."""
     body = nn.Sequential(
-        nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(inplace=True), overlapping_pool(),
-        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=True), overlapping_pool(),
-        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(3, 64, 11, stride=4, padding=2),
+        nn.ReLU(inplace=True),
+        overlapping_pool(),
+        nn.Conv2d(64, 192, 5, padding=2),
+        nn.ReLU(inplace=True),
+        overlapping_pool(),
+        nn.Conv2d(192, 384, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(384, 256, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(256, 256, 3, padding=1),
+        nn.ReLU(inplace=True),
         overlapping_pool(),
     )
     classifier = nn.Sequential(
-        nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
-        nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(256 * 6 * 6, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(4096, 4096),
+        nn.ReLU(inplace=True),
         nn.Linear(4096, num_classes),
     )
     return AlexNet(body, 6, classifier, fc6_end=3, fc7_end=6, arch="alexnet-tv", feature_stride=16)
@@ -208,8 +254,7 @@ BUILDERS = {
 }
 
 
-def create_model(arch: str, num_classes: int, dropout: float = 0.5,
-                 activation: str = "relu") -> AlexNet:
+def create_model(arch: str, num_classes: int, dropout: float = 0.5, activation: str = "relu") -> AlexNet:
     """The one factory. `activation="tanh"` swaps every ReLU for tanh (Figure 1's comparison)."""
     try:
         builder = BUILDERS[arch]
@@ -232,6 +277,5 @@ def count_parameters(model: nn.Module) -> int:
 
 def load_torchvision_state_dict(model: AlexNet, state: dict) -> None:
     """Load torchvision's AlexNet weights (keys `features.N.*`, `classifier.N.*`)."""
-    renamed = {("body." + k[len("features."):] if k.startswith("features.") else k): v
-               for k, v in state.items()}
+    renamed = {("body." + k[len("features.") :] if k.startswith("features.") else k): v for k, v in state.items()}
     model.load_state_dict(renamed)

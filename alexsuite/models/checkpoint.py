@@ -4,6 +4,7 @@ that every command (eval, index, detect) uses.
 A checkpoint is a plain dict of tensors, numbers and strings, so `torch.load(weights_only=True)`
 reads it and no pickle code ever runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,6 +73,7 @@ class LoadedModel:
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """sha256 of a model's parameters and buffers, by name (16 hex digits)."""
     import hashlib
+
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
@@ -91,8 +93,9 @@ def load_model(path, device="cpu", expect_arch: str | None = None) -> LoadedMode
         arch, classes = data["arch"], list(data["classes"])
         pre = Preprocess.from_dict(json.loads(data["preprocess"]))
         cfg = json.loads(data.get("config", "{}"))
-        model = create_model(arch, len(classes), dropout=cfg.get("dropout", 0.5),
-                             activation=cfg.get("activation", "relu"))
+        model = create_model(
+            arch, len(classes), dropout=cfg.get("dropout", 0.5), activation=cfg.get("activation", "relu")
+        )
         state = data["model"]
     elif _is_torchvision_alexnet(data):
         arch, classes = "alexnet-tv", [f"imagenet-{i}" for i in range(data["classifier.6.weight"].shape[0])]
@@ -101,7 +104,9 @@ def load_model(path, device="cpu", expect_arch: str | None = None) -> LoadedMode
         try:
             load_torchvision_state_dict(model, data)
         except RuntimeError as e:
-            raise CheckpointError(f"{source}: torchvision-style state dict does not fit AlexNet ({str(e)[:200]})") from None
+            raise CheckpointError(
+                f"{source}: torchvision-style state dict does not fit AlexNet ({str(e)[:200]})"
+            ) from None
     else:
         raise CheckpointError(f"{source}: not an alexsuite checkpoint nor torchvision AlexNet weights")
     if expect_arch and arch != expect_arch:
@@ -120,12 +125,16 @@ def default_model() -> Path:
     runs/train/ (or an `alexsuite demo`'s runs/*/train/), else torchvision's AlexNet weights if
     torch's cache already holds them."""
     candidates = [*Path("runs/train").glob("*/"), *Path("runs").glob("*/train/")]
-    runs = sorted((p for p in candidates if (p / "best.pt").exists() or (p / "last.pt").exists()),
-                  key=lambda p: (p / "last.pt").stat().st_mtime if (p / "last.pt").exists() else p.stat().st_mtime)
+    runs = sorted(
+        (p for p in candidates if (p / "best.pt").exists() or (p / "last.pt").exists()),
+        key=lambda p: (p / "last.pt").stat().st_mtime if (p / "last.pt").exists() else p.stat().st_mtime,
+    )
     if runs:
         return runs[-1]
     cached = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
     if cached.exists():
         return cached
-    raise CheckpointError("no model to embed with: pass --model RUN_DIR|CHECKPOINT (train one with "
-                          "`alexsuite train`, or give torchvision's alexnet-owt-7be5be79.pth)")
+    raise CheckpointError(
+        "no model to embed with: pass --model RUN_DIR|CHECKPOINT (train one with "
+        "`alexsuite train`, or give torchvision's alexnet-owt-7be5be79.pth)"
+    )

@@ -1,5 +1,6 @@
 """Retrieval quality of a model's features, the standard protocol (evaluation/retrieval.py holds
 the metric): build an index over one split and rank it for every image of another."""
+
 from __future__ import annotations
 
 import time
@@ -15,9 +16,17 @@ from . import index as faiss_index
 from .index import IndexSpec
 
 
-def evaluate_retrieval(db_vectors: np.ndarray, db_labels: np.ndarray, q_vectors: np.ndarray,
-                       q_labels: np.ndarray, spec: faiss_index.IndexSpec, ks=(1, 10, 100),
-                       chunk: int = 250, params: str | None = None, device=None) -> dict:
+def evaluate_retrieval(
+    db_vectors: np.ndarray,
+    db_labels: np.ndarray,
+    q_vectors: np.ndarray,
+    q_labels: np.ndarray,
+    spec: faiss_index.IndexSpec,
+    ks=(1, 10, 100),
+    chunk: int = 250,
+    params: str | None = None,
+    device=None,
+) -> dict:
     """Build `spec`'s index over the database (trained on it when needed), rank the whole
     database for every query, and return mAP and precision@k."""
     t0 = time.perf_counter()
@@ -29,27 +38,35 @@ def evaluate_retrieval(db_vectors: np.ndarray, db_labels: np.ndarray, q_vectors:
     aps, precisions = [], {k: [] for k in ks}
     t0 = time.perf_counter()
     for start in range(0, len(q_vectors), chunk):
-        _, ids = faiss_index.search(index, q_vectors[start:start + chunk], len(db_vectors), spec)
-        ap, prec = average_precision(ids, db_labels, q_labels[start:start + chunk], ks)
+        _, ids = faiss_index.search(index, q_vectors[start : start + chunk], len(db_vectors), spec)
+        ap, prec = average_precision(ids, db_labels, q_labels[start : start + chunk], ks)
         aps.append(ap)
         for k in ks:
             precisions[k].append(prec[k])
-    return {"factory": spec.full_factory, "metric": spec.metric, "dim": spec.dim,
-            "queries": int(len(q_vectors)), "database": int(len(db_vectors)),
-            "mAP": float(np.concatenate(aps).mean()) if aps else 0.0,
-            **{f"precision@{k}": float(np.concatenate(precisions[k]).mean()) if aps else 0.0 for k in ks},
-            "build_seconds": round(build_s, 3), "rank_seconds": round(time.perf_counter() - t0, 3),
-            "warnings": advice}
+    return {
+        "factory": spec.full_factory,
+        "metric": spec.metric,
+        "dim": spec.dim,
+        "queries": int(len(q_vectors)),
+        "database": int(len(db_vectors)),
+        "mAP": float(np.concatenate(aps).mean()) if aps else 0.0,
+        **{f"precision@{k}": float(np.concatenate(precisions[k]).mean()) if aps else 0.0 for k in ks},
+        "build_seconds": round(build_s, 3),
+        "rank_seconds": round(time.perf_counter() - t0, 3),
+        "warnings": advice,
+    }
 
 
 @dataclass(frozen=True)
 class RetrievalEvalSettings:
     """What `alexsuite eval-retrieval` measures: one model's features, one kind of index."""
+
     data: str = setting(DEFAULT_DATASET, "A dataset name, or a folder with train/ and val/ class folders.")
     model: str | None = setting(None, "Run directory or checkpoint (default: the newest runs/train/ run).")
     layer: str = setting(DEFAULT_LAYER, "Which activations describe an image: fc7, fc6 or pool5.", "AlexNet §6.1")
-    factory: str = setting(default_of(IndexSpec, "factory"), "FAISS index_factory string to evaluate.",
-                           "FAISS index factory")
+    factory: str = setting(
+        default_of(IndexSpec, "factory"), "FAISS index_factory string to evaluate.", "FAISS index factory"
+    )
     metric: str = setting(default_of(IndexSpec, "metric"), help_of(IndexSpec, "metric"))
     pca: int | None = setting(None, help_of(IndexSpec, "pca"))
     whiten: bool = setting(default_of(IndexSpec, "whiten"), help_of(IndexSpec, "whiten"))
@@ -60,8 +77,9 @@ class RetrievalEvalSettings:
     workers: int = setting(2, "Decoding processes.")
 
 
-def evaluate_model_retrieval(loaded, opts: RetrievalEvalSettings, device="cpu", progress=None,
-                             warn=lambda message: None) -> dict:
+def evaluate_model_retrieval(
+    loaded, opts: RetrievalEvalSettings, device="cpu", progress=None, warn=lambda message: None
+) -> dict:
     """`alexsuite eval-retrieval`: embed the training split of `opts.data` as the database and
     its test (or val/) split as the queries with `loaded` (a LoadedModel), then
     evaluate_retrieval. `progress(total, name)` returns a callable taking a number of images
@@ -70,14 +88,16 @@ def evaluate_model_retrieval(loaded, opts: RetrievalEvalSettings, device="cpu", 
     vectors = {}
     for name, dataset in (("database", database), ("queries", queries)):
         bar = progress(len(dataset), f"embed {name}") if progress else None
-        vectors[name] = embed_labelled(loaded.model, dataset, loaded.preprocess, opts.layer, device, opts.batch_size,
-                                       opts.workers, on_batch=bar)
+        vectors[name] = embed_labelled(
+            loaded.model, dataset, loaded.preprocess, opts.layer, device, opts.batch_size, opts.workers, on_batch=bar
+        )
         if bar:
             bar.close()
         if vectors[name][2]:
             warn(f"skipped {len(vectors[name][2])} unreadable {name} image(s), e.g. {vectors[name][2][0]}")
     (db, db_labels, _), (q, q_labels, _) = vectors["database"], vectors["queries"]
     spec = IndexSpec(db.shape[1], opts.factory, opts.metric, opts.pca, opts.whiten)
-    result = evaluate_retrieval(db, db_labels, q, q_labels, spec, tuple(sorted(set(opts.ks))), params=opts.params,
-                                device=device)
+    result = evaluate_retrieval(
+        db, db_labels, q, q_labels, spec, tuple(sorted(set(opts.ks))), params=opts.params, device=device
+    )
     return {"model": str(loaded.source), "layer": opts.layer, "data": opts.data, **result}

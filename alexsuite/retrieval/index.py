@@ -1,9 +1,10 @@
 """FAISS indexes made from an `index_factory` string, wrapped in an id map so ids stay stable.
 
-The paper (Section 6.1) compares fc7 vectors by Euclidean distance and suggests short codes
+The paper (AlexNet §6.1) compares fc7 vectors by Euclidean distance and suggests short codes
 for speed; FAISS provides both (Flat, IVF-PQ, HNSW, ITQ+LSH binary codes). What we add is the
 choice of metric, optional PCA whitening, training on the user's own vectors, and the GPU.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -20,11 +21,17 @@ METRICS = ("l2", "cosine")
 @dataclass(frozen=True)
 class IndexSpec:
     """How vectors become a searchable index; saved in every index's manifest."""
+
     dim: int = setting(help="Length of the model's feature vectors.")
-    factory: str = setting("Flat", "FAISS index_factory string: Flat (exact), HNSW32, IVF1024,PQ64, ITQ256,LSHt "
-                           "(binary codes)...; training is done for you.", "FAISS index factory")
-    metric: str = setting("l2", "l2: Euclidean distance, as the paper; cosine: the angle between vectors.",
-                          "AlexNet §6.1")
+    factory: str = setting(
+        "Flat",
+        "FAISS index_factory string: Flat (exact), HNSW32, IVF1024,PQ64, ITQ256,LSHt "
+        "(binary codes)...; training is done for you.",
+        "FAISS index factory",
+    )
+    metric: str = setting(
+        "l2", "l2: Euclidean distance, as the paper; cosine: the angle between vectors.", "AlexNet §6.1"
+    )
     pca: int | None = setting(None, "Reduce vectors to N dimensions with PCA first.")
     whiten: bool = setting(True, "With --pca: whiten the components (PCAW).", "Jégou & Chum 2012")
     search_params: str = setting("", "FAISS ParameterSpace string applied at search, e.g. nprobe=16.")
@@ -33,7 +40,7 @@ class IndexSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "manifest.json: spec") -> "IndexSpec":
+    def from_dict(cls, d: dict, where: str = "manifest.json: spec") -> IndexSpec:
         return from_dict(cls, d, where)
 
     @property
@@ -84,8 +91,10 @@ def create(spec: IndexSpec) -> faiss.Index:
     try:
         inner = faiss.index_factory(spec.dim, spec.full_factory, spec.faiss_metric)
     except RuntimeError as e:
-        raise ConfigError(f"FAISS cannot build --factory {spec.full_factory!r} for {spec.dim}-d "
-                          f"vectors ({_faiss_reason(e)}); see the FAISS wiki 'The index factory'") from None
+        raise ConfigError(
+            f"FAISS cannot build --factory {spec.full_factory!r} for {spec.dim}-d "
+            f"vectors ({_faiss_reason(e)}); see the FAISS wiki 'The index factory'"
+        ) from None
     ivf = faiss.try_extract_index_ivf(inner)
     if ivf is not None and hasattr(faiss.downcast_index(ivf), "do_polysemous_training"):
         # The factory turns on polysemous training for IVF-PQ: minutes of extra training
@@ -139,7 +148,8 @@ def train(index: faiss.Index, vectors: np.ndarray, spec: IndexSpec, device=None)
         raise ConfigError(
             f"--factory {spec.full_factory!r} could not be trained on {len(vectors):,} vectors "
             f"({_faiss_reason(e)}). IVFn needs at least n vectors (39n is better), PQ at least 256, "
-            "PCA at least its output size: use Flat or HNSW32 for small collections") from None
+            "PCA at least its output size: use Flat or HNSW32 for small collections"
+        ) from None
     finally:
         if ivf is not None:
             ivf.clustering_index = None
@@ -161,8 +171,10 @@ def _quieten_clustering(index: faiss.Index, n: int, spec: IndexSpec) -> list[str
     short = [f"{name} wants {count:,}" for name, count in wanted.items() if n < count]
     if not short:
         return []
-    return [f"{spec.full_factory} trained on {n:,} vectors ({', '.join(short)}): recall may suffer; "
-            "Flat or HNSW32 suit small collections"]
+    return [
+        f"{spec.full_factory} trained on {n:,} vectors ({', '.join(short)}): recall may suffer; "
+        "Flat or HNSW32 suit small collections"
+    ]
 
 
 def set_search_params(index: faiss.Index, params: str) -> None:
@@ -196,8 +208,13 @@ def stored_ids(index: faiss.Index) -> np.ndarray:
         return faiss.vector_to_array(faiss.downcast_index(index).id_map)
     ivf = faiss.try_extract_index_ivf(index)
     lists = ivf.invlists
-    return np.concatenate([faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-                           for i in range(lists.nlist) if lists.list_size(i)])
+    return np.concatenate(
+        [
+            faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+            for i in range(lists.nlist)
+            if lists.list_size(i)
+        ]
+    )
 
 
 def remove(index: faiss.Index, ids) -> bool:

@@ -5,6 +5,7 @@ Only new or changed files are embedded (size + mtime, then the content hash deci
 interrupted run resumes where its last commit left off. Under torchrun each process embeds
 its slice of every batch and process 0, the only writer, gathers and commits them.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,10 +17,10 @@ import torch.distributed as dist
 
 from ..data.decode import IMAGE_SUFFIXES
 from ..data.folders import scan_images
+from ..distributed import DistContext
 from ..embedding import DEFAULT_LAYER, embed_batches, feature_dim, file_dataset
 from ..errors import AlexsuiteError, ConfigError, DataError
 from ..fileio import file_sha256
-from ..distributed import DistContext
 from ..settings import default_of, help_of, setting
 from . import index as faiss_index
 from .index import IndexSpec
@@ -34,8 +35,8 @@ from .store import (
     writer_lock,
 )
 
-TRAIN_CAP = 200_000        # vectors to train an IVF/PQ/PCA index on (FAISS samples <= 256 per centroid)
-TRAIN_BYTES = 2 * 2**30    # ... held in memory at most (4096-d fc7: 131,072 vectors)
+TRAIN_CAP = 200_000  # vectors to train an IVF/PQ/PCA index on (FAISS samples <= 256 per centroid)
+TRAIN_BYTES = 2 * 2**30  # ... held in memory at most (4096-d fc7: 131,072 vectors)
 
 
 _KEEP = " [default: what the index was built with; a new index: {}]"
@@ -45,12 +46,16 @@ _KEEP = " [default: what the index was built with; a new index: {}]"
 class IndexOptions:
     """How `alexsuite index` updates an index. The index settings left at None keep what the
     index was built with; a new index takes IndexSpec's defaults and fc7."""
-    index: str = setting(DEFAULT_INDEX, "A name (kept under indexes/) or a path containing a / to an index "
-                         "directory.")
-    model: str | None = setting(None, "Run directory or checkpoint from `alexsuite train`, or torchvision AlexNet "
-                                "weights. Default: the model that built the index, else the newest runs/train/ run.")
-    layer: str | None = setting(None, "Which activations describe an image: fc7, fc6 or pool5." +
-                                _KEEP.format(DEFAULT_LAYER), "AlexNet §6.1")
+
+    index: str = setting(DEFAULT_INDEX, "A name (kept under indexes/) or a path containing a / to an index directory.")
+    model: str | None = setting(
+        None,
+        "Run directory or checkpoint from `alexsuite train`, or torchvision AlexNet "
+        "weights. Default: the model that built the index, else the newest runs/train/ run.",
+    )
+    layer: str | None = setting(
+        None, "Which activations describe an image: fc7, fc6 or pool5." + _KEEP.format(DEFAULT_LAYER), "AlexNet §6.1"
+    )
     factory: str | None = setting(None, help_of(IndexSpec, "factory") + _KEEP.format(default_of(IndexSpec, "factory")))
     metric: str | None = setting(None, help_of(IndexSpec, "metric") + _KEEP.format(default_of(IndexSpec, "metric")))
     pca: int | None = setting(None, help_of(IndexSpec, "pca"))
@@ -70,14 +75,14 @@ class IndexReport:
     index_dir: str
     scanned: int = 0
     added: int = 0
-    updated: int = 0          # changed files embedded again
+    updated: int = 0  # changed files embedded again
     unchanged: int = 0
-    touched: int = 0          # mtime changed, same content: not embedded again
+    touched: int = 0  # mtime changed, same content: not embedded again
     removed: int = 0
-    missing: int = 0          # indexed files that are gone (kept unless --prune)
-    failed: int = 0           # unreadable images, skipped
+    missing: int = 0  # indexed files that are gone (kept unless --prune)
+    failed: int = 0  # unreadable images, skipped
     non_images: int = 0
-    total: int = 0            # images in the index afterwards
+    total: int = 0  # images in the index afterwards
     seconds: float = 0.0
     images_per_s: float = 0.0
     failed_examples: list = field(default_factory=list)
@@ -91,14 +96,14 @@ def label_of(path: Path, root: Path) -> str | None:
 
 @dataclass
 class Plan:
-    root: Path                        # the folder being indexed
-    layer: str                        # the index's layer
-    embed: list[Path]                 # files to embed, in order
-    replace: dict[str, int]           # path -> old id, for changed files
-    remove: list[int]                 # ids of pruned rows
-    touch: list[tuple]                # (size, mtime_ns, id) of files whose content did not change
+    root: Path  # the folder being indexed
+    layer: str  # the index's layer
+    embed: list[Path]  # files to embed, in order
+    replace: dict[str, int]  # path -> old id, for changed files
+    remove: list[int]  # ids of pruned rows
+    touch: list[tuple]  # (size, mtime_ns, id) of files whose content did not change
     report: IndexReport
-    stat: dict = field(default_factory=dict)   # path -> (size, mtime_ns) when planned
+    stat: dict = field(default_factory=dict)  # path -> (size, mtime_ns) when planned
 
 
 def plan_update(store: IndexStore, root: Path, files: list[Path], prune: bool, report: IndexReport) -> Plan:
@@ -114,7 +119,7 @@ def plan_update(store: IndexStore, root: Path, files: list[Path], prune: bool, r
             same_content = changed and file_sha256(p) == row.sha256
         except OSError as e:  # a dangling link, a file without read permission
             report.failed += 1
-            report.failed_examples += [f"{p}: {e.strerror}"][:3 - len(report.failed_examples)]
+            report.failed_examples += [f"{p}: {e.strerror}"][: 3 - len(report.failed_examples)]
             continue
         if row is None:
             embed.append(p)
@@ -136,8 +141,16 @@ def plan_update(store: IndexStore, root: Path, files: list[Path], prune: bool, r
     return Plan(root, store.manifest["layer"], embed, replace, gone if prune else [], touch, report, stats)
 
 
-def update_index(store_dir: Path, loaded, images: Path, opts: IndexOptions, device, progress=None,
-                 ctx: DistContext = DistContext(), warn=lambda message: None) -> IndexReport:
+def update_index(
+    store_dir: Path,
+    loaded,
+    images: Path,
+    opts: IndexOptions,
+    device,
+    progress=None,
+    ctx: DistContext = DistContext(),
+    warn=lambda message: None,
+) -> IndexReport:
     """Embed what is new under `images` into the index at `store_dir` (created if absent).
     `progress(total)` returns a callable taking a number of images done, with .close()."""
     root = Path(images).expanduser().resolve()
@@ -194,18 +207,24 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
             warn(f"removed {dropped} vector(s) left by an interrupted run")
     else:
         layer, factory = opts.layer or DEFAULT_LAYER, opts.factory or default_of(IndexSpec, "factory")
-        spec = IndexSpec(feature_dim(loaded.model, loaded.preprocess, layer), factory,
-                         opts.metric or default_of(IndexSpec, "metric"), opts.pca,
-                         default_of(IndexSpec, "whiten") if opts.whiten is None else opts.whiten,
-                         faiss_index.default_search_params(factory))
+        spec = IndexSpec(
+            feature_dim(loaded.model, loaded.preprocess, layer),
+            factory,
+            opts.metric or default_of(IndexSpec, "metric"),
+            opts.pca,
+            default_of(IndexSpec, "whiten") if opts.whiten is None else opts.whiten,
+            faiss_index.default_search_params(factory),
+        )
         faiss_index.create(spec)  # fail on a bad factory before any work is done
         store = IndexStore.create(store_dir, model_record(loaded), layer, loaded.preprocess.to_dict(), spec)
     scan = scan_images(root)
     files, report.non_images = scan.images, scan.others
     if scan.unreadable:
         if opts.prune:
-            raise DataError(f"cannot read {scan.unreadable[0]} (and {len(scan.unreadable) - 1} more); "
-                            "not pruning what could not be seen: fix it, or run without --prune")
+            raise DataError(
+                f"cannot read {scan.unreadable[0]} (and {len(scan.unreadable) - 1} more); "
+                "not pruning what could not be seen: fix it, or run without --prune"
+            )
         warn(f"skipped {len(scan.unreadable)} unreadable folder(s) or file name(s), e.g. {scan.unreadable[0]}")
     if not files and not store.count():
         raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -221,26 +240,57 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
 def _check_same_settings(store: IndexStore, opts: IndexOptions) -> None:
     """Adding to an index keeps its layer and spec: options left out mean 'as built'; one that
     asks for something else is an error, not a surprise."""
-    asked = {"layer": opts.layer, "factory": opts.factory, "metric": opts.metric, "pca": opts.pca,
-             "whiten": opts.whiten}
-    have = {"layer": store.manifest["layer"], "factory": store.spec.factory, "metric": store.spec.metric,
-            "pca": store.spec.pca, "whiten": store.spec.whiten}
+    asked = {
+        "layer": opts.layer,
+        "factory": opts.factory,
+        "metric": opts.metric,
+        "pca": opts.pca,
+        "whiten": opts.whiten,
+    }
+    have = {
+        "layer": store.manifest["layer"],
+        "factory": store.spec.factory,
+        "metric": store.spec.metric,
+        "pca": store.spec.pca,
+        "whiten": store.spec.whiten,
+    }
     diff = [f"--{k} {have[k]} (asked {asked[k]})" for k in asked if asked[k] is not None and asked[k] != have[k]]
     if diff:
-        raise ConfigError(f"{store.root} was built with {', '.join(diff)}; keep those settings, "
-                          "add --rebuild to start over, or use another --index")
+        raise ConfigError(
+            f"{store.root} was built with {', '.join(diff)}; keep those settings, "
+            "add --rebuild to start over, or use another --index"
+        )
 
 
-def _run(plan: Plan, store: IndexStore | None, loaded, opts: IndexOptions, device,
-         progress, ctx: DistContext, start: float, warn=lambda message: None) -> None:
+def _run(
+    plan: Plan,
+    store: IndexStore | None,
+    loaded,
+    opts: IndexOptions,
+    device,
+    progress,
+    ctx: DistContext,
+    start: float,
+    warn=lambda message: None,
+) -> None:
     report = plan.report
     writer = _Writer(store, plan, device, warn) if store is not None else None
     bar = progress(len(plan.embed)) if progress and plan.embed else None
     dataset = file_dataset(plan.embed, loaded.preprocess.base_size)
     last_commit = time.monotonic()
     try:
-        for batch in embed_batches(loaded.model, dataset, loaded.preprocess, plan.layer, device,
-                                   opts.batch_size, opts.workers, opts.strict, ctx.rank, ctx.world):
+        for batch in embed_batches(
+            loaded.model,
+            dataset,
+            loaded.preprocess,
+            plan.layer,
+            device,
+            opts.batch_size,
+            opts.workers,
+            opts.strict,
+            ctx.rank,
+            ctx.world,
+        ):
             parts = [(batch.positions.numpy(), batch.vectors, [str(e) for e in batch.failures])]
             if ctx.enabled:
                 gathered = [None] * ctx.world
@@ -250,7 +300,7 @@ def _run(plan: Plan, store: IndexStore | None, loaded, opts: IndexOptions, devic
                 continue
             for positions, vectors, failures in parts:
                 report.failed += len(failures)
-                report.failed_examples += failures[:3 - len(report.failed_examples)]
+                report.failed_examples += failures[: 3 - len(report.failed_examples)]
                 writer.stage(positions, vectors)
                 if bar:
                     bar(len(positions) + len(failures))
@@ -311,21 +361,22 @@ class _Writer:
         deleted = replaced + self.pending_removals
         if vectors is not None:
             if not self.index.is_trained:
-                for advice in faiss_index.train(self.index, vectors[:self.train_size], store.spec, self.device):
+                for advice in faiss_index.train(self.index, vectors[: self.train_size], store.spec, self.device):
                     self.warn(advice)
             self.index.add_with_ids(faiss_index.prepare(vectors, store.spec), ids)
         if self.index.is_trained and vectors is not None:
             store.index = self.index
-            store.save_index()                                                    # step 1
-        with store.db:                                                            # step 2
+            store.save_index()  # step 1
+        with store.db:  # step 2
             store.db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in deleted])
-            store.db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                 [(int(i), *r) for i, r in zip(ids, rows)])
+            store.db.executemany(
+                "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)", [(int(i), *r) for i, r in zip(ids, rows)]
+            )
             store.db.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?", self.pending_touch)
             store.set_next_id(self.next_id + len(rows))
         if deleted and faiss_index.remove(self.index, deleted) and self.index.is_trained:
             store.index = self.index
-            store.save_index()                                                    # step 3
+            store.save_index()  # step 3
         report.updated += len(replaced)
         report.added += len(rows) - len(replaced)
         self.next_id += len(rows)
@@ -342,5 +393,5 @@ class _Writer:
         except OSError as e:
             self.plan.report.failed += 1
             examples = self.plan.report.failed_examples
-            examples += [f"{p}: {e.strerror or e}"][:3 - len(examples)]
+            examples += [f"{p}: {e.strerror or e}"][: 3 - len(examples)]
             return None

@@ -1,6 +1,8 @@
 """`alexsuite search`: embed query images with the index's own model and look them up."""
+
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,8 +12,8 @@ from ..data.decode import is_image_path
 from ..data.folders import scan_images
 from ..embedding import embed_batches, file_dataset
 from ..errors import DataError
-from . import index as faiss_index
 from ..settings import setting
+from . import index as faiss_index
 from .store import DEFAULT_INDEX, IndexStore, check_model
 
 GPU_MAX_K = 2048  # FAISS GPU indexes return at most this many neighbours; beyond, search on the CPU copy
@@ -20,11 +22,15 @@ GPU_MAX_K = 2048  # FAISS GPU indexes return at most this many neighbours; beyon
 @dataclass(frozen=True)
 class SearchSettings:
     """How `alexsuite search` looks images up."""
+
     k: int = setting(10, "Results per query.")
     index: str = setting(DEFAULT_INDEX, "Index name (kept under indexes/) or a path containing a /.")
     model: str | None = setting(None, "Default: the model recorded in the index (any other is refused).")
-    params: str | None = setting(None, "FAISS search parameters, e.g. nprobe=32 or efSearch=256 (default: what "
-                                 "the index was built with).", "FAISS index factory")
+    params: str | None = setting(
+        None,
+        "FAISS search parameters, e.g. nprobe=32 or efSearch=256 (default: what the index was built with).",
+        "FAISS index factory",
+    )
     device: str = setting("auto", "auto, cpu or cuda[:N] (a GPU copy of the index where FAISS has one).")
     workers: int = setting(0, "Decoding processes for many queries.")
 
@@ -38,8 +44,13 @@ class Hit:
     label: str | None = None
 
     def to_dict(self) -> dict:
-        return {"rank": self.rank, "path": self.path, "distance": round(float(self.distance), 6),
-                "id": self.id, "label": self.label}
+        return {
+            "rank": self.rank,
+            "path": self.path,
+            "distance": round(float(self.distance), 6),
+            "id": self.id,
+            "label": self.label,
+        }
 
 
 @dataclass
@@ -72,8 +83,10 @@ def expand_queries(queries, store: IndexStore, ids=()) -> list[Path]:
     for i in ids:
         row = store.rows_by_id([i]).get(int(i))
         if row is None:
-            raise DataError(f"--id {i}: no image with this id in {store.root} "
-                            f"(ids run from 0; `alexsuite search --json` shows them)")
+            raise DataError(
+                f"--id {i}: no image with this id in {store.root} "
+                f"(ids run from 0; `alexsuite search --json` shows them)"
+            )
         out.append(Path(row.path))
     return out
 
@@ -84,18 +97,19 @@ class Searcher:
     def __init__(self, store: IndexStore, loaded, device, params: str | None = None):
         check_model(store.manifest, loaded)
         if store.index is None or store.count() == 0:
-            raise DataError(f"{store.root}: the index is empty; add images with `alexsuite index IMAGES --index {store.root}`")
+            raise DataError(
+                f"{store.root}: the index is empty; add images with `alexsuite index IMAGES --index {store.root}`"
+            )
         self.store, self.loaded, self.device = store, loaded, device
         self.index = store.index
         faiss_index.set_search_params(self.index, store.spec.search_params if params is None else params)
         if getattr(device, "type", "") == "cuda" and faiss_index.gpu_available():
-            try:
+            with contextlib.suppress(RuntimeError):  # FAISS has no GPU version of this index type (e.g. HNSW)
                 self.index = faiss_index.to_gpu(self.index, device.index or 0)
-            except RuntimeError:  # FAISS has no GPU version of this index type (e.g. HNSW)
-                pass
 
-    def search_files(self, paths: list[Path], k: int = 10, batch_size: int = 64, workers: int = 0,
-                     exclude_self: bool = True) -> list[QueryResult]:
+    def search_files(
+        self, paths: list[Path], k: int = 10, batch_size: int = 64, workers: int = 0, exclude_self: bool = True
+    ) -> list[QueryResult]:
         """One QueryResult per path, in order; unreadable queries carry an error, not results."""
         results = [QueryResult(str(p)) for p in paths]
         for i, p in enumerate(paths):
@@ -103,8 +117,15 @@ class Searcher:
                 results[i].error = f"{p}: not an image file (by its extension)"
         todo = [i for i, r in enumerate(results) if r.error is None]
         dataset = file_dataset([paths[i] for i in todo], self.loaded.preprocess.base_size)
-        for batch in embed_batches(self.loaded.model, dataset, self.loaded.preprocess,
-                                   self.store.manifest["layer"], self.device, batch_size, workers):
+        for batch in embed_batches(
+            self.loaded.model,
+            dataset,
+            self.loaded.preprocess,
+            self.store.manifest["layer"],
+            self.device,
+            batch_size,
+            workers,
+        ):
             for err in batch.failures:
                 for i in todo:
                     if str(paths[i]) == err.path:

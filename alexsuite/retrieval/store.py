@@ -9,6 +9,7 @@
   and the next writer removes. The previous index stays usable; the next run resumes.
 - One writer at a time holds an exclusive lock on .lock; readers never lock (SQLite WAL).
 """
+
 from __future__ import annotations
 
 import errno
@@ -24,15 +25,15 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from ..version import __version__
 from ..errors import AlexsuiteError, CheckpointError, DataError
 from ..fileio import atomic_write_bytes, atomic_write_text
+from ..version import __version__
 from . import index as faiss_index
 
 FORMAT = "alexsuite-index/1"
 INDEX_FILE, META_FILE, MANIFEST_FILE, LOCK_FILE = "index.faiss", "meta.sqlite", "manifest.json", ".lock"
 DEFAULT_ROOT = Path("indexes")
-DEFAULT_INDEX = "default"   # the name an index gets when none is given: indexes/default
+DEFAULT_INDEX = "default"  # the name an index gets when none is given: indexes/default
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -87,17 +88,24 @@ class IndexStore:
         return (root / MANIFEST_FILE).is_file()
 
     @classmethod
-    def create(cls, root: Path, model: dict, layer: str, preprocess: dict, spec: faiss_index.IndexSpec) -> "IndexStore":
+    def create(cls, root: Path, model: dict, layer: str, preprocess: dict, spec: faiss_index.IndexSpec) -> IndexStore:
         """Write the manifest of a new, empty index (caller holds the lock)."""
         root.mkdir(parents=True, exist_ok=True)
-        manifest = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "alexsuite": __version__, "faiss": faiss.__version__,
-                    "model": model, "layer": layer, "preprocess": preprocess, "spec": spec.to_dict()}
+        manifest = {
+            "format": FORMAT,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "alexsuite": __version__,
+            "faiss": faiss.__version__,
+            "model": model,
+            "layer": layer,
+            "preprocess": preprocess,
+            "spec": spec.to_dict(),
+        }
         atomic_write_text(root / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
         return cls(root, manifest, _connect(root), None)
 
     @classmethod
-    def open_read(cls, root: Path) -> "IndexStore":
+    def open_read(cls, root: Path) -> IndexStore:
         """Open for searching; errors name the directory and the fix."""
         if not root.exists():
             raise DataError(f"{root}: no such index; build it with `alexsuite index IMAGES --index {root}`")
@@ -113,8 +121,9 @@ class IndexStore:
         try:
             return faiss.read_index(str(path))
         except RuntimeError:
-            raise DataError(f"{path}: corrupt FAISS index file; rebuild with `alexsuite index IMAGES "
-                            f"--index {self.root} --rebuild`") from None
+            raise DataError(
+                f"{path}: corrupt FAISS index file; rebuild with `alexsuite index IMAGES --index {self.root} --rebuild`"
+            ) from None
 
     def close(self) -> None:
         self.db.close()
@@ -127,7 +136,7 @@ class IndexStore:
         ids = [int(i) for i in ids if i >= 0]
         out = {}
         for start in range(0, len(ids), 900):  # SQLite's limit on bound parameters
-            chunk = ids[start:start + 900]
+            chunk = ids[start : start + 900]
             q = f"SELECT * FROM images WHERE id IN ({','.join('?' * len(chunk))})"
             out.update({r[0]: Row(*r[:6]) for r in self.db.execute(q, chunk)})
         return out
@@ -147,8 +156,9 @@ class IndexStore:
         counter = self.db.execute("SELECT value FROM counters WHERE name = 'next_id'").fetchone()
         top = self.db.execute("SELECT MAX(id) FROM images").fetchone()[0]
         held = faiss_index.stored_ids(self.index) if self.index is not None else np.empty(0)
-        return max(counter[0] if counter else 0, (top if top is not None else -1) + 1,
-                   int(held.max()) + 1 if len(held) else 0)
+        return max(
+            counter[0] if counter else 0, (top if top is not None else -1) + 1, int(held.max()) + 1 if len(held) else 0
+        )
 
     def set_next_id(self, value: int) -> None:
         """Inside the writer's transaction."""
@@ -160,8 +170,9 @@ class IndexStore:
 
     # ---- writing (caller holds the lock) ------------------------------------------------------
     def save_index(self) -> None:
-        atomic_write_bytes(self.root / INDEX_FILE,
-                           lambda f: faiss.write_index(self.index, faiss.PyCallbackIOWriter(f.write)))
+        atomic_write_bytes(
+            self.root / INDEX_FILE, lambda f: faiss.write_index(self.index, faiss.PyCallbackIOWriter(f.write))
+        )
 
     def drop_orphans(self) -> int:
         """Remove vectors whose rows never committed (a writer was killed between the two)."""
@@ -181,16 +192,20 @@ def _connect(root: Path) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")  # readers go on while a writer commits
         db.executescript(SCHEMA)
     except sqlite3.DatabaseError as e:
-        raise DataError(f"{root / META_FILE}: unreadable metadata database ({e}); rebuild the index "
-                        f"with `alexsuite index IMAGES --index {root} --rebuild`") from None
+        raise DataError(
+            f"{root / META_FILE}: unreadable metadata database ({e}); rebuild the index "
+            f"with `alexsuite index IMAGES --index {root} --rebuild`"
+        ) from None
     return db
 
 
 def _read_manifest(root: Path) -> dict:
     path = root / MANIFEST_FILE
     if not path.is_file():
-        raise DataError(f"{root}: not an alexsuite index (no {MANIFEST_FILE}); "
-                        f"build one with `alexsuite index IMAGES --index {root}`")
+        raise DataError(
+            f"{root}: not an alexsuite index (no {MANIFEST_FILE}); "
+            f"build one with `alexsuite index IMAGES --index {root}`"
+        )
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -216,8 +231,10 @@ def writer_lock(root: Path, wait: float = 0.0):
                     raise
                 if time.monotonic() >= deadline:
                     holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                    raise IndexBusyError(f"{root}: another process (pid {holder}) is writing this index; "
-                                         "wait for it, or pass --wait SECONDS") from None
+                    raise IndexBusyError(
+                        f"{root}: another process (pid {holder}) is writing this index; "
+                        "wait for it, or pass --wait SECONDS"
+                    ) from None
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -230,8 +247,13 @@ def model_record(loaded) -> dict:
     """What an index remembers about the model: fingerprint plus the file's stat, so later
     checks against the same unchanged file need not re-hash the weights."""
     st = loaded.source.stat()
-    return {"source": str(loaded.source.resolve()), "arch": loaded.arch, "fingerprint": loaded.fingerprint,
-            "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {
+        "source": str(loaded.source.resolve()),
+        "arch": loaded.arch,
+        "fingerprint": loaded.fingerprint,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+    }
 
 
 def check_model(manifest: dict, loaded) -> None:
@@ -239,8 +261,11 @@ def check_model(manifest: dict, loaded) -> None:
     rec = manifest["model"]
     try:
         st = loaded.source.stat()
-        same_file = (str(loaded.source.resolve()) == rec["source"] and st.st_size == rec["size"]
-                     and st.st_mtime_ns == rec["mtime_ns"])
+        same_file = (
+            str(loaded.source.resolve()) == rec["source"]
+            and st.st_size == rec["size"]
+            and st.st_mtime_ns == rec["mtime_ns"]
+        )
     except OSError:
         same_file = False
     if same_file or loaded.fingerprint == rec["fingerprint"]:
@@ -248,4 +273,5 @@ def check_model(manifest: dict, loaded) -> None:
     raise CheckpointError(
         f"this index was built with {rec['source']} ({rec['arch']}, fingerprint {rec['fingerprint']}, "
         f"layer {manifest['layer']}), not {loaded.source} ({loaded.arch}, fingerprint {loaded.fingerprint}); "
-        "use that model, or build a separate index (--index NAME) for this one")
+        "use that model, or build a separate index (--index NAME) for this one"
+    )

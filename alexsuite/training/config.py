@@ -1,4 +1,5 @@
 """The training configuration: one dataclass, filled from the CLI, saved in the run directory."""
+
 from __future__ import annotations
 
 import json
@@ -8,47 +9,68 @@ from ..data.datasets import DEFAULT_DATASET
 from ..errors import ConfigError
 from ..settings import from_dict, setting
 
-# (base, crop): paper Section 2/4.1 "random 224x224 patches of 256x256 images" (227 is the size
-# the 11/4 conv1 actually needs); alexnet-small keeps the same 0.875 crop ratio at 32 -> 28.
+# (base, crop): random 224 px patches of 256 px images (AlexNet §2, §4.1; 227 is the size the
+# 11/4 conv1 needs, AlexNet §3.5); alexnet-small keeps the same 0.875 crop ratio at 32 -> 28.
 INPUT_SIZES = {"alexnet": (256, 227), "alexnet-tv": (256, 224), "alexnet-small": (32, 28)}
 # alexnet-small's other inputs (--input-size): a whole number of conv5 cells (stride 4), up to
-# 64 px (an epoch costs 1.9x the 28 px one at 40 px); the base keeps 32/28 (40 -> 46, 56 -> 64).
+# 64 px, where an epoch still fits a CPU budget; the base keeps 32/28 (40 -> 46, 56 -> 64).
 SMALL_INPUT_RANGE = (28, 64)
 SCHEDULES = ("plateau", "cosine", "onecycle")
 
 
 @dataclass
 class TrainConfig:
-    data: str = setting(DEFAULT_DATASET, "A dataset name, a folder with train/ and val/ class folders, or one "
-                        "class-folder tree with --val-split.")
-    arch: str = setting("alexnet-small", "alexnet: the paper's net (227 px); alexnet-tv: torchvision's layout; "
-                        "alexnet-small: the same topology for 28-64 px images, trains on a CPU.", "AlexNet §3.5")
-    input_size: int | None = setting(None, "alexnet-small's input in px: a multiple of 4 from 28 to 64, images "
-                                     "stored at 8/7 of it. Larger objects keep more detail, and a detector's "
-                                     "windows span more conv5 cells. [default: 28]")
+    data: str = setting(
+        DEFAULT_DATASET,
+        "A dataset name, a folder with train/ and val/ class folders, or one class-folder tree with --val-split.",
+    )
+    arch: str = setting(
+        "alexnet-small",
+        "alexnet: the paper's net (227 px); alexnet-tv: torchvision's layout; "
+        "alexnet-small: the same topology for 28-64 px images, trains on a CPU.",
+        "AlexNet §3.5",
+    )
+    input_size: int | None = setting(
+        None,
+        "alexnet-small's input in px: a multiple of 4 from 28 to 64, images "
+        "stored at 8/7 of it. Larger objects keep more detail, and a detector's "
+        "windows span more conv5 cells. [default: 28]",
+    )
     epochs: int = setting(10, "Epochs to train to.")
     batch_size: int = setting(128, "Global batch (split over torchrun processes).", "AlexNet §5")
     lr: float = setting(0.01, "Initial learning rate.", "AlexNet §5")
     momentum: float = setting(0.9, "SGD momentum.", "AlexNet §5")
     weight_decay: float = setting(5e-4, "Weight decay.", "AlexNet §5")
-    schedule: str = setting("plateau", "plateau: the paper's lr/10 when validation accuracy stops improving; "
-                            "cosine/onecycle: per-step schedules for short budgets.", "AlexNet §5")
+    schedule: str = setting(
+        "plateau",
+        "plateau: the paper's lr/10 when validation accuracy stops improving; "
+        "cosine/onecycle: per-step schedules for short budgets.",
+        "AlexNet §5",
+    )
     plateau_patience: int = setting(2, "Epochs without improvement before lr/10.")
     dropout: float = setting(0.5, "Dropout on fc6 and fc7.", "AlexNet §4.2")
     activation: str = setting("relu", "relu, or tanh for Figure 1's comparison.", "AlexNet §3.1")
     pca_lighting: bool = setting(True, "The paper's PCA colour augmentation.", "AlexNet §4.1")
-    paste_on: str | None = setting(None, "Paste every training image (objects on a black ground, e.g. "
-                                   "Fashion-MNIST) tinted onto a random crop of a photo in this folder: a "
-                                   "backbone for `train-detector` that has seen its classes in clutter.",
-                                   "Copy-paste augmentation")
-    leave_out: str | None = setting(None, "A JSON list of training images never to train on: positions in the "
-                                    "training set (Fashion-MNIST: the idx file's order) or file paths. Keeps a "
-                                    "benchmark's test objects out of pre-training.")
+    paste_on: str | None = setting(
+        None,
+        "Paste every training image (objects on a black ground, e.g. "
+        "Fashion-MNIST) tinted onto a random crop of a photo in this folder: a "
+        "backbone for `train-detector` that has seen its classes in clutter.",
+        "Copy-paste augmentation",
+    )
+    leave_out: str | None = setting(
+        None,
+        "A JSON list of training images never to train on: positions in the "
+        "training set (Fashion-MNIST: the idx file's order) or file paths. Keeps a "
+        "benchmark's test objects out of pre-training.",
+    )
     val_split: float | None = setting(None, "Hold out this fraction of one class-folder tree for validation.")
-    weights: str | None = setting(None, "Start alexnet-tv from torchvision weights, e.g. alexnet-owt-7be5be79.pth.",
-                                  "torchvision AlexNet")
-    pretrained: bool = setting(False, "Start alexnet-tv from torchvision's ImageNet weights (downloads; needs "
-                               "network).", "torchvision AlexNet")
+    weights: str | None = setting(
+        None, "Start alexnet-tv from torchvision weights, e.g. alexnet-owt-7be5be79.pth.", "torchvision AlexNet"
+    )
+    pretrained: bool = setting(
+        False, "Start alexnet-tv from torchvision's ImageNet weights (downloads; needs network).", "torchvision AlexNet"
+    )
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     workers: int = setting(2, "Image-decoding processes for image folders.")
     amp: bool = setting(False, "Mixed precision (fp16 on CUDA, bf16 on CPU).")
@@ -70,11 +92,15 @@ class TrainConfig:
         if self.input_size is not None:
             low, high = SMALL_INPUT_RANGE
             if self.arch != "alexnet-small":
-                raise ConfigError(f"--input-size sets alexnet-small's input; {self.arch} reads "
-                                  f"{INPUT_SIZES[self.arch][1]} px: leave --input-size out")
+                raise ConfigError(
+                    f"--input-size sets alexnet-small's input; {self.arch} reads "
+                    f"{INPUT_SIZES[self.arch][1]} px: leave --input-size out"
+                )
             if not (low <= self.input_size <= high and self.input_size % 4 == 0):
-                raise ConfigError(f"--input-size must be a multiple of 4 from {low} to {high} "
-                                  f"(whole conv5 cells), got {self.input_size}")
+                raise ConfigError(
+                    f"--input-size must be a multiple of 4 from {low} to {high} "
+                    f"(whole conv5 cells), got {self.input_size}"
+                )
         if (self.weights or self.pretrained) and self.arch != "alexnet-tv":
             raise ConfigError("--weights/--pretrained load torchvision's AlexNet: use --arch alexnet-tv")
 
@@ -92,5 +118,5 @@ class TrainConfig:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_json(cls, text: str, where: str = "config.json") -> "TrainConfig":
+    def from_json(cls, text: str, where: str = "config.json") -> TrainConfig:
         return from_dict(cls, json.loads(text), where)

@@ -1,4 +1,5 @@
 """One training epoch, the same for a single process and for each torchrun (DDP) process."""
+
 from __future__ import annotations
 
 import time
@@ -10,8 +11,8 @@ import torch.nn.functional as F
 
 from ..data import batching, transforms
 from ..data.paste import paste, paste_params
-from ..evaluation.classification import topk_correct
 from ..distributed import DistContext
+from ..evaluation.classification import topk_correct
 
 
 def autocast_for(device: torch.device, enabled: bool):
@@ -24,15 +25,16 @@ def autocast_for(device: torch.device, enabled: bool):
 @dataclass
 class TrainingParts:
     """What every epoch of a run uses, built once (setup.build_parts)."""
-    model: torch.nn.Module            # DDP-wrapped under torchrun
-    raw_model: torch.nn.Module        # the model itself: what is saved and evaluated
+
+    model: torch.nn.Module  # DDP-wrapped under torchrun
+    raw_model: torch.nn.Module  # the model itself: what is saved and evaluated
     optimizer: torch.optim.Optimizer
     pre: transforms.Preprocess
     device: torch.device
     ctx: DistContext
-    epoch_scheduler: object | None    # exactly one of the two schedulers is set
+    epoch_scheduler: object | None  # exactly one of the two schedulers is set
     step_scheduler: object | None
-    scaler: object | None             # CUDA --amp's GradScaler
+    scaler: object | None  # CUDA --amp's GradScaler
     backgrounds: torch.Tensor | None  # --paste-on's bank: each image is pasted onto one of them first
     steps_per_epoch: int
 
@@ -41,7 +43,7 @@ class TrainingParts:
         return self.epoch_scheduler or self.step_scheduler
 
     @classmethod
-    def plain(cls, model, optimizer, pre: transforms.Preprocess, device="cpu") -> "TrainingParts":
+    def plain(cls, model, optimizer, pre: transforms.Preprocess, device="cpu") -> TrainingParts:
         """One process, no schedule, no paste: a bare loop over `model` (benchmarks, tests)."""
         return cls(model, model, optimizer, pre, torch.device(device), DistContext(), None, None, None, None, 0)
 
@@ -63,9 +65,15 @@ def train_one_epoch(parts: TrainingParts, dataset, cfg, epoch: int, on_batch=Non
         _step(parts, images, labels, cfg.amp, totals, on_batch)
     seconds = time.perf_counter() - start
     n, c1, loss_sum, n_skipped = ctx.all_sum([totals["n"], totals["correct"], totals["loss"], len(skipped)])
-    return {"loss": loss_sum / max(n, 1), "top1": c1 / max(n, 1), "images": int(n),
-            "seconds": seconds, "images_per_s": n / seconds if seconds else 0.0,
-            "skipped": int(n_skipped), "skipped_examples": [str(e) for e in skipped[:3]]}
+    return {
+        "loss": loss_sum / max(n, 1),
+        "top1": c1 / max(n, 1),
+        "images": int(n),
+        "seconds": seconds,
+        "images_per_s": n / seconds if seconds else 0.0,
+        "skipped": int(n_skipped),
+        "skipped_examples": [str(e) for e in skipped[:3]],
+    }
 
 
 def _batch_input(parts: TrainingParts, batch, cfg, epoch: int, global_size: int):
@@ -76,8 +84,11 @@ def _batch_input(parts: TrainingParts, batch, cfg, epoch: int, global_size: int)
     images = batch.images.to(device, non_blocking=True)
     if parts.backgrounds is not None and len(batch.labels):
         images = paste(images, parts.backgrounds, params)
-    images = (transforms.augment(images, pre, params, cfg.pca_lighting)
-              if len(batch.labels) else torch.zeros(0, 3, pre.crop_size, pre.crop_size, device=device))
+    images = (
+        transforms.augment(images, pre, params, cfg.pca_lighting)
+        if len(batch.labels)
+        else torch.zeros(0, 3, pre.crop_size, pre.crop_size, device=device)
+    )
     return images, batch.labels.to(device, non_blocking=True)
 
 
@@ -114,8 +125,9 @@ def _step(parts: TrainingParts, images, labels, amp: bool, totals: dict, on_batc
         on_batch(len(labels), float(loss.detach()) * global_n / ctx.world / len(labels))
 
 
-def augment_slice(global_size: int, pre, seed: int, epoch: int, step: int, ctx: DistContext, batch,
-                  paste_bank: int = 0) -> dict:
+def augment_slice(
+    global_size: int, pre, seed: int, epoch: int, step: int, ctx: DistContext, batch, paste_bank: int = 0
+) -> dict:
     """This rank's share of the global batch's random draws: crops, flips and lighting, then
     (paste_bank > 0) the copy-paste draws over a bank of that many backgrounds, all from the
     batch's keyed generator. When files failed to decode the batch is shorter: it uses the
@@ -124,7 +136,7 @@ def augment_slice(global_size: int, pre, seed: int, epoch: int, step: int, ctx: 
     params = transforms.augment_params(global_size, pre, g)
     if paste_bank:
         params.update(paste_params(global_size, paste_bank, g))
-    params = {k: v[ctx.rank::ctx.world] for k, v in params.items()}
+    params = {k: v[ctx.rank :: ctx.world] for k, v in params.items()}
     if batch.failures:
-        params = {k: v[:len(batch.labels)] for k, v in params.items()}
+        params = {k: v[: len(batch.labels)] for k, v in params.items()}
     return params

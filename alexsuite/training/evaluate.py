@@ -1,5 +1,6 @@
 """Scoring a classifier on labelled images: top-1 / top-5 with the centre crop or the paper's
 ten-crop averaging (AlexNet §4.1; docs/references.md)."""
+
 from __future__ import annotations
 
 import json
@@ -11,19 +12,21 @@ import torch.nn.functional as F
 
 from ..data import batching, transforms
 from ..data.datasets import DEFAULT_DATASET, resolve_classification, resolve_eval
-from ..errors import DataError
-from ..settings import setting
 from ..distributed import DistContext
+from ..errors import DataError
 from ..evaluation.classification import topk_correct
+from ..settings import setting
 
 
 @dataclass(frozen=True)
 class EvalSettings:
     """How `alexsuite eval` scores a model."""
+
     data: str = setting(DEFAULT_DATASET, "A dataset name (its test split) or a folder of class folders.")
     split: str | None = setting(None, "Folder data: evaluate DATA/SPLIT (default: DATA/val if present, else DATA).")
-    ten_crop: bool = setting(False, "Average the 10 crops (corners, centre, and reflections) as the paper did.",
-                             "AlexNet §4.1")
+    ten_crop: bool = setting(
+        False, "Average the 10 crops (corners, centre, and reflections) as the paper did.", "AlexNet §4.1"
+    )
     batch_size: int = setting(256, "Images per forward pass.")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     workers: int = setting(2, "Image-decoding processes for image folders.")
@@ -33,8 +36,10 @@ class EvalSettings:
 def check_classes(dataset_classes: list[str], model_classes: list[str], source: str) -> None:
     """A model scores only data labelled with its own classes, in its own order."""
     if list(dataset_classes) != list(model_classes):
-        raise DataError(f"{source}: classes {', '.join(dataset_classes[:4])}... do not match the "
-                        f"checkpoint's {', '.join(model_classes[:4])}...; evaluate on data of the same classes")
+        raise DataError(
+            f"{source}: classes {', '.join(dataset_classes[:4])}... do not match the "
+            f"checkpoint's {', '.join(model_classes[:4])}...; evaluate on data of the same classes"
+        )
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -56,9 +61,18 @@ def evaluation_set(loaded, data: str, split: str | None = None):
 
 
 @torch.no_grad()
-def evaluate(model, dataset, pre: transforms.Preprocess, device, ten_crop: bool = False,
-             batch_size: int = 256, workers: int = 0, ctx: DistContext = DistContext(),
-             strict: bool = False, on_batch=None) -> dict:
+def evaluate(
+    model,
+    dataset,
+    pre: transforms.Preprocess,
+    device,
+    ten_crop: bool = False,
+    batch_size: int = 256,
+    workers: int = 0,
+    ctx: DistContext = DistContext(),
+    strict: bool = False,
+    on_batch=None,
+) -> dict:
     """{"top1", "top5", "loss", "images", "skipped"} over `dataset` (split across DDP ranks)."""
     model.eval()
     plan = batching.epoch_batches(len(dataset), batch_size, 0, 0, shuffle=False, drop_last=False)
@@ -83,6 +97,12 @@ def evaluate(model, dataset, pre: transforms.Preprocess, device, ten_crop: bool 
             on_batch(len(labels))
     n, c1, c5, loss_sum, n_skipped = ctx.all_sum([n, c1, c5, loss_sum, len(skipped)])
     n = int(n)
-    return {"top1": c1 / n if n else 0.0, "top5": c5 / n if n else 0.0,
-            "loss": loss_sum / n if n else float("nan"), "images": n, "skipped": int(n_skipped),
-            "skipped_examples": [str(e) for e in skipped[:3]], "ten_crop": ten_crop}
+    return {
+        "top1": c1 / n if n else 0.0,
+        "top5": c5 / n if n else 0.0,
+        "loss": loss_sum / n if n else float("nan"),
+        "images": n,
+        "skipped": int(n_skipped),
+        "skipped_examples": [str(e) for e in skipped[:3]],
+        "ten_crop": ten_crop,
+    }

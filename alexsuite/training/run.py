@@ -1,6 +1,7 @@
 """A training run from a TrainConfig, as a list of named stages: start (or resume), load the
 data, build the model and optimiser, then train, validate and save each epoch into the run
 directory (rundir.py). The same code runs alone or as one torchrun (DDP) process."""
+
 from __future__ import annotations
 
 import json
@@ -33,6 +34,7 @@ class RunResult:
 @dataclass
 class _Progress:
     """Where a run stands: the next epoch, the best validation top-1 so far, every epoch's row."""
+
     epoch: int = 0
     best: float = -1.0
     history: list = None
@@ -41,8 +43,9 @@ class _Progress:
         self.history = [] if self.history is None else self.history
 
 
-def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = None,
-          reporter: Reporter = Reporter()) -> RunResult:
+def train(
+    cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = None, reporter: Reporter = Reporter()
+) -> RunResult:
     """Train (or resume) a run; returns where it is and how it went."""
     cfg, run_dir, state = _start_or_resume(cfg, run_dir, resume)
     ctx, device = distributed.init_from_env(resolve_device(cfg.device))
@@ -51,8 +54,9 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = N
     parts = build_parts(cfg, data, state, ctx, device)
     progress = _Progress()
     if state:
-        progress = _Progress(*rundir.restore(state, parts.raw_model, parts.optimizer, parts.scheduler,
-                                             parts.scaler, ctx, device))
+        progress = _Progress(
+            *rundir.restore(state, parts.raw_model, parts.optimizer, parts.scheduler, parts.scaler, ctx, device)
+        )
     if ctx.is_main:
         _open_run_dir(cfg, run_dir, data, parts, progress, reporter)
     for epoch in range(progress.epoch, cfg.epochs):
@@ -69,11 +73,12 @@ def _start_or_resume(cfg: TrainConfig, run_dir, resume) -> tuple[TrainConfig, Pa
         ckpt_path, state = rundir.resume_checkpoint(resume)
         saved = TrainConfig.from_json(state["config"], f"{ckpt_path}: its config")
         if saved.schedule != "plateau" and cfg.epochs != saved.epochs:
-            raise ConfigError(f"a {saved.schedule} run is planned over its {saved.epochs} epochs; "
-                              "resume it without changing --epochs")
+            raise ConfigError(
+                f"a {saved.schedule} run is planned over its {saved.epochs} epochs; resume it without changing --epochs"
+            )
         saved.epochs, saved.device, saved.workers = cfg.epochs, cfg.device, cfg.workers
         cfg, run_dir = saved, ckpt_path.parent
-    else:   # a resume reads these from wherever it is started
+    else:  # a resume reads these from wherever it is started
         if cfg.paste_on:
             cfg = replace(cfg, paste_on=str(Path(cfg.paste_on).resolve()))
         if cfg.leave_out:
@@ -82,8 +87,9 @@ def _start_or_resume(cfg: TrainConfig, run_dir, resume) -> tuple[TrainConfig, Pa
     return cfg, Path(run_dir) if run_dir else next_run_dir(), state
 
 
-def _open_run_dir(cfg: TrainConfig, run_dir: Path, data: TrainingData, parts: TrainingParts,
-                  progress: _Progress, reporter: Reporter) -> None:
+def _open_run_dir(
+    cfg: TrainConfig, run_dir: Path, data: TrainingData, parts: TrainingParts, progress: _Progress, reporter: Reporter
+) -> None:
     """Rank 0 writes config.json and preprocess.json and says what is about to run."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.json", cfg.to_json())
@@ -91,29 +97,65 @@ def _open_run_dir(cfg: TrainConfig, run_dir: Path, data: TrainingData, parts: Tr
     skipped = getattr(data.train, "skipped_files", []) + getattr(data.val, "skipped_files", [])
     if skipped:
         reporter.warn(f"ignored {len(skipped)} non-image file(s), e.g. {skipped[0]}")
-    reporter.start({"run_dir": str(run_dir), "arch": cfg.arch, "parameters": count_parameters(parts.raw_model),
-                    "train": len(data.train), "val": len(data.val), "classes": len(data.train.classes),
-                    "device": str(parts.device), "world": parts.ctx.world, "start_epoch": progress.epoch,
-                    "epochs": cfg.epochs})
+    reporter.start(
+        {
+            "run_dir": str(run_dir),
+            "arch": cfg.arch,
+            "parameters": count_parameters(parts.raw_model),
+            "train": len(data.train),
+            "val": len(data.val),
+            "classes": len(data.train.classes),
+            "device": str(parts.device),
+            "world": parts.ctx.world,
+            "start_epoch": progress.epoch,
+            "epochs": cfg.epochs,
+        }
+    )
 
 
-def _epoch(cfg: TrainConfig, run_dir: Path, data: TrainingData, parts: TrainingParts, progress: _Progress,
-           epoch: int, reporter: Reporter) -> None:
+def _epoch(
+    cfg: TrainConfig,
+    run_dir: Path,
+    data: TrainingData,
+    parts: TrainingParts,
+    progress: _Progress,
+    epoch: int,
+    reporter: Reporter,
+) -> None:
     """Train one epoch, validate, step the plateau schedule, save (rank 0) and report."""
     ctx = parts.ctx
-    bar = (reporter.progress(parts.steps_per_epoch * cfg.batch_size // ctx.world, f"epoch {epoch + 1}/{cfg.epochs}")
-           if ctx.is_main else NoProgress())
+    bar = (
+        reporter.progress(parts.steps_per_epoch * cfg.batch_size // ctx.world, f"epoch {epoch + 1}/{cfg.epochs}")
+        if ctx.is_main
+        else NoProgress()
+    )
     lr = parts.optimizer.param_groups[0]["lr"]
     with bar:
         stats = train_one_epoch(parts, data.train, cfg, epoch, on_batch=bar)
-    val = evaluate(parts.raw_model, data.val, parts.pre, parts.device, batch_size=cfg.eval_batch_size,
-                   workers=cfg.workers, ctx=ctx, strict=cfg.strict)
+    val = evaluate(
+        parts.raw_model,
+        data.val,
+        parts.pre,
+        parts.device,
+        batch_size=cfg.eval_batch_size,
+        workers=cfg.workers,
+        ctx=ctx,
+        strict=cfg.strict,
+    )
     if parts.epoch_scheduler is not None:
         parts.epoch_scheduler.step(val["top1"])
-    row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"], "train_top1": stats["top1"],
-           "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-           "seconds": stats["seconds"], "images_per_s": stats["images_per_s"],
-           "skipped": stats["skipped"] + val["skipped"]}
+    row = {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "train_loss": stats["loss"],
+        "train_top1": stats["top1"],
+        "val_loss": val["loss"],
+        "val_top1": val["top1"],
+        "val_top5": val["top5"],
+        "seconds": stats["seconds"],
+        "images_per_s": stats["images_per_s"],
+        "skipped": stats["skipped"] + val["skipped"],
+    }
     progress.history.append(row)
     improved = val["top1"] > progress.best
     progress.best = max(progress.best, val["top1"])
@@ -122,22 +164,43 @@ def _epoch(cfg: TrainConfig, run_dir: Path, data: TrainingData, parts: TrainingP
         _save(cfg, run_dir, data, parts, progress, epoch, rng, improved)
         if row["skipped"]:
             examples = stats["skipped_examples"] + val["skipped_examples"]  # this rank's only
-            reporter.warn(f"epoch {epoch + 1}: skipped {row['skipped']} unreadable image(s)"
-                          + (f", e.g. {examples[0]}" if examples else "") + " (use --strict to stop instead)")
+            reporter.warn(
+                f"epoch {epoch + 1}: skipped {row['skipped']} unreadable image(s)"
+                + (f", e.g. {examples[0]}" if examples else "")
+                + " (use --strict to stop instead)"
+            )
         reporter.epoch(row)
     ctx.barrier()
 
 
-def _save(cfg: TrainConfig, run_dir: Path, data: TrainingData, parts: TrainingParts, progress: _Progress,
-          epoch: int, rng: list, improved: bool) -> None:
+def _save(
+    cfg: TrainConfig,
+    run_dir: Path,
+    data: TrainingData,
+    parts: TrainingParts,
+    progress: _Progress,
+    epoch: int,
+    rng: list,
+    improved: bool,
+) -> None:
     """last.pt (resumable), best.pt when validation improved, the metrics and pictures."""
-    payload = {"arch": cfg.arch, "classes": list(data.train.classes),
-               "preprocess": json.dumps(parts.pre.to_dict()), "config": cfg.to_json(),
-               "model": parts.raw_model.state_dict(), "optimizer": parts.optimizer.state_dict(),
-               "scheduler": parts.scheduler.state_dict(), "epoch": epoch,
-               "best_top1": progress.best, "history": json.dumps(progress.history), "rng": rng,
-               **({"scaler": parts.scaler.state_dict()} if parts.scaler is not None else {}),
-               **data.fingerprints}
+    payload = {
+        "arch": cfg.arch,
+        "classes": list(data.train.classes),
+        "preprocess": json.dumps(parts.pre.to_dict()),
+        "config": cfg.to_json(),
+        "model": parts.raw_model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "epoch": epoch,
+        "best_top1": progress.best,
+        "history": json.dumps(progress.history),
+        "rng": rng,
+        **({"scaler": parts.scaler.state_dict()} if parts.scaler is not None else {}),
+        **data.fingerprints,
+    }
     rundir.save_epoch(run_dir, payload, improved, progress.history)
-    atomic_write_bytes(run_dir / "conv1_filters.png",
-                       lambda f: viz.filter_grid(parts.raw_model.body[0].weight, f, grayscale=data.grayscale))
+    atomic_write_bytes(
+        run_dir / "conv1_filters.png",
+        lambda f: viz.filter_grid(parts.raw_model.body[0].weight, f, grayscale=data.grayscale),
+    )

@@ -1,5 +1,6 @@
 """A run directory: what an epoch writes (last.pt, best.pt, metrics.csv/json, curves.png,
 conv1_filters.png) and how a run is resumed from it exactly."""
+
 from __future__ import annotations
 
 import csv
@@ -15,8 +16,18 @@ from ..fileio import atomic_write_bytes, atomic_write_text
 from ..models.checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
 
-METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
-                 "seconds", "images_per_s", "skipped"]
+METRIC_FIELDS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_top1",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "seconds",
+    "images_per_s",
+    "skipped",
+]
 
 
 def next_run_dir(root: Path = Path("runs/train"), name: str = "exp") -> Path:
@@ -43,8 +54,10 @@ def resume_checkpoint(path: Path) -> tuple[Path, dict]:
     ckpt_path = path / "last.pt" if path.is_dir() else path
     state = read_checkpoint(ckpt_path)
     if "optimizer" not in state or "config" not in state:
-        raise CheckpointError(f"{ckpt_path}: not a resumable alexsuite checkpoint (resume from a run "
-                              "directory or its last.pt; best.pt holds weights only)")
+        raise CheckpointError(
+            f"{ckpt_path}: not a resumable alexsuite checkpoint (resume from a run "
+            "directory or its last.pt; best.pt holds weights only)"
+        )
     return ckpt_path, state
 
 
@@ -69,8 +82,10 @@ def restore(state: dict, model, optimizer, scheduler, scaler, ctx, device) -> tu
 
 def rng_states(ctx, device) -> list[dict]:
     """Every rank's RNG state (dropout masks differ per rank), gathered for rank 0 to save."""
-    mine = {"cpu": torch.get_rng_state(),
-            **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})}
+    mine = {
+        "cpu": torch.get_rng_state(),
+        **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+    }
     if not ctx.enabled:
         return [mine]
     gathered = [None] * ctx.world
@@ -81,6 +96,8 @@ def rng_states(ctx, device) -> list[dict]:
 def save_epoch(run_dir: Path, payload: dict, improved: bool, history: list[dict]) -> None:
     save_checkpoint(run_dir / "last.pt", payload)
     if improved:  # best.pt carries weights only: small, and enough for eval/index/detect
-        save_checkpoint(run_dir / "best.pt", {k: v for k, v in payload.items()
-                                              if k not in ("optimizer", "scheduler", "rng", "scaler")})
+        save_checkpoint(
+            run_dir / "best.pt",
+            {k: v for k, v in payload.items() if k not in ("optimizer", "scheduler", "rng", "scaler")},
+        )
     write_metrics(run_dir, history)

@@ -1,5 +1,6 @@
 """What a training run is made of, from its TrainConfig: the data (with copy-paste backgrounds),
 the preprocessing statistics, the model, the optimiser and its schedule."""
+
 from __future__ import annotations
 
 import json
@@ -22,10 +23,10 @@ from .engine import TrainingParts
 
 @dataclass
 class TrainingData:
-    train: object                          # ArrayDataset | FolderDataset
+    train: object  # ArrayDataset | FolderDataset
     val: object
-    backgrounds: torch.Tensor | None       # --paste-on's bank, on the training device
-    fingerprints: dict                     # what a resumed run must find unchanged: photos, left-out list
+    backgrounds: torch.Tensor | None  # --paste-on's bank, on the training device
+    fingerprints: dict  # what a resumed run must find unchanged: photos, left-out list
 
     @property
     def grayscale(self) -> bool:
@@ -43,8 +44,9 @@ def load_data(cfg: TrainConfig, state: dict | None, ctx: DistContext, device) ->
         fingerprints["leave_out_sha256"] = file_sha256(cfg.leave_out)
         _check_unchanged(state, "leave_out_sha256", fingerprints, f"--leave-out {cfg.leave_out}: the list")
     if cfg.batch_size % ctx.world:
-        raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch: make it a multiple of "
-                          f"the {ctx.world} processes")
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} is the global batch: make it a multiple of the {ctx.world} processes"
+        )
     backgrounds = None
     if cfg.paste_on:
         fingerprints["paste_photos"] = photos_fingerprint(cfg.paste_on)
@@ -61,27 +63,34 @@ def _check_unchanged(state: dict | None, key: str, now: dict, what: str) -> None
 def build_parts(cfg: TrainConfig, data: TrainingData, state: dict | None, ctx: DistContext, device) -> TrainingParts:
     """Preprocessing, model (DDP-wrapped under torchrun), SGD and its schedule. A resumed run
     takes its preprocessing from last.pt and its weights later, from the same file."""
-    pre = (transforms.Preprocess.from_dict(json.loads(state["preprocess"])) if state
-           else preprocess_for(cfg, data.train, data.backgrounds))
+    pre = (
+        transforms.Preprocess.from_dict(json.loads(state["preprocess"]))
+        if state
+        else preprocess_for(cfg, data.train, data.backgrounds)
+    )
     classes = len(data.train.classes)
-    raw = (create_model(cfg.arch, classes, cfg.dropout, cfg.activation) if state
-           else build_model(cfg, classes)).to(device)
+    raw = (create_model(cfg.arch, classes, cfg.dropout, cfg.activation) if state else build_model(cfg, classes)).to(
+        device
+    )
     model = raw
     if ctx.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(raw, device_ids=[device.index] if device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(
+            raw, device_ids=[device.index] if device.type == "cuda" else None
+        )
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
     epoch_sched, step_sched = make_schedulers(cfg, optimizer, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
-    return TrainingParts(model, raw, optimizer, pre, device, ctx, epoch_sched, step_sched, scaler,
-                         data.backgrounds, steps_per_epoch)
+    return TrainingParts(
+        model, raw, optimizer, pre, device, ctx, epoch_sched, step_sched, scaler, data.backgrounds, steps_per_epoch
+    )
 
 
-PASTED_SAMPLE = 2048   # images pasted to estimate a --paste-on run's statistics (~2M pixels at 32 px)
+PASTED_SAMPLE = 2048  # images pasted to estimate a --paste-on run's statistics (~2M pixels at 32 px)
 
 
 def preprocess_for(cfg: TrainConfig, train, backgrounds: torch.Tensor | None = None) -> transforms.Preprocess:
-    """Mean/std and RGB PCA of the training images (paper 4.1); ImageNet's for torchvision weights.
+    """Mean/std and RGB PCA of the training images (AlexNet §4.1); ImageNet's for torchvision weights.
     With --paste-on the network sees pasted images, so their statistics are those of a pasted
     sample: the objects-on-black alone would give grey statistics and a PCA lighting that only
     changes brightness."""
@@ -132,11 +141,13 @@ def build_model(cfg: TrainConfig, num_classes: int):
         else:
             try:
                 from torchvision.models import AlexNet_Weights, alexnet
+
                 state = alexnet(weights=AlexNet_Weights.IMAGENET1K_V1).state_dict()
             except Exception as e:
                 raise DataError(
                     f"--pretrained needs torchvision's download, which failed ({str(e).splitlines()[0][:120]}). "
-                    "Fix: download alexnet-owt-7be5be79.pth elsewhere and pass --weights FILE") from None
+                    "Fix: download alexnet-owt-7be5be79.pth elsewhere and pass --weights FILE"
+                ) from None
         head = {k: v for k, v in state.items() if k.startswith("classifier.6.")}
         if head and head["classifier.6.weight"].shape[0] != num_classes:
             # Keep the ImageNet features, start a fresh fc8 for this dataset's classes.
@@ -145,8 +156,9 @@ def build_model(cfg: TrainConfig, num_classes: int):
         try:
             load_torchvision_state_dict(model, state)
         except RuntimeError as e:
-            raise CheckpointError(f"{cfg.weights or 'pretrained'}: not torchvision AlexNet weights "
-                                  f"({str(e).splitlines()[0][:160]})") from None
+            raise CheckpointError(
+                f"{cfg.weights or 'pretrained'}: not torchvision AlexNet weights ({str(e).splitlines()[0][:160]})"
+            ) from None
     return model
 
 
@@ -154,11 +166,11 @@ def make_schedulers(cfg: TrainConfig, optimizer, steps_per_epoch: int):
     """(per-epoch scheduler, per-step scheduler): exactly one of them is set."""
     total = cfg.epochs * steps_per_epoch
     if cfg.schedule == "plateau":
-        # Paper Section 5: lr divided by 10 when the validation error stopped improving.
+        # AlexNet §5: lr divided by 10 when the validation error stopped improving.
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=0.1, patience=cfg.plateau_patience), None
+            optimizer, mode="max", factor=0.1, patience=cfg.plateau_patience
+        ), None
     if cfg.schedule == "cosine":
         return None, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     # cycle_momentum=False: keep the paper's momentum 0.9 rather than OneCycle's 0.85-0.95 cycle.
-    return None, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
-                                                     cycle_momentum=False)
+    return None, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, cycle_momentum=False)

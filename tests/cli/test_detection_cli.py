@@ -1,4 +1,5 @@
 """`alexsuite proposals`, `train-detector`, `detect` and `eval-detector` through the CLI."""
+
 import json
 
 import torch
@@ -35,8 +36,20 @@ def test_detect_prints_json_lines_draws_pictures_and_skips_bad_files(trained_det
     images = sorted((voc_scenes / "JPEGImages").glob("val_*.jpg"))[:2]
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
-    result = run("detect", *images, bad, "--detector", trained_detector, "--threshold", "-1",
-                 "--json", "--out", tmp_path / "drawn", "--workers", "0")
+    result = run(
+        "detect",
+        *images,
+        bad,
+        "--detector",
+        trained_detector,
+        "--threshold",
+        "-1",
+        "--json",
+        "--out",
+        tmp_path / "drawn",
+        "--workers",
+        "0",
+    )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [line["image"] for line in lines] == [str(p) for p in images]
@@ -48,14 +61,26 @@ def test_detect_prints_json_lines_draws_pictures_and_skips_bad_files(trained_det
             assert 0 <= x1 < x2 <= 128 and 0 <= y1 < y2 <= 104
     assert "notes.jpg" in result.stderr
     assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == sorted(f"{p.stem}.png" for p in images)
-    table = run("detect", images[0], "--detector", trained_detector, "--mode", "fast", "--threshold", "-1",
-                "--workers", "0")
+    table = run(
+        "detect", images[0], "--detector", trained_detector, "--mode", "fast", "--threshold", "-1", "--workers", "0"
+    )
     assert table.exit_code == 0 and "objects" in table.stdout
 
 
 def test_eval_detector_reports_both_ap_definitions(trained_detector, voc_scenes):
-    result = run("eval-detector", voc_scenes, "--split", "val", "--detector", trained_detector,
-                 "--mode", "fast", "--json", "--workers", "0")
+    result = run(
+        "eval-detector",
+        voc_scenes,
+        "--split",
+        "val",
+        "--detector",
+        trained_detector,
+        "--mode",
+        "fast",
+        "--json",
+        "--workers",
+        "0",
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["mode"] == "fast" and out["images"] == 8 and 0 <= out["map"] <= 1
@@ -67,9 +92,31 @@ def test_eval_detector_reports_both_ap_definitions(trained_detector, voc_scenes)
 
 def test_train_detector_command_and_its_errors(voc_scenes, trained_run, tmp_path):
     out = tmp_path / "det"
-    result = run("train-detector", voc_scenes, "--backbone", trained_run, "--out", out, "--finetune-iters", "3",
-                 "--batch-size", "16", "--max-boxes", "40", "--workers", "0", "--region-shape", "warp+square",
-                 "--context-padding", "16,0", "--fast-fraction", "0.25", "--image-fraction", "0.25", "--json")
+    result = run(
+        "train-detector",
+        voc_scenes,
+        "--backbone",
+        trained_run,
+        "--out",
+        out,
+        "--finetune-iters",
+        "3",
+        "--batch-size",
+        "16",
+        "--max-boxes",
+        "40",
+        "--workers",
+        "0",
+        "--region-shape",
+        "warp+square",
+        "--context-padding",
+        "16,0",
+        "--fast-fraction",
+        "0.25",
+        "--image-fraction",
+        "0.25",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["detector"] == str(out) and (out / "detector.json").exists()
     recorded = json.loads((out / "detector.json").read_text())
@@ -79,11 +126,20 @@ def test_train_detector_command_and_its_errors(voc_scenes, trained_run, tmp_path
     assert det.svm_weight.shape[1] == 2 * det.model.head(torch.zeros(1, det.model.pool5_dim), "fc7").shape[1]
     found = run("detect", voc_scenes / "JPEGImages" / "val_000.jpg", "--detector", out, "--mode", "fast", "--json")
     assert found.exit_code == 0, found.output
-    result = run("train-detector", voc_scenes, "--backbone", trained_run, "--region-shape", "warp+square",
-                 "--context-padding", "16,0,4")
+    result = run(
+        "train-detector",
+        voc_scenes,
+        "--backbone",
+        trained_run,
+        "--region-shape",
+        "warp+square",
+        "--context-padding",
+        "16,0,4",
+    )
     assert result.exit_code == 2 and "one per shape" in result.output and "Traceback" not in result.output
-    result = run("train-detector", voc_scenes, "--backbone", trained_run, "--fast-fraction", "0.6",
-                 "--image-fraction", "0.5")
+    result = run(
+        "train-detector", voc_scenes, "--backbone", trained_run, "--fast-fraction", "0.6", "--image-fraction", "0.5"
+    )
     assert result.exit_code == 2 and "add up to 1" in result.output and "Traceback" not in result.output
     result = run("train-detector", voc_scenes, "--backbone", trained_run, "--region-shape", "round")
     assert result.exit_code == 2 and "round" in result.output
@@ -96,20 +152,57 @@ def test_train_detector_command_and_its_errors(voc_scenes, trained_run, tmp_path
 
 
 def test_a_40_px_backbone_trains_a_detector_with_every_fine_tuning_read_and_detects_in_both_modes(
-        voc_scenes, shapes_dir, tmp_path):
+    voc_scenes, shapes_dir, tmp_path
+):
     """train --input-size 40: warps, context crops and whole-image groups are all 40 px reads."""
     backbone, out = tmp_path / "b40", tmp_path / "det40"
-    result = run("train", shapes_dir, "--input-size", "40", "--epochs", "1", "--batch-size", "12",
-                 "--workers", "0", "--out", backbone, "-q")
+    result = run(
+        "train",
+        shapes_dir,
+        "--input-size",
+        "40",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "12",
+        "--workers",
+        "0",
+        "--out",
+        backbone,
+        "-q",
+    )
     assert result.exit_code == 0, result.output
-    result = run("train-detector", voc_scenes, "--backbone", backbone, "--out", out, "--finetune-iters", "3",
-                 "--batch-size", "16", "--max-boxes", "40", "--workers", "0", "--region-shape", "warp+square",
-                 "--context-padding", "16,0", "--fast-fraction", "0.25", "--image-fraction", "0.25", "-q")
+    result = run(
+        "train-detector",
+        voc_scenes,
+        "--backbone",
+        backbone,
+        "--out",
+        out,
+        "--finetune-iters",
+        "3",
+        "--batch-size",
+        "16",
+        "--max-boxes",
+        "40",
+        "--workers",
+        "0",
+        "--region-shape",
+        "warp+square",
+        "--context-padding",
+        "16,0",
+        "--fast-fraction",
+        "0.25",
+        "--image-fraction",
+        "0.25",
+        "-q",
+    )
     assert result.exit_code == 0, result.output
     assert load_detector(out).preprocess.crop_size == 40
     for mode in ("rcnn", "fast"):
-        result = run("eval-detector", voc_scenes, "--split", "val", "--detector", out, "--mode", mode,
-                     "--json", "--workers", "0")
+        result = run(
+            "eval-detector", voc_scenes, "--split", "val", "--detector", out, "--mode", mode, "--json", "--workers", "0"
+        )
         assert result.exit_code == 0, result.output
         report = json.loads(result.stdout)
         assert report["images"] == 8 and 0 <= report["map"] <= 1
@@ -117,6 +210,7 @@ def test_a_40_px_backbone_trains_a_detector_with_every_fine_tuning_read_and_dete
 
 def test_train_detector_reads_coco_json(voc_scenes, trained_run, tmp_path):
     from alexsuite.data.detection_sets import read_voc
+
     voc = read_voc(voc_scenes, "train")
     cats = {c: i + 1 for i, c in enumerate(voc.classes)}
     coco = {"categories": [{"id": i, "name": c} for c, i in cats.items()], "images": [], "annotations": []}
@@ -124,14 +218,57 @@ def test_train_detector_reads_coco_json(voc_scenes, trained_run, tmp_path):
         coco["images"].append({"id": n, "file_name": a.image.name, "width": a.width, "height": a.height})
         for box, label in zip(a.boxes.tolist(), a.labels):
             x1, y1, x2, y2 = box
-            coco["annotations"].append({"id": len(coco["annotations"]), "image_id": n, "category_id": cats[label],
-                                        "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0})
+            coco["annotations"].append(
+                {
+                    "id": len(coco["annotations"]),
+                    "image_id": n,
+                    "category_id": cats[label],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "iscrowd": 0,
+                }
+            )
     ann = tmp_path / "train.json"
     ann.write_text(json.dumps(coco))
-    result = run("train-detector", ann, "--images", voc_scenes / "JPEGImages", "--backbone", trained_run,
-                 "--out", tmp_path / "det", "--finetune-iters", "2", "--batch-size", "8", "--max-boxes", "30",
-                 "--no-train-fast", "--workers", "0", "--json")
+    result = run(
+        "train-detector",
+        ann,
+        "--images",
+        voc_scenes / "JPEGImages",
+        "--backbone",
+        trained_run,
+        "--out",
+        tmp_path / "det",
+        "--finetune-iters",
+        "2",
+        "--batch-size",
+        "8",
+        "--max-boxes",
+        "30",
+        "--no-train-fast",
+        "--workers",
+        "0",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["training_images"] == 6 and out["proposal_recall"]["objects"] == len(coco["annotations"])
     assert json.loads((tmp_path / "det" / "detector.json").read_text())["classes"] == voc.classes
+
+
+def test_scenes_writes_a_voc_set_from_the_bundled_data_the_same_each_time(tmp_path):
+    from alexsuite.data.detection_sets import read_voc
+    from alexsuite.fileio import file_sha256
+
+    first = run("scenes", tmp_path / "a", "--train", "3", "--test", "2", "--json")
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout)
+    assert summary["splits"]["train"]["images"] == 3 and summary["splits"]["test"]["images"] == 2
+    test = read_voc(tmp_path / "a", "test")
+    assert sum(len(a.labels) for a in test.items) == summary["splits"]["test"]["objects"] >= 2
+    assert set(test.classes) <= set(summary["classes"])
+    assert run("scenes", tmp_path / "b", "--train", "3", "--test", "2").exit_code == 0
+    for name in ("JPEGImages/train_0002.jpg", "Annotations/test_0001.xml"):
+        assert file_sha256(tmp_path / "a" / name) == file_sha256(tmp_path / "b" / name)
+    (tmp_path / "file").write_text("x")
+    refused = run("scenes", tmp_path / "file")
+    assert refused.exit_code == 2 and "is a file" in refused.output

@@ -1,4 +1,5 @@
 """`alexsuite index`, `search` and `eval-retrieval` end to end through the CLI."""
+
 import json
 import shutil
 
@@ -63,7 +64,7 @@ def test_bad_inputs_are_one_line_errors(trained_run, shapes_dir, tmp_path):
     assert result.exit_code == 2 and "not an image" in result.output
     result = run("index", shapes_dir / "val", "--model", trained_run, "--index", tmp_path / "idx", "--layer", "pool5")
     assert result.exit_code == 2 and "--rebuild" in result.output
-    result = run("index", shapes_dir / "val", "--model", trained_run, "--index", tmp_path / "idx2",
-                 "--factory", "IVF4096,PQ8")
+    result = run(
+        "index", shapes_dir / "val", "--model", trained_run, "--index", tmp_path / "idx2", "--factory", "IVF4096,PQ8"
+    )
     assert result.exit_code == 2 and "Flat or HNSW32" in result.output and "Traceback" not in result.output
-
