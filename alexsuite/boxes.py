@@ -22,6 +22,9 @@ __all__ = [
     "valid",
 ]
 
+NMS_IOU = 0.3  # greedy NMS per class at this overlap (rcnn_test.m)
+CONTEXT_PADDING = 16  # px of image around each warped region, at a 227 px crop (R-CNN §2.1)
+
 # R-CNN's bounding-box regression targets (R-CNN appendix C; docs/references.md).
 
 
@@ -64,12 +67,14 @@ def valid(boxes: torch.Tensor, min_size: float = 1.0) -> torch.Tensor:
     return ((boxes[:, 2] - boxes[:, 0]) >= min_size) & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
 
 
-def nms_per_class(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float = 0.3) -> torch.Tensor:
-    """Indices kept by greedy NMS run separately for each class (R-CNN test: overlap 0.3)."""
+def nms_per_class(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float = NMS_IOU
+) -> torch.Tensor:
+    """Indices kept by greedy NMS run separately for each class (rcnn_test.m: overlap 0.3)."""
     return batched_nms(boxes.float(), scores.float(), labels, iou)
 
 
-def context_window(boxes: torch.Tensor, crop: int, padding: int = 16) -> torch.Tensor:
+def context_window(boxes: torch.Tensor, crop: int, padding: int = CONTEXT_PADDING) -> torch.Tensor:
     """The image region R-CNN warps for each box (R-CNN §2.1, appendix A; docs/references.md): the box grown so
     that, once warped to crop x crop, it is surrounded by `padding` pixels of context, i.e.
     scaled by crop / (crop - 2 * padding) about its centre. The region may leave the image;

@@ -20,6 +20,7 @@ adds nothing new, and the detector reuses its stage caches."""
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from PIL import Image
 
 from . import viz
 from .data import fashion_mnist
+from .data.datasets import DEFAULT_DATASET
 from .data.decode import decode_image
 from .data.scenes import TEST_PHOTOS, TRAIN_PHOTOS, SceneSetSettings, make_scene_set
 from .detection.config import DetectorConfig
@@ -52,8 +54,6 @@ from .training.config import TrainConfig
 from .training.evaluate import evaluate, evaluation_set
 from .training.run import train
 
-DATASET = "fashion-mnist-mini"
-
 
 @dataclass
 class DemoConfig:
@@ -71,7 +71,9 @@ class DemoConfig:
         "one that only saw articles on black needs more.",
         "rcnn fine-tuning solver",
     )
-    max_boxes: int = setting(2000, "Selective-search boxes per image.", "R-CNN §2.2")
+    max_boxes: int = setting(
+        default_of(ProposalSettings, "max_boxes"), "Selective-search boxes per image.", "R-CNN §2.2"
+    )
     detect_mode: str = setting(
         "rcnn", "How the test photos are read: rcnn (the paper) or fast (RoI pooling on conv5).", "R-CNN §2.2"
     )
@@ -158,7 +160,7 @@ def run_demo(cfg: DemoConfig, out: Path, reporter: Reporter = Reporter()) -> Dem
 
 def _train(demo: _Demo) -> str:
     cfg, run_dir = demo.cfg, demo.out / "train"
-    tc = TrainConfig(data=DATASET, epochs=cfg.epochs, device=cfg.device, workers=cfg.workers, seed=cfg.seed)
+    tc = TrainConfig(data=DEFAULT_DATASET, epochs=cfg.epochs, device=cfg.device, workers=cfg.workers, seed=cfg.seed)
     resume = run_dir if (run_dir / "last.pt").exists() else None
     run = train(tc, run_dir=run_dir, resume=resume, reporter=demo.reporter)
     last = run.history[-1]
@@ -176,7 +178,7 @@ def _train(demo: _Demo) -> str:
 
 def _evaluate(demo: _Demo) -> str:
     demo.loaded = loaded = load_model(demo.model_path, demo.device)
-    test_set = evaluation_set(loaded, DATASET)
+    test_set = evaluation_set(loaded, DEFAULT_DATASET)
     ten = evaluate(loaded.model, test_set, loaded.preprocess, demo.device, ten_crop=True, workers=0)
     centre = evaluate(loaded.model, test_set, loaded.preprocess, demo.device, ten_crop=False, workers=0)
     demo.metrics["classification"] = {
@@ -239,7 +241,9 @@ def _search(demo: _Demo) -> str:
 
 
 def _retrieval(demo: _Demo) -> str:
-    opts = RetrievalEvalSettings(data=DATASET, metric=demo.cfg.metric, ks=(1, 10, 100), workers=demo.cfg.workers)
+    opts = RetrievalEvalSettings(
+        data=DEFAULT_DATASET, metric=demo.cfg.metric, ks=(1, 10, 100), workers=demo.cfg.workers
+    )
     r = evaluate_model_retrieval(
         demo.loaded, opts, demo.device, progress=lambda total, name: demo.reporter.progress(total, name)
     )
@@ -295,7 +299,7 @@ def _detect(demo: _Demo) -> str:
     cfg, out, test_set = demo.cfg, demo.out, demo.test_set
     det = load_detector(out / "detector", demo.device)
     # no proposal cache: seconds per image always include selective search, as eval-detector's do
-    with demo.reporter.progress(len(test_set), f"detect ({cfg.detect_mode})") as bar:
+    with closing(demo.reporter.progress(len(test_set), f"detect ({cfg.detect_mode})")) as bar:
         ev = evaluate_detector(det, test_set, DetectSettings(mode=cfg.detect_mode, workers=cfg.workers), on_image=bar)
     demo.metrics["detection"] = {
         k: ev[k]

@@ -18,6 +18,7 @@ from .errors import ConfigError
 
 LAYERS = ("fc7", "fc6", "pool5")
 DEFAULT_LAYER = "fc7"  # AlexNet §6.1: fc7 as the image descriptor
+BATCH_SIZE = 128  # images per forward pass when embedding
 
 
 def file_dataset(paths, base_size: int) -> FolderDataset:
@@ -55,9 +56,9 @@ def embed_batches(
     model,
     dataset,
     pre: transforms.Preprocess,
-    layer: str = "fc7",
+    layer: str = DEFAULT_LAYER,
     device: torch.device | str = "cpu",
-    batch_size: int = 128,
+    batch_size: int = BATCH_SIZE,
     workers: int = 0,
     strict: bool = False,
     rank: int = 0,
@@ -87,9 +88,9 @@ def embed_labelled(
     model,
     dataset,
     pre: transforms.Preprocess,
-    layer: str = "fc7",
+    layer: str = DEFAULT_LAYER,
     device: torch.device | str = "cpu",
-    batch_size: int = 128,
+    batch_size: int = BATCH_SIZE,
     workers: int = 0,
     on_batch=None,
 ) -> tuple[np.ndarray, np.ndarray, list]:

@@ -1,4 +1,4 @@
-"""Selective search region proposals (Uijlings et al. 2013) from OpenCV contrib, as R-CNN
+"""Selective search region proposals (Selective search; docs/references.md) from OpenCV contrib, as R-CNN
 used them: images resized before segmenting, fast mode by default (quality as an option),
 boxes returned in the original image's 0-based corners. Results are cached on disk per
 image content and settings, and computed in parallel over images.
@@ -26,6 +26,8 @@ from .errors import ConfigError, DataError, ImageDecodeError
 from .fileio import atomic_write_bytes, file_sha256
 from .settings import setting
 
+MODES = ("fast", "quality")
+WORKERS = 2  # processes running selective search, one image each
 MAX_ASPECT = 2.0  # OpenCV's selective search has crashed above about 2.4
 
 
@@ -41,11 +43,11 @@ class ProposalSettings:
     max_boxes: int = setting(2000, "Proposals kept per image, in selective search's ranking.", "R-CNN §2.2")
 
     def key(self) -> str:
-        # "seeded": boxes cached before the ranking was seeded came in an arbitrary order
+        # "seeded" keeps cache entries apart from those of the unseeded ranking (CHANGELOG.md)
         return hashlib.sha256((repr(sorted(asdict(self).items())) + "seeded").encode()).hexdigest()[:12]
 
     def check(self) -> ProposalSettings:
-        if self.mode not in ("fast", "quality"):
+        if self.mode not in MODES:
             raise ConfigError(f"proposal mode {self.mode!r}: use fast or quality")
         return self
 
@@ -54,7 +56,7 @@ class ProposalSettings:
 class ProposeSettings:
     """How `alexsuite proposals` runs selective search over many images."""
 
-    workers: int = setting(2, "Processes, one image each.")
+    workers: int = setting(WORKERS, "Processes, one image each.")
     cache: str | None = setting(None, "Keep results here, keyed by image content and settings (default: no cache).")
     draw: int = setting(50, "With --out: how many of each image's first boxes are drawn.")
 
@@ -142,7 +144,7 @@ def _cached_boxes(path: str, settings: ProposalSettings, cache: str | None) -> n
 
 
 def propose(
-    paths, settings: ProposalSettings = ProposalSettings(), cache_dir=None, workers: int = 2, on_image=None
+    paths, settings: ProposalSettings = ProposalSettings(), cache_dir=None, workers: int = WORKERS, on_image=None
 ) -> list[np.ndarray | ImageDecodeError]:
     """Boxes for every image, in order; an unreadable image gives its ImageDecodeError."""
     settings.check()

@@ -27,7 +27,7 @@ class Reporter:
 
     def start(self, info: dict) -> None: ...  # a training run's set-up (arch, sizes, device)
 
-    def progress(self, total: int, desc: str):  # a counter of `total` steps: NoProgress's calls
+    def progress(self, total: int, desc: str):  # a counter of `total` steps: NoProgress's calls and close()
         return NoProgress()
 
     def epoch(self, row: dict) -> None: ...  # one training epoch's metrics

@@ -16,8 +16,8 @@ SCENES_DEV = "../shared/data/scenes-dev"
 
 def machine() -> dict:
     """What a result depends on beyond the code. The CPU model and the SIMD kernels torch picked
-    are kept because float results (and so a training run's trajectory) differ between them:
-    the same 40 px pre-training gave 0.6954 and 0.6963 after one epoch on two machines."""
+    are kept because float results (and so a training run's trajectory) differ between them
+    (CHANGELOG.md records a pre-training run that left its recorded trajectory on another CPU)."""
     return {
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,

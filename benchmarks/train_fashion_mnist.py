@@ -3,11 +3,11 @@ CPU, then measure the official test set (centre crop and the paper's 10-crop).
 
     python benchmarks/train_fashion_mnist.py [--epochs 14] [--lr 0.04] [--dropout 0.5]
 
-Reference (measured once on the same machine): an untuned one-file paper-style small AlexNet reached top-1
-0.903 after 8 epochs in 22 min at ~350 training images/s. Goal: >= 0.93 within 30 minutes.
+Reference (measured once on the same machine): an untuned one-file paper-style small AlexNet;
+its result is in docs/benchmarks.md. Goal: >= 0.93 within 30 minutes.
 The one setting that differs from `alexsuite train`'s paper defaults: a one-cycle lr schedule
-(peak 0.04), because the budget is a fixed 30 minutes. Tried and kept out: dropout 0.25 with 13
-epochs (results/train_fashion_mnist_dropout025_13ep.json: 0.9214 in 25.7 min, below 0.5/14's 0.9230).
+(peak 0.04), because the budget is a fixed 30 minutes. Other settings tried are in
+docs/benchmarks.md (e.g. dropout 0.25 with 13 epochs, results/train_fashion_mnist_dropout025_13ep.json).
 The reported model is the *last* epoch's: the test split also served as the per-epoch
 validation set, so picking the best epoch by it would leak the test set into the result.
 """

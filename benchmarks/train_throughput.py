@@ -59,7 +59,7 @@ def plain_loop(arch, images, labels, steps):
     return steps * BATCH / (time.perf_counter() - start)
 
 
-def our_loop(arch, images, labels, steps):
+def our_loop(arch, images, labels):
     torch.manual_seed(0)
     model = create_model(arch, 10)
     opt = _optimizer(model)
@@ -106,7 +106,7 @@ def main():
         plain, ours = [], []
         for _ in range(a.repeats):  # interleaved, best of N: the fairest CPU comparison
             plain.append(plain_loop(arch, images, labels, steps))
-            ours.append(our_loop(arch, images, labels, steps))
+            ours.append(our_loop(arch, images, labels))
         results[arch] = {
             "plain_images_per_s": round(max(plain), 1),
             "ours_images_per_s": round(max(ours), 1),

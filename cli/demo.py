@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from alexsuite.demo import DemoConfig, run_demo
+from alexsuite.detection.regions import MODES
 
 from .main import main
 from .options import option
@@ -26,13 +27,13 @@ from .progress import ConsoleReporter
 @option(DemoConfig, "train_scenes", type=click.IntRange(min=2))
 @option(DemoConfig, "test_scenes", type=click.IntRange(min=1))
 @option(DemoConfig, "finetune_iters", type=click.IntRange(min=0))
-@option(DemoConfig, "detect_mode", type=click.Choice(["rcnn", "fast"]))
+@option(DemoConfig, "detect_mode", type=click.Choice(MODES))
 @option(DemoConfig, "device")
 @option(DemoConfig, "workers", type=click.IntRange(min=0))
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics and stage times as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="Only the stage lines, no progress bars or epoch lines.")
 def demo_cmd(out, as_json, quiet, **settings):
-    """Run the whole suite on built-in data, offline, in about 10 minutes on a 2-core CPU,
+    """Run the whole suite on built-in data, offline, in 6-10 minutes on a 2-core CPU,
     and write a report to look at.
 
     \b

@@ -10,6 +10,7 @@ import click
 
 from alexsuite.detection.detector import load_detector
 from alexsuite.detection.inference import DetectSettings, run_detector
+from alexsuite.detection.regions import MODES
 from alexsuite.devices import resolve_device
 from alexsuite.errors import CheckpointError
 
@@ -50,7 +51,7 @@ def detections_json(result, classes) -> dict:
     default=None,
     help="Detector directory from train-detector. [default: the newest under runs/detector/]",
 )
-@option(DetectSettings, "mode", type=click.Choice(["rcnn", "fast"]))
+@option(DetectSettings, "mode", type=click.Choice(MODES))
 @option(DetectSettings, "threshold", type=float)
 @option(DetectSettings, "nms", type=click.FloatRange(0, 1))
 @option(DetectSettings, "mirror")

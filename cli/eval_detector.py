@@ -10,6 +10,7 @@ from alexsuite.data.detection_sets import read_detection_set
 from alexsuite.detection.detector import load_detector
 from alexsuite.detection.evaluate import EvalDetectorSettings, evaluate_detector
 from alexsuite.detection.inference import DetectSettings
+from alexsuite.detection.regions import MODES
 from alexsuite.devices import resolve_device
 
 from .detect import default_detector
@@ -28,7 +29,7 @@ from .progress import Bar
 )
 @option(EvalDetectorSettings, "split")
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None, help="COCO: the image folder.")
-@option(DetectSettings, "mode", type=click.Choice(["rcnn", "fast"]))
+@option(DetectSettings, "mode", type=click.Choice(MODES))
 @option(DetectSettings, "mirror")
 @click.option(
     "--cache", type=click.Path(file_okay=False), default=None, help="Cache proposals here (by image content)."

@@ -65,7 +65,7 @@ def main():
     by their fc7 features (FAISS + SQLite), detect objects with R-CNN.
 
     \b
-    Start here: the whole suite on built-in data, offline, about 10 minutes on a 2-core CPU:
+    Start here: the whole suite on built-in data, offline, 6-10 minutes on a 2-core CPU:
       alexsuite demo                        # writes runs/demo/report.html
 
     \b

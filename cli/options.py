@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import click
 
-from alexsuite.settings import default_of, help_of
+from alexsuite.settings import default_of, field_of, help_of
 
 
 class SettingOption(click.Option):
     """An option whose default and help come from `settings.<field>`."""
 
-    def __init__(self, *args, settings=None, field: str = "", own_default: bool = False, **kwargs):
+    def __init__(self, *args, settings=None, field: str = "", own_default=False, inverted=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.settings, self.field = settings, field
         self.own_default = own_default  # the command resolves the default itself (its help says how)
+        self.inverted = inverted  # a --no-x flag: given, the setting is False; left out, its default (True)
 
 
 def option(settings, field: str, *decls: str, **kwargs):
@@ -27,11 +28,18 @@ def option(settings, field: str, *decls: str, **kwargs):
         decls = (*decls, field)
     own_default = "default" in kwargs
     kwargs.setdefault("default", default)
+    source = field_of(settings, field).metadata.get("source")
+    if "help" in kwargs and source:  # a help of the command's own still names the setting's source
+        kwargs["help"] += f" [source: {source}]"
     kwargs.setdefault("help", help_of(settings, field))
     switch = any("/" in d for d in decls)  # --x/--no-x
+    inverted = default is True and not switch
     if isinstance(default, bool) and not switch:
-        kwargs.setdefault("is_flag", True)
-        if default:  # a flag that turns a default-on setting off (e.g. --no-pca-lighting)
-            kwargs.setdefault("flag_value", False)
+        kwargs["is_flag"] = True
+    if inverted:  # a flag that turns a default-on setting off (--no-pca-lighting): a plain flag, inverted
+        # after parsing, since a flag whose default differs from click's reading of it varies by click version
+        kwargs.update(default=False, callback=lambda ctx, param, value: not value)
     kwargs.setdefault("show_default", default is not None and (switch or not isinstance(default, bool)))
-    return click.option(*decls, cls=SettingOption, settings=settings, field=field, own_default=own_default, **kwargs)
+    return click.option(
+        *decls, cls=SettingOption, settings=settings, field=field, own_default=own_default, inverted=inverted, **kwargs
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from alexsuite.proposals import MODES as PROPOSAL_MODES
 from alexsuite.proposals import ProposalSettings, ProposeSettings, propose
 
 from .main import main
@@ -16,7 +17,7 @@ from .progress import Bar
 
 @main.command(name="proposals")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@option(ProposalSettings, "mode", type=click.Choice(["fast", "quality"]))
+@option(ProposalSettings, "mode", type=click.Choice(PROPOSAL_MODES))
 @option(ProposalSettings, "max_boxes", type=click.IntRange(min=1))
 @option(ProposeSettings, "cache", type=click.Path(file_okay=False))
 @click.option(

@@ -37,12 +37,7 @@ from .progress import ConsoleReporter
 @option(TrainConfig, "schedule", type=click.Choice(SCHEDULES))
 @option(TrainConfig, "plateau_patience", "--patience", type=int)
 @option(TrainConfig, "dropout", type=float)
-@option(
-    TrainConfig,
-    "pca_lighting",
-    "--no-pca-lighting",
-    help="Turn off the paper's PCA colour augmentation [source: AlexNet §4.1].",
-)
+@option(TrainConfig, "pca_lighting", "--no-pca-lighting", help="Turn off the paper's PCA colour augmentation.")
 @option(TrainConfig, "paste_on", type=click.Path(exists=True, file_okay=False))
 @option(TrainConfig, "leave_out", type=click.Path(exists=True, dir_okay=False))
 @option(TrainConfig, "val_split", type=float)

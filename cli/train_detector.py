@@ -12,7 +12,9 @@ from alexsuite.detection.finetune import FinetuneSettings
 from alexsuite.detection.framing import FRAMING_CHOICES, Framing, parse_padding
 from alexsuite.detection.svm import SVMSettings
 from alexsuite.detection.training import train_detector
+from alexsuite.embedding import LAYERS
 from alexsuite.errors import ConfigError
+from alexsuite.proposals import MODES as PROPOSAL_MODES
 from alexsuite.proposals import ProposalSettings
 
 from .main import main
@@ -51,7 +53,7 @@ def _framing(shape: str, padding) -> Framing:
     default=None,
     help="Detector directory. [default: runs/detector/<DATA's name>]",
 )
-@option(DetectorConfig, "layer", type=click.Choice(["fc7", "fc6", "pool5"]))
+@option(DetectorConfig, "layer", type=click.Choice(LAYERS))
 @option(Framing, "shape", "--region-shape", "region_shape", type=click.Choice(FRAMING_CHOICES))
 @option(Framing, "padding", "--context-padding", "context_padding", type=str, callback=_padding)
 @option(FinetuneSettings, "iterations", "--finetune-iters", "finetune_iters", type=click.IntRange(min=0))
@@ -61,7 +63,7 @@ def _framing(shape: str, padding) -> Framing:
 @option(FinetuneSettings, "fast_fraction", type=click.FloatRange(0, 1))
 @option(FinetuneSettings, "image_fraction", type=click.FloatRange(0, 1))
 @option(SVMSettings, "C", "--svm-c", "svm_c", type=float)
-@option(ProposalSettings, "mode", "--proposals", "proposal_mode", type=click.Choice(["fast", "quality"]))
+@option(ProposalSettings, "mode", "--proposals", "proposal_mode", type=click.Choice(PROPOSAL_MODES))
 @option(ProposalSettings, "max_boxes", type=click.IntRange(min=1))
 @option(DetectorConfig, "proposal_cache", type=click.Path(file_okay=False))
 @option(DetectorConfig, "train_fast", "--train-fast/--no-train-fast")
@@ -97,7 +99,7 @@ def train_detector_cmd(
     quiet,
 ):
     """Train an R-CNN detector on DATA (a Pascal VOC directory, or a COCO .json with --images)
-    from an AlexNet BACKBONE, with Girshick et al.'s recipe:
+    from an AlexNet BACKBONE, with R-CNN's recipe (docs/references.md):
 
     \b
       1. selective-search proposals (fast mode) for every training image

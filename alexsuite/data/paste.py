@@ -1,7 +1,7 @@
 """Copy-paste pre-training (`alexsuite train --paste-on PHOTOS`): images of objects on a plain
 black ground (Fashion-MNIST, cut-outs) are pasted, tinted, onto random crops of photographs,
 so a backbone meant for R-CNN learns its classes in clutter before it meets proposals
-(Ghiasi et al. 2021, "Simple Copy-Paste"; R-CNN's pre-training data, ImageNet, already shows
+(Copy-paste augmentation; docs/references.md; R-CNN's pre-training data, ImageNet, already shows
 objects in scenes). Every draw comes from the keyed augmentation generator
 (transforms.batch_generator), so resumed and torchrun runs paste what one process would.
 """
@@ -20,10 +20,9 @@ from .decode import decode_image
 from .transforms import rgb
 
 MASK_LEVEL = 12  # object pixels are brighter than this grey level, the rest black ground
-BANK_SIZE = 4096  # background crops made once per run; each batch draws from them,
+BANK_SIZE = 4096  # background crops made once per run; each batch draws from them
 BANK_BYTES = 256 << 20  # fewer for large images (256 px: 1,365 crops in 256 MB)
-ZOOM = (2.0, 6.0)  # a crop spans this many times the image's side in photo pixels:
-# a 28 px article then stands for one of 56-168 px, as in a scene
+ZOOM = (2.0, 6.0)  # a crop spans this many image sides of photo: a 28 px article stands for 56-168 px
 TINT = (0.3, 1.0)  # per-channel gain of the pasted object
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 

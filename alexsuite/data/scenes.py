@@ -32,8 +32,7 @@ class SceneSettings:
     height: tuple[int, int] = (260, 340)
     objects: tuple[int, int] = (1, 3)  # articles per scene
     size: tuple[int, int] = (56, 120)  # pasted article side, pixels (the 28 px article scaled up)
-    recolour: bool = False  # shuffle and scale the photo's colour channels per scene,
-    # so a few photographs look like many backgrounds
+    recolour: bool = False  # per scene, shuffle and scale the photo's colour channels: few photos look like many
 
 
 def _background(photo: np.ndarray, w: int, h: int, rng: np.random.Generator, recolour: bool) -> np.ndarray:

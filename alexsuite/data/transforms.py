@@ -91,7 +91,7 @@ def normalize(images: torch.Tensor, pre: Preprocess) -> torch.Tensor:
 
 def _crop_at(images: torch.Tensor, top: list[int], left: list[int], size: int) -> torch.Tensor:
     """Per-sample crops: images (B,C,H,W) -> (B,C,size,size). Stacking B views copies each crop
-    once; 4-D advanced indexing was 13% of the paper net's CPU training step."""
+    once, where 4-D advanced indexing was a large share of the paper net's CPU training step."""
     return torch.stack([img[:, t : t + size, x : x + size] for img, t, x in zip(images, top, left)])
 
 

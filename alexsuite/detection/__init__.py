@@ -1,2 +1,3 @@
-"""R-CNN detection on AlexNet features (Girshick et al. 2014): boxes, region warping, SVMs,
-bounding-box regression and NMS."""
+"""R-CNN detection on AlexNet features (R-CNN; docs/references.md): settings (config.py), region
+framing and warping (framing.py, regions.py), fine-tuning, the feature cache, SVMs and box
+regressors (heads.py), the trained detector, running it (inference.py) and scoring it (evaluate.py)."""

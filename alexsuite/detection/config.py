@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..proposals import ProposalSettings
+from ..embedding import DEFAULT_LAYER
+from ..proposals import WORKERS, ProposalSettings
 from ..settings import setting
 from . import bbox_regression, svm
 from .finetune import FinetuneSettings
@@ -21,7 +22,7 @@ class DetectorConfig:
     )
     split: str = setting("train", "Pascal VOC: the ImageSets/Main split to train on.")
     images: str | None = setting(None, "COCO: the image folder (default: the .json file's folder).")
-    layer: str = setting("fc7", "Features the SVMs use.", "R-CNN §2.3")
+    layer: str = setting(DEFAULT_LAYER, "Features the SVMs use.", "R-CNN §2.3")
     framing: Framing = setting(factory=Framing, help="The region read per box.", source="R-CNN appendix A")
     finetune: FinetuneSettings = setting(
         factory=FinetuneSettings, help="Fine-tuning on warped proposals.", source="R-CNN §2.3"
@@ -46,4 +47,4 @@ class DetectorConfig:
         "(RoI-pooled from conv5), so one set of them serves both test modes.",
     )
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
-    workers: int = setting(2, "Processes computing proposals.")
+    workers: int = setting(WORKERS, "Processes computing proposals.")

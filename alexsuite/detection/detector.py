@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..boxes import Detections, clip, decode, nms_per_class, valid
+from ..boxes import NMS_IOU, Detections, clip, decode, nms_per_class, valid
 from ..boxes import mirror as mirror_boxes
 from ..data.transforms import Preprocess
 from ..errors import CheckpointError, ConfigError
@@ -30,9 +30,8 @@ from .framing import Framing
 from .regions import head_features, region_pool5
 
 FORMAT = "alexsuite-detector/1"
-NMS_IOU = 0.3  # R-CNN test: greedy NMS at overlap 0.3
-MAX_PER_CLASS = 100  # R-CNN test: at most 100 boxes per class and image before NMS
-TARGET_FEATURE_NORM = 20.0  # rcnn_scale_features: features scaled to this mean L2 norm for the SVMs
+MAX_PER_CLASS = 100  # at most 100 boxes per class and image before NMS (rcnn_test.m)
+TARGET_FEATURE_NORM = 20.0  # features scaled to this mean L2 norm for the SVMs (rcnn_feature_stats.m)
 
 
 @dataclass
@@ -49,6 +48,7 @@ class Detector:
     reg_bias: torch.Tensor | None = None  # (K, 4)
     info: dict = field(default_factory=dict)
     framing: Framing = Framing()  # the region each box is read from, as in training
+    config: DetectorConfig | None = None  # the settings it was trained with (None: not recorded)
 
     @property
     def device(self) -> torch.device:
@@ -170,8 +170,8 @@ def load_detector(path, device="cpu") -> Detector:
     for name, digest in meta["files"].items():
         if not (d / name).is_file() or file_sha256(d / name) != digest:
             raise CheckpointError(f"{d / name}: missing or changed since the detector was written; train it again")
-    if "config" in meta:  # what it was trained with, read as strictly as it was written
-        from_dict(DetectorConfig, meta["config"], f"{meta_file}: config")
+    # what it was trained with, read as strictly as it was written
+    config = from_dict(DetectorConfig, meta["config"], f"{meta_file}: config") if "config" in meta else None
     loaded = load_model(d / "backbone.pt", device)
     heads = torch.load(d / "heads.pt", map_location=device, weights_only=True)
     return Detector(
@@ -187,6 +187,7 @@ def load_detector(path, device="cpu") -> Detector:
         heads.get("reg_bias"),
         info={k: v for k, v in meta.items() if k not in ("files", "framing")},
         framing=_framing(meta, meta_file),
+        config=config,
     )
 
 

@@ -25,7 +25,7 @@ def evaluate_detector(
     """Run `det` over a DetectionSet in `opts.mode` and score it: AP with and without box
     regression, proposal recall, and seconds per image (proposals, network, and the two
     together). Every box is scored, whatever `opts.threshold`, so the precision-recall curve
-    runs to full recall."""
+    runs to full recall, and both with and without box regression, whatever `opts.regress`."""
     start = time.perf_counter()
     marks = {}
 

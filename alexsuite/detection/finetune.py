@@ -1,5 +1,5 @@
 """R-CNN's fine-tuning stage (R-CNN §2.3 "supervised fine-tuning"; the
-released rcnn code's settings; docs/references.md): the backbone's classifier is replaced by a
+rcnn fine-tuning solver; docs/references.md): the backbone's classifier is replaced by a
 (K + 1)-way layer (background first), and the whole network is trained by SGD on warped
 proposals: a proposal is a positive of its best-overlapping object's class when IoU >= 0.5,
 background otherwise, and every batch of 128 holds 32 positives and 96 background windows

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..boxes import context_window, tightest_square
+from ..boxes import CONTEXT_PADDING, context_window, tightest_square
 from ..data import transforms
 from ..errors import ConfigError
 from ..settings import setting
 
 
-def context_padding(crop_size: int, padding_at_227: int = 16) -> int:
+def context_padding(crop_size: int, padding_at_227: int = CONTEXT_PADDING) -> int:
     """R-CNN's 16 px of context at 227 px crops, kept as the same fraction at other sizes."""
     return round(padding_at_227 * crop_size / 227)
 
@@ -42,7 +42,7 @@ class Framing:
         "R-CNN appendix A",
     )
     padding: int | tuple[int, ...] = setting(
-        16,
+        CONTEXT_PADDING,
         "Pixels of image around the region, at a 227 px input (kept as "
         "the same fraction at other sizes); with warp+square one number for "
         "both or one each, e.g. 16,0.",

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..boxes import Detections, clip
+from ..boxes import NMS_IOU, Detections, clip
 from ..data.decode import decode_image
 from ..errors import ImageDecodeError
-from ..proposals import ProposalSettings, propose
-from ..settings import from_dict, setting
-from .detector import MAX_PER_CLASS, NMS_IOU, Detector
+from ..proposals import WORKERS, ProposalSettings, propose
+from ..settings import setting
+from .detector import MAX_PER_CLASS, Detector
 from .regions import image_tensor
 
 MAX_SIDE = 2000  # longer side the network reads an image at; bounds memory on huge photos
@@ -34,8 +34,7 @@ class ImageResult:
 
 def proposal_settings(det: Detector) -> ProposalSettings:
     """The selective-search settings the detector was trained with."""
-    saved = det.info.get("config", {}).get("proposals")
-    return from_dict(ProposalSettings, saved, "detector.json: config: proposals") if saved else ProposalSettings()
+    return det.config.proposals if det.config is not None else ProposalSettings()
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class DetectSettings:
         "AlexNet §4.1",
     )
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
-    workers: int = setting(2, "Processes computing proposals.")
+    workers: int = setting(WORKERS, "Processes computing proposals.")
 
 
 def run_detector(

@@ -9,7 +9,7 @@
   multi-scale testing, with x and y scaled apart as the warp does), so the same fc6/fc7, SVMs
   and regressors apply.
 
-Both read each proposal's `Framing` window (embedding.py: the box, or its tightest square,
+Both read each proposal's `Framing` window (framing.py: the box, or its tightest square,
 with context). A framing of several views (warp+square) reads one window per view and puts
 their pool5 vectors side by side; `head_features` runs fc6/fc7 on each and joins them the
 same way.
@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from ..data import transforms
 from .framing import Framing, warp_regions
 
-FAST_SCALE_STEP = 2**0.5  # pyramid levels 1, 1/sqrt(2), 1/2, ... in each direction: a box is read
-# at most 2**0.25 off its warped size (step 2's coarser levels cost mAP;
-# CHANGELOG.md)
+# Pyramid levels 1, 1/sqrt(2), 1/2, ... in each direction: a box is read at most 2**0.25 off its
+# warped size (step 2's coarser levels cost mAP; CHANGELOG.md).
+FAST_SCALE_STEP = 2**0.5
+MODES = ("rcnn", "fast")  # every proposal warped (R-CNN §2.2), or RoI-pooled from conv5 (SPPnet)
 FAST_MAX_SCALE = 1.0  # never enlarge the image: tiny proposals are read at full resolution
 
 

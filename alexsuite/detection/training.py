@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from ..fileio import atomic_write_text, check_free_space, file_sha256
 from ..models.checkpoint import LoadedModel, load_model, weights_fingerprint
 from ..proposals import propose
 from ..reporting import Reporter
-from . import features as cache
+from . import features as feature_cache
 from .config import DetectorConfig
 from .detector import TARGET_FEATURE_NORM, Detector, save_detector
 from .finetune import BACKGROUND, build_windows, finetune, replace_head
@@ -124,7 +124,7 @@ def _proposals(run: _Run) -> None:
     """Stage 1: selective search over every training image; unreadable ones are skipped."""
     data, reporter = run.data, run.reporter
     reporter.note(f"{len(data)} training images, {len(data.classes)} classes: {', '.join(data.classes)}")
-    with reporter.progress(len(data), "proposals") as bar:
+    with closing(reporter.progress(len(data), "proposals")) as bar:
         boxes = propose(
             [a.image for a in data.items],
             run.cfg.proposals,
@@ -160,18 +160,20 @@ def _truths(items, classes: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]
 
 def _feature_bytes(run: _Run, folders) -> int:
     """Bytes the features stage will still write into `folders` (one per mode; None: not begun)."""
-    layer_dim, pool5_dim = cache.feature_dims(run.loaded.model, run.cfg.layer, run.cfg.framing)
-    need = cache.feature_disk_bytes(
+    layer_dim, pool5_dim = feature_cache.feature_dims(run.loaded.model, run.cfg.layer, run.cfg.framing)
+    need = feature_cache.feature_disk_bytes(
         run.items, run.proposals, run.truths, run.cfg.regression_iou, layer_dim, pool5_dim, folders
     )
-    return round(need * cache.DISK_HEADROOM)
+    return round(need * feature_cache.DISK_HEADROOM)
 
 
 def _warn_if_features_will_not_fit(run: _Run) -> None:
     """Say now, not after fine-tuning, when the features stage will not fit on the disk. A
     resumed run counts what an earlier one wrote; the folders' full names (the fine-tuned
     weights' digest first) are only known after fine-tuning."""
-    wanted = [cache.features_folder(run.cache / "features", "*", run.cfg.layer, run.cfg.framing, m) for m in run.modes]
+    wanted = [
+        feature_cache.features_folder(run.cache / "features", "*", run.cfg.layer, run.cfg.framing, m) for m in run.modes
+    ]
     begun = [next(iter(sorted(w.parent.glob(w.name))), None) for w in wanted]
     try:
         check_free_space(
@@ -190,14 +192,14 @@ def _finetune(run: _Run) -> None:
     model = run.loaded.model
     replace_head(model, len(run.data.classes) + 1, ft.seed)
     windows = build_windows(run.proposals, run.truths, ft)
-    run.load_image = cache.image_loader(run.items)
+    run.load_image = feature_cache.image_loader(run.items)
     run.reporter.note(
         f"fine-tuning {run.loaded.arch} on {len(windows.foreground):,} positive and "
         f"{len(windows.background):,} background windows, {ft.iterations} iterations of {ft.batch_size}"
     )
     kept = DetectionSet(run.items, run.data.classes, run.data.source)
     key = _finetune_key(file_sha256(run.loaded.source), kept, windows, cfg.framing)
-    with run.reporter.progress(ft.iterations, "fine-tune") as bar:
+    with closing(run.reporter.progress(ft.iterations, "fine-tune")) as bar:
         run.metrics["finetune"] = finetune(
             model,
             run.loaded.preprocess,
@@ -235,13 +237,15 @@ def _features(run: _Run):
     taken from rcnn mode's features: one scale serves both modes."""
     cfg, model = run.cfg, run.loaded.model
     weights = weights_fingerprint(model)
-    folders = [cache.features_folder(run.cache / "features", weights, cfg.layer, cfg.framing, m) for m in run.modes]
-    cache.drop_stale_features(run.cache / "features", {f.name for f in folders})
-    check_free_space(run.cache / "features", _feature_bytes(run, folders), "the features", cache.FREE_SPACE_FIX)
+    folders = [
+        feature_cache.features_folder(run.cache / "features", weights, cfg.layer, cfg.framing, m) for m in run.modes
+    ]
+    feature_cache.drop_stale_features(run.cache / "features", {f.name for f in folders})
+    check_free_space(run.cache / "features", _feature_bytes(run, folders), "the features", feature_cache.FREE_SPACE_FIX)
     loads = []
     for mode, folder in zip(run.modes, folders):
-        with run.reporter.progress(len(run.items), f"features ({mode})") as bar:
-            files = cache.extract_features(
+        with closing(run.reporter.progress(len(run.items), f"features ({mode})")) as bar:
+            files = feature_cache.extract_features(
                 model,
                 run.loaded.preprocess,
                 run.items,
@@ -255,16 +259,18 @@ def _features(run: _Run):
                 mode=mode,
                 framing=cfg.framing,
             )
-        loads.append(cache.feature_loader(files))
+        loads.append(feature_cache.feature_loader(files))
     run.load_image.cache_clear()
-    scales = tuple(TARGET_FEATURE_NORM / cache.mean_norm(loads[0], len(run.items), key) for key in ("layer", "pool5"))
+    scales = tuple(
+        TARGET_FEATURE_NORM / feature_cache.mean_norm(loads[0], len(run.items), key) for key in ("layer", "pool5")
+    )
     return loads, scales
 
 
 def _svms(run: _Run, loads, scale: float):
     """Stage 4: one SVM per class over both modes' features."""
     classes = run.data.classes
-    with run.reporter.progress(len(classes), "SVMs") as bar:
+    with closing(run.reporter.progress(len(classes), "SVMs")) as bar:
         weight, bias, stats = train_svms(
             loads, len(run.items), run.truths, len(classes), scale, run.cfg.svm, run.cfg.negative_iou, on_class=bar
         )
@@ -308,6 +314,7 @@ def _write(run: _Run, svms, regressors, scales) -> TrainedDetector:
         reg_b.to(device),
         info={"config": asdict(run.cfg), "backbone_source": str(loaded.source), "metrics": metrics},
         framing=run.cfg.framing,
+        config=run.cfg,
     )
     save_detector(det, run.out, checkpoint)
     atomic_write_text(run.out / "metrics.json", json.dumps(metrics, indent=2))

@@ -1,6 +1,6 @@
 """AlexNet variants behind one factory, each with one layer walk: `features(x, layer)`.
 
-- "alexnet": Krizhevsky, Sutskever & Hinton (2012), §3 and Figure 2, exactly
+- "alexnet": Krizhevsky, Sutskever & Hinton (2012), AlexNet §3.5 / Figure 2, exactly
   (docs/references.md).
 - "alexnet-tv": torchvision's single-tower layout, so its released weights load unchanged.
 - "alexnet-small": the same topology sized for 28-64 px inputs, so the suite trains on a CPU.
@@ -20,6 +20,8 @@ from torch import nn
 from ..errors import ConfigError
 
 FEATURE_LAYERS = ("conv5", "pool5", "fc6", "fc7", "logits")
+DROPOUT = 0.5  # on fc6 and fc7 (AlexNet §4.2)
+ACTIVATION = "relu"  # AlexNet §3.1; "tanh" only for Figure 1's comparison
 
 
 class LocalResponseNorm(nn.Module):
@@ -123,7 +125,7 @@ def _paper_body(widths: Widths, first: nn.Conv2d, ceil_mode: bool) -> nn.Sequent
         nn.ReLU(inplace=True),
         paper_lrn(),
         overlapping_pool(ceil_mode),
-        # groups=2: the paper's two-GPU split, conv2/4/5 see only their own GPU's half (Fig. 2).
+        # groups=2: the paper's two-GPU split, conv2/4/5 see only their own GPU's half (AlexNet §3.5 / Figure 2).
         nn.Conv2d(c1, c2, 5, padding=2, groups=2),
         nn.ReLU(inplace=True),
         paper_lrn(),
@@ -167,7 +169,7 @@ def _init_small(model: AlexNet) -> None:
     """alexnet-small keeps the paper's *scheme* (positive biases in conv2, conv4, conv5, fc6, fc7)
     but not its scale: at 28-64 px the net is too shallow and narrow for N(0, 0.01) to carry a
     signal through five ReLU layers, so weights use He et al.'s scale, and the biases 0.1 rather
-    than 1 (bias 1 on He-scaled weights diverged at lr 0.01: 29% vs 75% after 3 epochs)."""
+    than 1 (bias 1 on He-scaled weights diverged at lr 0.01; CHANGELOG.md)."""
     _init_paper(model)
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -254,7 +256,7 @@ BUILDERS = {
 }
 
 
-def create_model(arch: str, num_classes: int, dropout: float = 0.5, activation: str = "relu") -> AlexNet:
+def create_model(arch: str, num_classes: int, dropout: float = DROPOUT, activation: str = ACTIVATION) -> AlexNet:
     """The one factory. `activation="tanh"` swaps every ReLU for tanh (Figure 1's comparison)."""
     try:
         builder = BUILDERS[arch]

@@ -16,7 +16,7 @@ import torch
 from ..data.transforms import IMAGENET, Preprocess
 from ..errors import CheckpointError
 from ..fileio import atomic_write_bytes
-from .alexnet import AlexNet, create_model, load_torchvision_state_dict
+from .alexnet import ACTIVATION, DROPOUT, AlexNet, create_model, load_torchvision_state_dict
 
 FORMAT = "alexsuite-checkpoint/1"
 
@@ -94,7 +94,7 @@ def load_model(path, device="cpu", expect_arch: str | None = None) -> LoadedMode
         pre = Preprocess.from_dict(json.loads(data["preprocess"]))
         cfg = json.loads(data.get("config", "{}"))
         model = create_model(
-            arch, len(classes), dropout=cfg.get("dropout", 0.5), activation=cfg.get("activation", "relu")
+            arch, len(classes), dropout=cfg.get("dropout", DROPOUT), activation=cfg.get("activation", ACTIVATION)
         )
         state = data["model"]
     elif _is_torchvision_alexnet(data):

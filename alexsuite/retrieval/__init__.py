@@ -1,2 +1,3 @@
 """Image retrieval with AlexNet features: FAISS indexes (index.py) kept on disk with their
-metadata (store.py), filled from folders (indexer.py) and queried (search.py)."""
+metadata (store.py), filled from folders (indexer.py), queried (search.py) and scored
+(evaluate.py)."""

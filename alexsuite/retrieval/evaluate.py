@@ -16,13 +16,33 @@ from . import index as faiss_index
 from .index import IndexSpec
 
 
+@dataclass(frozen=True)
+class RetrievalEvalSettings:
+    """What `alexsuite eval-retrieval` measures: one model's features, one kind of index."""
+
+    data: str = setting(DEFAULT_DATASET, "A dataset name, or a folder with train/ and val/ class folders.")
+    model: str | None = setting(None, "Run directory or checkpoint (default: the newest runs/train/ run).")
+    layer: str = setting(DEFAULT_LAYER, "Which activations describe an image: fc7, fc6 or pool5.", "AlexNet §6.1")
+    factory: str = setting(
+        default_of(IndexSpec, "factory"), "FAISS index_factory string to evaluate.", "FAISS index factory"
+    )
+    metric: str = setting(default_of(IndexSpec, "metric"), help_of(IndexSpec, "metric"))
+    pca: int | None = setting(None, help_of(IndexSpec, "pca"))
+    whiten: bool = setting(default_of(IndexSpec, "whiten"), help_of(IndexSpec, "whiten"))
+    params: str | None = setting(None, "FAISS search parameters, e.g. nprobe=32.")
+    ks: tuple[int, ...] = setting((1, 10, 100), "Report precision@k (repeatable).")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    batch_size: int = setting(256, "Images per forward pass.")
+    workers: int = setting(2, "Decoding processes.")
+
+
 def evaluate_retrieval(
     db_vectors: np.ndarray,
     db_labels: np.ndarray,
     q_vectors: np.ndarray,
     q_labels: np.ndarray,
     spec: faiss_index.IndexSpec,
-    ks=(1, 10, 100),
+    ks=default_of(RetrievalEvalSettings, "ks"),
     chunk: int = 250,
     params: str | None = None,
     device=None,
@@ -57,28 +77,8 @@ def evaluate_retrieval(
     }
 
 
-@dataclass(frozen=True)
-class RetrievalEvalSettings:
-    """What `alexsuite eval-retrieval` measures: one model's features, one kind of index."""
-
-    data: str = setting(DEFAULT_DATASET, "A dataset name, or a folder with train/ and val/ class folders.")
-    model: str | None = setting(None, "Run directory or checkpoint (default: the newest runs/train/ run).")
-    layer: str = setting(DEFAULT_LAYER, "Which activations describe an image: fc7, fc6 or pool5.", "AlexNet §6.1")
-    factory: str = setting(
-        default_of(IndexSpec, "factory"), "FAISS index_factory string to evaluate.", "FAISS index factory"
-    )
-    metric: str = setting(default_of(IndexSpec, "metric"), help_of(IndexSpec, "metric"))
-    pca: int | None = setting(None, help_of(IndexSpec, "pca"))
-    whiten: bool = setting(default_of(IndexSpec, "whiten"), help_of(IndexSpec, "whiten"))
-    params: str | None = setting(None, "FAISS search parameters, e.g. nprobe=32.")
-    ks: tuple[int, ...] = setting((1, 10, 100), "Report precision@k (repeatable).")
-    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
-    batch_size: int = setting(256, "Images per forward pass.")
-    workers: int = setting(2, "Decoding processes.")
-
-
 def evaluate_model_retrieval(
-    loaded, opts: RetrievalEvalSettings, device="cpu", progress=None, warn=lambda message: None
+    loaded, opts: RetrievalEvalSettings, device, progress=None, warn=lambda message: None
 ) -> dict:
     """`alexsuite eval-retrieval`: embed the training split of `opts.data` as the database and
     its test (or val/) split as the queries with `loaded` (a LoadedModel), then

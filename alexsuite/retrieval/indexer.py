@@ -18,7 +18,7 @@ import torch.distributed as dist
 from ..data.decode import IMAGE_SUFFIXES
 from ..data.folders import scan_images
 from ..distributed import DistContext
-from ..embedding import DEFAULT_LAYER, embed_batches, feature_dim, file_dataset
+from ..embedding import BATCH_SIZE, DEFAULT_LAYER, embed_batches, feature_dim, file_dataset
 from ..errors import AlexsuiteError, ConfigError, DataError
 from ..fileio import file_sha256
 from ..settings import default_of, help_of, setting
@@ -59,14 +59,16 @@ class IndexOptions:
     factory: str | None = setting(None, help_of(IndexSpec, "factory") + _KEEP.format(default_of(IndexSpec, "factory")))
     metric: str | None = setting(None, help_of(IndexSpec, "metric") + _KEEP.format(default_of(IndexSpec, "metric")))
     pca: int | None = setting(None, help_of(IndexSpec, "pca"))
-    whiten: bool | None = setting(None, help_of(IndexSpec, "whiten") + " [default: whiten]")
-    batch_size: int = setting(128, "Images per forward pass.")
+    whiten: bool | None = setting(
+        None, help_of(IndexSpec, "whiten") + (" [default: whiten]" if default_of(IndexSpec, "whiten") else "")
+    )
+    batch_size: int = setting(BATCH_SIZE, "Images per forward pass.")
     workers: int = setting(2, "Decoding processes.")
     prune: bool = setting(False, "Remove indexed images under IMAGES whose files are gone.")
     rebuild: bool = setting(False, "Delete the index and build it again (needed to change its settings).")
     strict: bool = setting(False, "Stop at the first unreadable image instead of skipping it.")
-    wait: float = setting(0.0, "Seconds to wait for another writer of this index.")
-    commit_seconds: float = setting(60.0, "Seconds between commits; an interrupted run loses at most this much work.")
+    wait: float = setting(0, "Seconds to wait for another writer of this index.")
+    commit_seconds: float = setting(60, "Seconds between commits; an interrupted run loses at most this much work.")
     device: str = setting("auto", "auto, cpu or cuda[:N] (also FAISS GPU training).")
 
 
@@ -308,7 +310,7 @@ def _run(
                 writer.commit()
                 last_commit = time.monotonic()
         if writer is not None:
-            writer.commit(final=True)
+            writer.commit()
             report.total = store.count()
     finally:
         if bar:
@@ -340,7 +342,7 @@ class _Writer:
         """An untrained index must first see a full training sample (or everything)."""
         return self.index.is_trained or sum(len(v) for v in self.vectors) >= self.train_size
 
-    def commit(self, final: bool = False) -> None:
+    def commit(self) -> None:
         """Three steps, each leaving a usable index if the process dies after it:
         1. add the new vectors and replace index.faiss (new vectors have no rows yet: invisible);
         2. one SQLite transaction: new rows, deleted rows, touched rows, the id counter;

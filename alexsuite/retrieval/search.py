@@ -12,7 +12,7 @@ from ..data.decode import is_image_path
 from ..data.folders import scan_images
 from ..embedding import embed_batches, file_dataset
 from ..errors import DataError
-from ..settings import setting
+from ..settings import default_of, setting
 from . import index as faiss_index
 from .store import DEFAULT_INDEX, IndexStore, check_model
 
@@ -108,7 +108,12 @@ class Searcher:
                 self.index = faiss_index.to_gpu(self.index, device.index or 0)
 
     def search_files(
-        self, paths: list[Path], k: int = 10, batch_size: int = 64, workers: int = 0, exclude_self: bool = True
+        self,
+        paths: list[Path],
+        k: int = default_of(SearchSettings, "k"),
+        batch_size: int = 64,
+        workers: int = default_of(SearchSettings, "workers"),
+        exclude_self: bool = True,
     ) -> list[QueryResult]:
         """One QueryResult per path, in order; unreadable queries carry an error, not results."""
         results = [QueryResult(str(p)) for p in paths]

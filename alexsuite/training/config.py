@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass
 
 from ..data.datasets import DEFAULT_DATASET
 from ..errors import ConfigError
-from ..settings import from_dict, setting
+from ..models.alexnet import ACTIVATION, DROPOUT
+from ..settings import default_of, from_dict, setting
+from .evaluate import EvalSettings
 
 # (base, crop): random 224 px patches of 256 px images (AlexNet §2, §4.1; 227 is the size the
 # 11/4 conv1 needs, AlexNet §3.5); alexnet-small keeps the same 0.875 crop ratio at 32 -> 28.
@@ -34,7 +36,7 @@ class TrainConfig:
         None,
         "alexnet-small's input in px: a multiple of 4 from 28 to 64, images "
         "stored at 8/7 of it. Larger objects keep more detail, and a detector's "
-        "windows span more conv5 cells. [default: 28]",
+        f"windows span more conv5 cells. [default: {INPUT_SIZES['alexnet-small'][1]}]",
     )
     epochs: int = setting(10, "Epochs to train to.")
     batch_size: int = setting(128, "Global batch (split over torchrun processes).", "AlexNet §5")
@@ -48,8 +50,8 @@ class TrainConfig:
         "AlexNet §5",
     )
     plateau_patience: int = setting(2, "Epochs without improvement before lr/10.")
-    dropout: float = setting(0.5, "Dropout on fc6 and fc7.", "AlexNet §4.2")
-    activation: str = setting("relu", "relu, or tanh for Figure 1's comparison.", "AlexNet §3.1")
+    dropout: float = setting(DROPOUT, "Dropout on fc6 and fc7.", "AlexNet §4.2")
+    activation: str = setting(ACTIVATION, "relu, or tanh for Figure 1's comparison.", "AlexNet §3.1")
     pca_lighting: bool = setting(True, "The paper's PCA colour augmentation.", "AlexNet §4.1")
     paste_on: str | None = setting(
         None,
@@ -76,7 +78,7 @@ class TrainConfig:
     amp: bool = setting(False, "Mixed precision (fp16 on CUDA, bf16 on CPU).")
     seed: int = setting(0, "Random seed of the weights, the batches and the augmentation.")
     strict: bool = setting(False, "Stop at the first unreadable image instead of skipping it.")
-    eval_batch_size: int = setting(256, "Batch size of the per-epoch validation.")
+    eval_batch_size: int = setting(default_of(EvalSettings, "batch_size"), "Batch size of the per-epoch validation.")
 
     def validate(self) -> None:
         if self.arch not in INPUT_SIZES:

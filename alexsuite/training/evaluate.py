@@ -15,7 +15,7 @@ from ..data.datasets import DEFAULT_DATASET, resolve_classification, resolve_eva
 from ..distributed import DistContext
 from ..errors import DataError
 from ..evaluation.classification import topk_correct
-from ..settings import setting
+from ..settings import default_of, setting
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def evaluate(
     pre: transforms.Preprocess,
     device,
     ten_crop: bool = False,
-    batch_size: int = 256,
+    batch_size: int = default_of(EvalSettings, "batch_size"),
     workers: int = 0,
     ctx: DistContext = DistContext(),
     strict: bool = False,

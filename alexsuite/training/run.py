@@ -5,7 +5,8 @@ directory (rundir.py). The same code runs alone or as one torchrun (DDP) process
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from contextlib import closing
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -20,7 +21,6 @@ from . import rundir
 from .config import TrainConfig
 from .engine import TrainingParts, train_one_epoch
 from .evaluate import evaluate
-from .rundir import next_run_dir
 from .setup import TrainingData, build_parts, load_data
 
 
@@ -37,10 +37,7 @@ class _Progress:
 
     epoch: int = 0
     best: float = -1.0
-    history: list = None
-
-    def __post_init__(self):
-        self.history = [] if self.history is None else self.history
+    history: list = field(default_factory=list)
 
 
 def train(
@@ -84,7 +81,7 @@ def _start_or_resume(cfg: TrainConfig, run_dir, resume) -> tuple[TrainConfig, Pa
         if cfg.leave_out:
             cfg = replace(cfg, leave_out=str(Path(cfg.leave_out).resolve()))
     cfg.validate()
-    return cfg, Path(run_dir) if run_dir else next_run_dir(), state
+    return cfg, Path(run_dir) if run_dir else rundir.next_run_dir(), state
 
 
 def _open_run_dir(
@@ -130,7 +127,7 @@ def _epoch(
         else NoProgress()
     )
     lr = parts.optimizer.param_groups[0]["lr"]
-    with bar:
+    with closing(bar):
         stats = train_one_epoch(parts, data.train, cfg, epoch, on_batch=bar)
     val = evaluate(
         parts.raw_model,

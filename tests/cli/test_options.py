@@ -30,6 +30,8 @@ def test_every_default_comes_from_a_settings_field(name, command):
             expected = default_of(param.settings, param.field)
             if param.own_default:  # resolved by the command: its help must still give the setting's default
                 assert f"[default: {expected}" in param.help, (name, param.name)
+            elif param.inverted:  # --no-x: a plain flag whose value is inverted after parsing
+                assert expected is True and param.default is False and param.callback, (name, param.name)
             else:
                 assert param.default == expected, (name, param.name)
             assert param.help, (name, param.name)
