@@ -14,7 +14,7 @@ import torch
 
 from .data import batching, transforms
 from .data.datasets import ArrayDataset, FolderDataset
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 
 LAYERS = ("fc7", "fc6", "pool5")
 DEFAULT_LAYER = "fc7"  # AlexNet §6.1: fc7 as the image descriptor
@@ -63,9 +63,11 @@ def embed_batches(
     strict: bool = False,
     rank: int = 0,
     world: int = 1,
+    source: str = "the model",
 ):
     """Yield an EmbeddedBatch per batch of `dataset` (from file_dataset / array_dataset), in
-    order; with world > 1 this process embeds its slice rank::world of every batch."""
+    order; with world > 1 this process embeds its slice rank::world of every batch. A model
+    whose vectors are not finite (trained to nan) is refused, named by `source`."""
     check_layer(layer)
     device = torch.device(device)
     model.eval()
@@ -81,6 +83,11 @@ def embed_batches(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         vectors = model.features(x, layer).flatten(1).float().cpu().numpy()
+        if not np.isfinite(vectors).all():
+            raise CheckpointError(
+                f"{source} gives {layer} vectors that are not finite numbers (nan or inf): its weights are broken, "
+                "e.g. trained with a learning rate too high; use another model"
+            )
         yield EmbeddedBatch(batch.labels, np.ascontiguousarray(vectors), batch.failures)
 
 
@@ -93,15 +100,16 @@ def embed_labelled(
     batch_size: int = BATCH_SIZE,
     workers: int = 0,
     on_batch=None,
+    model_name: str = "the model",
 ) -> tuple[np.ndarray, np.ndarray, list]:
     """All vectors of a labelled ArrayDataset / FolderDataset: (vectors (N, D), labels (N,),
     failures). Unreadable files are left out (and returned as failures)."""
     if isinstance(dataset, ArrayDataset):
-        source = array_dataset(dataset.images)
+        inputs = array_dataset(dataset.images)
     else:
-        source = file_dataset(dataset.paths, dataset.base_size)
+        inputs = file_dataset(dataset.paths, dataset.base_size)
     chunks, positions, failures = [], [], []
-    for batch in embed_batches(model, source, pre, layer, device, batch_size, workers):
+    for batch in embed_batches(model, inputs, pre, layer, device, batch_size, workers, source=model_name):
         failures += batch.failures
         if len(batch.positions):
             chunks.append(batch.vectors)

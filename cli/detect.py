@@ -13,9 +13,11 @@ from alexsuite.detection.inference import DetectSettings, run_detector
 from alexsuite.detection.regions import MODES
 from alexsuite.devices import resolve_device
 from alexsuite.errors import CheckpointError
+from alexsuite.fileio import display_path, output_names
 
 from .main import main
 from .options import option
+from .outputs import output_folder
 from .progress import Bar
 
 
@@ -87,7 +89,8 @@ def detect_cmd(images, detector, out, cache, as_json, **settings):
       alexsuite detect photos/*.jpg --mode fast --out runs/boxes # pictures with boxes drawn
       alexsuite detect photo.jpg --threshold -0.5 --json         # more boxes, JSON Lines
 
-    Prints a table per image (or JSON Lines); with --out, writes OUT/<image name>.png.
+    Prints a table per image (or JSON Lines); with --out, writes OUT/<image name>.png (images
+    of the same name from different folders get their folder in it too: a__x.png, b__x.png).
     """
     opts = DetectSettings(**settings)
     det = load_detector(detector or default_detector(), resolve_device(opts.device))
@@ -95,6 +98,9 @@ def detect_cmd(images, detector, out, cache, as_json, **settings):
     network = Bar(len(images), f"detect ({opts.mode})", enabled=not as_json and len(images) > 1)
     start = time.perf_counter()
     failed = 0
+    pictures = output_names(images) if out else {}
+    if out:
+        output_folder(out, "--out")
     for r in run_detector(det, images, opts, cache_dir=cache, on_proposals=bar):
         network(1)
         if r.error is not None:
@@ -105,7 +111,7 @@ def detect_cmd(images, detector, out, cache, as_json, **settings):
         if as_json:
             click.echo(json.dumps(record))
         else:
-            click.echo(f"{r.path}: {len(record['detections'])} objects ({r.width}x{r.height})")
+            click.echo(f"{display_path(r.path)}: {len(record['detections'])} objects ({r.width}x{r.height})")
             for d in record["detections"]:
                 x1, y1, x2, y2 = d["box"]
                 click.echo(f"  {d['label']:<14} {d['score']:>7.3f}   [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
@@ -113,8 +119,7 @@ def detect_cmd(images, detector, out, cache, as_json, **settings):
             from alexsuite import viz
             from alexsuite.data.decode import decode_image
 
-            Path(out).mkdir(parents=True, exist_ok=True)
-            viz.draw_detections(decode_image(r.path), r.detections, det.classes, Path(out) / f"{Path(r.path).stem}.png")
+            viz.draw_detections(decode_image(r.path), r.detections, det.classes, Path(out) / pictures[r.path])
     bar.close()
     network.close()
     done = len(images) - failed

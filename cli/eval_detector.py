@@ -63,6 +63,11 @@ def eval_detector_cmd(data, detector, split, images, cache, as_json, **settings)
         return
     for e in result["failed"][:5]:
         click.secho(f"warning: skipped {e}", fg="yellow", err=True)
+    if result["unknown_classes"]:
+        unknown = ", ".join(f"{c} ({n})" for c, n in sorted(result["unknown_classes"].items()))
+        click.secho(
+            f"warning: objects of classes the detector does not know were not scored: {unknown}", fg="yellow", err=True
+        )
     click.echo(
         f"{dataset.source}: {result['images']} images, {opts.mode} mode{', mirrored too' if opts.mirror else ''}"
     )

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import click
 
+from alexsuite.fileio import display_path, output_names
 from alexsuite.proposals import MODES as PROPOSAL_MODES
 from alexsuite.proposals import ProposalSettings, ProposeSettings, propose
 
 from .main import main
 from .options import option
+from .outputs import output_folder
 from .progress import Bar
 
 
@@ -50,6 +52,9 @@ def proposals_cmd(images, mode, max_boxes, cache, out, draw, workers, as_json):
     results = propose(images, settings, cache_dir=cache, workers=workers, on_image=bar)
     bar.close()
     failed = 0
+    pictures = output_names(images) if out else {}
+    if out:
+        output_folder(out, "--out")
     for path, boxes in zip(images, results):
         if isinstance(boxes, Exception):
             failed += 1
@@ -58,13 +63,12 @@ def proposals_cmd(images, mode, max_boxes, cache, out, draw, workers, as_json):
         if as_json:
             click.echo(json.dumps({"image": path, "boxes": boxes.astype(int).tolist()}))
         else:
-            click.echo(f"{path}: {len(boxes):,} boxes")
+            click.echo(f"{display_path(path)}: {len(boxes):,} boxes")
         if out:
             from alexsuite import viz
             from alexsuite.data.decode import decode_image
 
-            Path(out).mkdir(parents=True, exist_ok=True)
-            viz.draw_boxes(decode_image(path), boxes[:draw], Path(out) / f"{Path(path).stem}.png")
+            viz.draw_boxes(decode_image(path), boxes[:draw], Path(out) / pictures[path])
     if out:
         click.echo(f"pictures: {out}", err=True)
     if failed == len(images):

@@ -8,12 +8,14 @@ from pathlib import Path
 import click
 
 from alexsuite.devices import resolve_device
+from alexsuite.fileio import display_path
 from alexsuite.models.checkpoint import load_model
 from alexsuite.retrieval.search import Searcher, SearchSettings, expand_queries
 from alexsuite.retrieval.store import IndexStore, resolve_dir
 
 from .main import main
 from .options import option
+from .outputs import output_folder
 
 
 @main.command(name="search")
@@ -76,6 +78,7 @@ def search_cmd(queries, index_name, ids, as_json, sheet, **settings):
     if sheet:
         from alexsuite import viz
 
+        output_folder(Path(sheet).parent, "--sheet")
         viz.search_sheet(results, sheet)
         click.echo(f"sheet: {sheet}", err=True)
     if failed and len(failed) == len(results):
@@ -83,7 +86,7 @@ def search_cmd(queries, index_name, ids, as_json, sheet, **settings):
 
 
 def _print_table(result) -> None:
-    click.echo(f"{result.query}")
+    click.echo(display_path(result.query))
     click.echo(f"  {'rank':>4}  {'distance':>9}  {'id':>7}  path")
     for h in result.results:
         label = f"  [{h.label}]" if h.label else ""
@@ -92,6 +95,6 @@ def _print_table(result) -> None:
 
 def _short(path: str) -> str:
     try:
-        return str(Path(path).relative_to(Path.cwd()))
+        return display_path(Path(path).relative_to(Path.cwd()))
     except ValueError:
-        return path
+        return display_path(path)

@@ -13,8 +13,10 @@ import numpy as np
 import torch
 
 from ..errors import DataError, ImageDecodeError
+from ..fileio import display_path, open_regular
 from . import fashion_mnist
-from .decode import is_image_path, load_square
+from .decode import load_square
+from .folders import scan_images
 
 
 @dataclass
@@ -97,27 +99,29 @@ DEFAULT_DATASET = "fashion-mnist-mini"
 
 
 def scan_class_folders(root: Path) -> tuple[list[Path], list[int], list[str], list[str]]:
-    """Class subfolders of `root` (sorted names = class indices), images found recursively."""
+    """Class subfolders of `root` (sorted names = class indices), images found recursively
+    (folders.scan_images: regular files only, each folder and file once); returns the paths,
+    their labels, the classes and what was skipped, one line per file or kind."""
     if not root.is_dir():
-        raise DataError(f"{root}: no such folder")
+        raise DataError(f"{display_path(root)}: no such folder")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
-        raise DataError(f"{root}: no class subfolders (expected {root}/<class>/<image files>)")
+        raise DataError(
+            f"{display_path(root)}: no class subfolders (expected {display_path(root)}/<class>/<image files>)"
+        )
     paths, labels, skipped, empty = [], [], [], []
     for index, name in enumerate(classes):
-        found = 0
-        for p in sorted((root / name).rglob("*")):
-            if p.is_file() and not p.name.startswith("."):
-                if is_image_path(p):
-                    paths.append(p)
-                    labels.append(index)
-                    found += 1
-                else:
-                    skipped.append(str(p))
-        if not found:
+        scan = scan_images(root / name)
+        paths += scan.images
+        labels += [index] * len(scan.images)
+        skipped += scan.others + scan.special + scan.loops + scan.duplicates + scan.unreadable
+        if not scan.images:
             empty.append(name)
     if empty:
-        raise DataError(f"{root}: class folder(s) with no images: {', '.join(empty)} (add images or remove the folder)")
+        raise DataError(
+            f"{display_path(root)}: class folder(s) with no images: {', '.join(empty)} "
+            "(add images or remove the folder)"
+        )
     return paths, labels, classes, skipped
 
 
@@ -136,6 +140,13 @@ def split_holdout(dataset: FolderDataset, fraction: float, seed: int) -> tuple[F
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
         val[rng.choice(members, max(1, round(len(members) * fraction)), replace=False)] = True
+
+    if val.all():
+        raise DataError(
+            f"{dataset.source}: the training split is empty: {len(labels)} image(s) in {len(np.unique(labels))} "
+            f"class(es), and --val-split {fraction} holds out at least one of each class; "
+            "add images or drop --val-split"
+        )
 
     def subset(mask, tag):
         keep = np.flatnonzero(mask)
@@ -157,7 +168,8 @@ def leave_out(dataset: ArrayDataset | FolderDataset, listing: str | Path) -> Arr
     import json
 
     try:
-        entries = json.loads(Path(listing).read_text())
+        with open_regular(listing) as f:
+            entries = json.loads(f.read())
     except (OSError, ValueError) as e:
         raise DataError(f"--leave-out {listing}: not a readable JSON list ({e})") from None
     if isinstance(entries, dict):  # a report that carries its list, as benchmarks/scenes_articles.py writes
@@ -201,9 +213,10 @@ def leave_out(dataset: ArrayDataset | FolderDataset, listing: str | Path) -> Arr
 
 
 def resolve_classification(
-    data: str, base_size: int, val_split: float | None = None, seed: int = 0
+    data: str, base_size: int, val_split: float | None = None, seed: int = 0, command: str = "train"
 ) -> tuple[ArrayDataset | FolderDataset, ArrayDataset | FolderDataset]:
-    """(train, val) for a dataset name, a folder with train/ and val/, or one folder + val_split."""
+    """(train, val) for a dataset name, a folder with train/ and val/, or one folder + val_split
+    (only `train` has --val-split: other commands' errors do not suggest it)."""
     if data in NAMED:
         return NAMED[data]("train", base_size), NAMED[data]("test", base_size)
     root = Path(data).expanduser()
@@ -216,9 +229,8 @@ def resolve_classification(
     elif val_split:
         train, val = split_holdout(folder_dataset(root, base_size), val_split, seed)
     else:
-        raise DataError(
-            f"{root}: expected train/ and val/ class folders; for one folder of class subfolders pass --val-split 0.1"
-        )
+        hint = "; for one folder of class subfolders pass --val-split 0.1" if command == "train" else ""
+        raise DataError(f"{root}: expected train/ and val/ class folders{hint}")
     if len(train.classes) < 2:
         raise DataError(f"{root}: only one class ({train.classes[0]}); classification needs two or more")
     return train, val

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from ..errors import ImageDecodeError
+from ..fileio import NotARegularFile, open_regular
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -44,7 +45,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
-    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGB
+    if img.mode == "RGB":
+        return img  # converting would copy it
+    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
 def decode_image(path, min_side: int | None = None) -> np.ndarray:
@@ -53,43 +56,59 @@ def decode_image(path, min_side: int | None = None) -> np.ndarray:
     `min_side`: the caller will shrink the image until its shorter side is this long, so
     JPEG decoding may use DCT scaling (`draft`) to skip work on huge photos.
     """
+    return _as_array(path, open_rgb(path, min_side))
+
+
+def open_rgb(path, min_side: int | None = None) -> Image.Image:
+    """The decoded RGB image of `path` (see decode_image); only regular files are opened, so
+    a named pipe or device never blocks the reader."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open_regular(path) as f:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(f) as img:
                 if min_side and img.format == "JPEG":
                     scale = min(img.size) / min_side
                     if scale >= 2:
                         img.draft("RGB", (img.size[0] // int(scale), img.size[1] // int(scale)))
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(img)
+                ImageOps.exif_transpose(img, in_place=True)  # no copy of a huge image
+                return _to_rgb(img)
     except FileNotFoundError:
         raise ImageDecodeError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ImageDecodeError(path, "is a directory, not an image") from None
+    except NotARegularFile as e:
+        raise ImageDecodeError(
+            path, "is a directory, not an image" if "directory" in e.strerror else e.strerror
+        ) from None
+    except PermissionError:
+        raise ImageDecodeError(path, "permission denied") from None
     except Image.UnidentifiedImageError:
         raise ImageDecodeError(path, "not an image file (unknown format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageDecodeError(path, f"image too large (over {MAX_PIXELS:,} pixels)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageDecodeError(path, f"corrupt or truncated image ({e})") from None
-    arr = np.asarray(rgb, dtype=np.uint8)
-    if arr.ndim != 3 or min(arr.shape[:2]) == 0:
-        raise ImageDecodeError(path, f"empty image of shape {arr.shape}")
-    return arr
 
 
-def resize_shorter_side(arr: np.ndarray, size: int) -> np.ndarray:
+def _as_array(path, img: Image.Image) -> np.ndarray:
+    if min(img.size) == 0:
+        raise ImageDecodeError(path, f"empty image of size {img.size[0]}x{img.size[1]}")
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _shorter_side_to(img: Image.Image, size: int) -> Image.Image:
     """Scale so the shorter side is `size` (area filter when shrinking, as Caffe's tools did)."""
-    h, w = arr.shape[:2]
+    w, h = img.size
     scale = size / min(h, w)
     new = (max(size, round(w * scale)), max(size, round(h * scale)))
     if new == (w, h):
-        return arr
-    img = Image.fromarray(arr)
-    return np.asarray(img.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0 if scale < 1 else None))
+        return img
+    return img.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0 if scale < 1 else None)
+
+
+def resize_shorter_side(arr: np.ndarray, size: int) -> np.ndarray:
+    """Scale an HxWx3 array so its shorter side is `size` (see _shorter_side_to)."""
+    return np.asarray(_shorter_side_to(Image.fromarray(arr), size))
 
 
 def center_square(arr: np.ndarray, size: int) -> np.ndarray:
@@ -99,5 +118,9 @@ def center_square(arr: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_square(path, size: int) -> np.ndarray:
-    """AlexNet §2: rescale so the shorter side is `size`, then take the central square."""
-    return center_square(resize_shorter_side(decode_image(path, min_side=size), size), size)
+    """AlexNet §2: rescale so the shorter side is `size`, then take the central square. The
+    image is resized before it becomes an array, so a huge one is held once, not thrice."""
+    img = open_rgb(path, min_side=size)
+    if min(img.size) == 0:
+        raise ImageDecodeError(path, f"empty image of size {img.size[0]}x{img.size[1]}")
+    return center_square(np.asarray(_shorter_side_to(img, size), dtype=np.uint8), size)

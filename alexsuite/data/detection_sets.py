@@ -10,6 +10,7 @@ and what is wrong with it.
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
+from ..fileio import display_path
 
 
 @dataclass
@@ -86,25 +88,32 @@ def _text(node, tag: str, source: str) -> str:
 def _number(node, tag: str, source: str) -> float:
     text = _text(node, tag, source)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise DataError(f"{source}: <{tag}> is {text!r}, not a number") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise DataError(f"{source}: <{tag}> is {text!r}, not a number")
+    return value
 
 
 def read_voc_xml(path: Path, images: Path, counts: dict) -> Annotation:
     source = str(path)
+    if not path.is_file():  # a named pipe would block the parser
+        raise DataError(
+            f"{source}: {'not a regular file' if path.exists() else 'missing'}; every listed image needs one"
+        )
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as e:
         raise DataError(f"{source}: malformed XML ({e})") from None
     except OSError as e:
         raise DataError(f"{source}: cannot read ({e.strerror})") from None
-    image = images / _text(root, "filename", source)
-    if not image.is_file():
-        raise DataError(f"{source}: its image {image} does not exist")
+    image = _inside(images, _text(root, "filename", source), source)
     size = root.find("size")
     if size is not None and size.find("width") is not None:
         width, height = int(_number(size, "width", source)), int(_number(size, "height", source))
+        if width < 1 or height < 1:
+            raise DataError(f"{source}: image size {width}x{height} is not a real size")
     else:
         width, height = _image_size(image)
     raw = []
@@ -148,45 +157,90 @@ def read_voc(root: Path, split: str = "train") -> DetectionSet:
 
 
 def read_coco(annotations: Path, images: Path) -> DetectionSet:
-    """COCO detection JSON (images, annotations with bbox [x, y, w, h], categories)."""
+    """COCO detection JSON (images, annotations with bbox [x, y, w, h], categories). Every
+    annotation must name a listed image and category and hold four numbers: a file that does
+    not is refused with the first such entry named, rather than scored without it."""
     annotations = Path(annotations).expanduser()
-    try:
-        data = json.loads(annotations.read_text())
-        cats = {c["id"]: c["name"] for c in data["categories"]}
-        entries = data["images"]
-        boxes_by_image: dict = {}
-        for a in data.get("annotations", []):
-            boxes_by_image.setdefault(a["image_id"], []).append(a)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{annotations}: not a COCO detection file ({type(e).__name__}: {e})") from None
+    data = _coco_json(annotations)
+    cats = _coco_categories(data, annotations)
+    entries = data["images"]
+    ids = {e.get("id") for e in entries if isinstance(e, dict)}
+    boxes_by_image: dict = {}
+    for a in data["annotations"]:
+        raw = _coco_box(a, cats, ids, annotations)
+        boxes_by_image.setdefault(a["image_id"], []).append(raw)
     counts = {"clipped": 0, "dropped": 0}
     items = []
     for entry in entries:
-        source = f"{annotations} (image id {entry.get('id')})"
-        try:
-            image = Path(images) / entry["file_name"]
-            raw = [
-                (
-                    a["bbox"][0],
-                    a["bbox"][1],
-                    a["bbox"][0] + a["bbox"][2],
-                    a["bbox"][1] + a["bbox"][3],
-                    cats[a["category_id"]],
-                    bool(a.get("iscrowd", 0)),
-                )
-                for a in boxes_by_image.get(entry["id"], [])
-            ]
-        except (KeyError, IndexError, TypeError) as e:
-            raise DataError(f"{source}: malformed entry ({type(e).__name__}: {e})") from None
-        if not image.is_file():
-            raise DataError(f"{source}: its image {image} does not exist")
+        source = f"{annotations} (image id {entry.get('id') if isinstance(entry, dict) else entry!r})"
+        if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("file_name"), str):
+            raise DataError(f"{source}: an image entry needs an id and a file_name")
+        image = _inside(Path(images), entry["file_name"], source)
         width, height = entry.get("width"), entry.get("height")
-        if not width or not height:
+        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
             width, height = _image_size(image)
-        items.append(_finish(image, int(width), int(height), raw, source, counts))
+        items.append(_finish(image, width, height, boxes_by_image.get(entry["id"], []), source, counts))
     if not items:
         raise DataError(f"{annotations}: lists no images")
     return DetectionSet(items, sorted(set(cats.values())), str(annotations), counts["clipped"], counts["dropped"])
+
+
+def _coco_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path}: not a readable JSON file ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DataError(f'{path}: not a COCO detection file (no "images" list)')
+    if not isinstance(data.get("annotations"), list):
+        raise DataError(f"{path}: not a COCO detection file (no \"annotations\" list)")
+    if not data["annotations"]:
+        raise DataError(f"{path}: lists no annotations, so there is nothing to train on or score")
+    return data
+
+
+def _coco_categories(data: dict, path: Path) -> dict:
+    cats = data.get("categories")
+    if not isinstance(cats, list) or not all(
+        isinstance(c, dict) and "id" in c and isinstance(c.get("name"), str) for c in cats
+    ):
+        raise DataError(f'{path}: "categories" must be a list of {{"id", "name"}} objects')
+    return {c["id"]: c["name"] for c in cats}
+
+
+def _coco_box(a, cats: dict, image_ids: set, path: Path) -> tuple:
+    """One annotation as (x1, y1, x2, y2, label, crowd), checked."""
+    where = f"{path} (annotation id {a.get('id') if isinstance(a, dict) else a!r})"
+    if not isinstance(a, dict):
+        raise DataError(f"{where}: an annotation must be an object")
+    if a.get("image_id") not in image_ids:
+        raise DataError(f"{where}: image_id {a.get('image_id')!r} is not among the file's images")
+    if a.get("category_id") not in cats:
+        raise DataError(f"{where}: category_id {a.get('category_id')!r} is not among its categories")
+    box = a.get("bbox")
+    if not (isinstance(box, list) and len(box) == 4 and all(_finite(v) for v in box)):
+        raise DataError(f"{where}: bbox must be four numbers [x, y, width, height], got {box!r}")
+    x, y, w, h = (float(v) for v in box)
+    return (x, y, x + w, y + h, cats[a["category_id"]], bool(a.get("iscrowd", 0)))
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _inside(folder: Path, name: str, source: str) -> Path:
+    """The image an annotation names, which must be a file inside the dataset's image folder:
+    a name such as ../../secret.jpg or /etc/passwd is refused, never read."""
+    path = folder / name
+    if Path(name).is_absolute() or not path.resolve().is_relative_to(folder.resolve()):
+        raise DataError(
+            f"{source}: its image {name!r} lies outside {display_path(folder)}; annotations must name "
+            "images inside the dataset"
+        )
+    if not path.is_file():
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise DataError(f"{source}: its image {display_path(path)} {what}")
+    return path
 
 
 def read_detection_set(data, split: str = "train", images=None) -> DetectionSet:
@@ -194,6 +248,8 @@ def read_detection_set(data, split: str = "train", images=None) -> DetectionSet:
     else next to it) or a Pascal VOC directory and one of its splits."""
     data = Path(data).expanduser()
     if data.suffix.lower() == ".json":
+        if not data.is_file():
+            raise DataError(f"{display_path(data)}: not a regular file; give a COCO .json file")
         return read_coco(data, Path(images).expanduser() if images else data.parent)
     if not data.is_dir():
         raise DataError(f"{data}: neither a Pascal VOC directory nor a COCO .json file")

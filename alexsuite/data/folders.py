@@ -1,39 +1,90 @@
-"""Walking a folder for the image files in it: the one walk `index` and `search` share."""
+"""Walking a folder for the image files in it: the one walk `index`, `search`, `detect`,
+`classify`-style folder inputs and class-folder datasets share. Only regular files are ever
+taken (a named pipe would block its reader forever), links are followed but every folder is
+walked once (a link back to a parent is reported, not followed round), and a file reached
+twice through links is taken once."""
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..fileio import display_path, file_kind
 from .decode import is_image_path
 
 
 @dataclass
 class Scan:
-    images: list[Path]
-    others: int = 0  # files that are not images
-    unreadable: list[str] = field(default_factory=list)  # folders os.walk could not list, odd names
+    images: list[Path] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)  # regular files that are not images (by extension)
+    special: list[str] = field(default_factory=list)  # FIFOs, sockets, devices: never opened
+    loops: list[str] = field(default_factory=list)  # links to a folder already walked: not walked again
+    duplicates: list[str] = field(default_factory=list)  # image files reached again through a link
+    unreadable: list[str] = field(default_factory=list)  # folders not listed, dangling links, odd names
+
+    def problems(self) -> list[str]:
+        """One line per kind of entry that was left out, for a warning."""
+        kinds = (
+            (self.special, "special file(s) (pipes, sockets, devices) never opened"),
+            (self.loops, "link(s) back to a folder already walked, not followed again"),
+            (self.duplicates, "image(s) reached a second time through a link, taken once"),
+            (self.unreadable, "unreadable folder(s), dangling link(s) or file name(s)"),
+        )
+        return [f"skipped {len(found)} {what}, e.g. {found[0]}" for found, what in kinds if found]
 
 
 def scan_images(root: Path) -> Scan:
-    """Image files under `root` (recursive, sorted, hidden entries skipped)."""
-    scan = Scan([])
-    for dirpath, dirnames, filenames in os.walk(
-        root, followlinks=True, onerror=lambda e: scan.unreadable.append(f"{e.filename}: {e.strerror}")
-    ):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            p = Path(dirpath) / name
-            try:
-                str(p).encode("utf-8")  # SQLite stores text: a name that is not UTF-8 cannot be a row
-            except UnicodeEncodeError:
-                scan.unreadable.append(f"{p!r}: file name is not valid UTF-8")
-                continue
-            if is_image_path(p):
-                scan.images.append(p)
-            else:
-                scan.others += 1
+    """Image files under `root`, recursive, in os.walk's top-down order (a folder's files by
+    name, then its subfolders by name); hidden entries are skipped."""
+    scan = Scan()
+    root = Path(root)
+    try:
+        top = root.stat()
+    except OSError as e:
+        scan.unreadable.append(f"{display_path(root)}: {e.strerror}")
+        return scan
+    _walk(root, scan, {(top.st_dev, top.st_ino)}, set())
     return scan
+
+
+def _walk(folder: Path, scan: Scan, folders: set, files: set) -> None:
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as e:
+        scan.unreadable.append(f"{display_path(folder)}: {e.strerror}")
+        return
+    subfolders = []
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            entry.name.encode("utf-8")  # SQLite stores text: a name that is not UTF-8 cannot be a row
+        except UnicodeEncodeError:
+            scan.unreadable.append(f"{display_path(path)}: file name is not valid UTF-8")
+            continue
+        try:
+            st = entry.stat()  # follows links
+        except OSError as e:
+            why = "dangling link" if entry.is_symlink() else (e.strerror or str(e))
+            scan.unreadable.append(f"{display_path(path)}: {why}")
+            continue
+        key = (st.st_dev, st.st_ino)
+        if stat.S_ISDIR(st.st_mode):
+            if key in folders:
+                scan.loops.append(display_path(path))
+            else:
+                folders.add(key)
+                subfolders.append(path)
+        elif not stat.S_ISREG(st.st_mode):
+            scan.special.append(f"{display_path(path)} ({file_kind(st.st_mode)})")
+        elif not is_image_path(path):
+            scan.others.append(display_path(path))
+        elif key in files:
+            scan.duplicates.append(display_path(path))
+        else:
+            files.add(key)
+            scan.images.append(path)
+    for sub in subfolders:
+        _walk(sub, scan, folders, files)

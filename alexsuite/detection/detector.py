@@ -161,22 +161,17 @@ def load_detector(path, device="cpu") -> Detector:
             else ""
         )
         raise CheckpointError(f"{d}: not a detector directory, no detector.json{hint}")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{meta_file}: unreadable ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_file}: not an {FORMAT} file")
-    for name, digest in meta["files"].items():
-        if not (d / name).is_file() or file_sha256(d / name) != digest:
+    meta = _read_meta(meta_file)
+    for name in ("backbone.pt", "heads.pt"):
+        if not (d / name).is_file() or file_sha256(d / name) != meta["files"].get(name):
             raise CheckpointError(f"{d / name}: missing or changed since the detector was written; train it again")
     # what it was trained with, read as strictly as it was written
     config = from_dict(DetectorConfig, meta["config"], f"{meta_file}: config") if "config" in meta else None
     loaded = load_model(d / "backbone.pt", device)
-    heads = torch.load(d / "heads.pt", map_location=device, weights_only=True)
+    heads = _read_heads(d / "heads.pt", device, len(meta["classes"]))
     return Detector(
         loaded.model.eval(),
-        Preprocess.from_dict(meta["preprocess"]),
+        _preprocess(meta["preprocess"], meta_file),
         list(meta["classes"]),
         meta["layer"],
         float(meta["feature_scale"]),
@@ -189,6 +184,53 @@ def load_detector(path, device="cpu") -> Detector:
         framing=_framing(meta, meta_file),
         config=config,
     )
+
+
+_META_TYPES = {
+    "classes": list,
+    "layer": str,
+    "feature_scale": (int, float),
+    "pool5_scale": (int, float),
+    "preprocess": dict,
+    "files": dict,
+}
+
+
+def _read_meta(meta_file: Path) -> dict:
+    """detector.json, with every field the loader reads present and of the right type."""
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{meta_file}: unreadable ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_file}: not an {FORMAT} file")
+    wrong = [k for k, kind in _META_TYPES.items() if not isinstance(meta.get(k), kind)]
+    if wrong or not all(isinstance(c, str) for c in meta["classes"]):
+        raise CheckpointError(
+            f"{meta_file}: missing or malformed {', '.join(wrong) or 'classes'}; train the detector again"
+        )
+    return meta
+
+
+def _preprocess(saved: dict, meta_file: Path) -> Preprocess:
+    try:
+        return Preprocess.from_dict(saved)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{meta_file}: malformed preprocess ({type(e).__name__}: {e}); train it again") from None
+
+
+def _read_heads(path: Path, device, classes: int) -> dict:
+    """heads.pt, loaded weights-only and checked: a file that is not what save_detector wrote
+    (even with its sha256 updated in detector.json) is refused in one line."""
+    try:
+        heads = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch raises several types for foreign, pickled or truncated files
+        why = "holding objects safe loading refuses" if "Weights only" in str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: not a detector's heads file ({why}); train the detector again") from None
+    svm_ok = isinstance(heads, dict) and all(isinstance(heads.get(k), torch.Tensor) for k in ("svm_weight", "svm_bias"))
+    if not svm_ok or heads["svm_weight"].shape[0] != classes or heads["svm_bias"].shape != (classes,):
+        raise CheckpointError(f"{path}: no SVM weights for the detector's {classes} classes; train the detector again")
+    return heads
 
 
 def _framing(meta: dict, meta_file: Path) -> Framing:

@@ -58,7 +58,7 @@ def _collect(classes: list[str], items, results, on_image) -> dict:
     """Each readable image's ground truth (classes the detector knows), detections with and
     without box regression, and proposals; the failures; the network's seconds."""
     index = {c: i for i, c in enumerate(classes)}
-    run = {"truths": [], "found": [], "plain": [], "proposals": [], "failed": [], "network": 0.0}
+    run = {"truths": [], "found": [], "plain": [], "proposals": [], "failed": [], "network": 0.0, "unknown": {}}
     for item, r in zip(items, results):
         if on_image:
             on_image(1)
@@ -66,6 +66,9 @@ def _collect(classes: list[str], items, results, on_image) -> dict:
             run["failed"].append(str(r.error))
             continue
         known = torch.tensor([lab in index for lab in item.labels], dtype=torch.bool)
+        for lab in item.labels:
+            if lab not in index:  # not scored: the detector cannot find what it was never taught
+                run["unknown"][lab] = run["unknown"].get(lab, 0) + 1
         labels = torch.tensor([index.get(lab, -1) for lab in item.labels], dtype=torch.long)
         run["truths"].append(Truth(item.boxes[known], labels[known], item.difficult[known]))
         run["found"].append(r.detections)
@@ -81,6 +84,7 @@ def _score(classes: list[str], run: dict) -> dict:
     return {
         "images": len(run["found"]),
         "failed": run["failed"],
+        "unknown_classes": run["unknown"],
         "map": with_reg["map"],
         "map_voc07": with_reg["map_voc07"],
         "map_no_regression": without["map"],

@@ -229,4 +229,5 @@ def head_features(model, pool5: torch.Tensor, layer: str) -> torch.Tensor:
     if layer == "pool5":
         return pool5
     views = pool5.shape[1] // model.pool5_dim
-    return model.head(pool5.reshape(len(pool5) * views, -1), layer).reshape(len(pool5), -1)
+    out = model.head(pool5.reshape(len(pool5) * views, model.pool5_dim), layer)
+    return out.reshape(len(pool5), views * out.shape[1])  # explicit sizes: an image may have no boxes

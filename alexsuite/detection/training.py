@@ -143,6 +143,10 @@ def _proposals(run: _Run) -> None:
     run.items = [data.items[i] for i in good]
     run.proposals = [torch.from_numpy(boxes[i]) for i in good]
     run.truths = _truths(run.items, data.classes)
+    seen = set(torch.cat([labels for _, labels in run.truths]).tolist())
+    unseen = [c for i, c in enumerate(data.classes) if i not in seen]
+    if unseen:  # a COCO category without annotations, or whose images could not be read
+        reporter.warn(f"no training objects of {', '.join(unseen)}: the detector will never find them")
     truth = [Truth(a.boxes, t[1], a.difficult) for a, t in zip(run.items, run.truths)]
     run.metrics.update(
         training_images=len(run.items),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.datasets import DEFAULT_DATASET, resolve_classification
-from ..embedding import DEFAULT_LAYER, embed_labelled
+from ..embedding import DEFAULT_LAYER, embed_labelled, feature_dim
 from ..evaluation.retrieval import average_precision
 from ..settings import default_of, help_of, setting
 from . import index as faiss_index
@@ -84,12 +84,22 @@ def evaluate_model_retrieval(
     its test (or val/) split as the queries with `loaded` (a LoadedModel), then
     evaluate_retrieval. `progress(total, name)` returns a callable taking a number of images
     done, with .close()."""
-    database, queries = resolve_classification(opts.data, loaded.preprocess.base_size)
+    dim = feature_dim(loaded.model, loaded.preprocess, opts.layer)
+    faiss_index.create(IndexSpec(dim, opts.factory, opts.metric, opts.pca, opts.whiten))  # a bad spec fails now
+    database, queries = resolve_classification(opts.data, loaded.preprocess.base_size, command="eval-retrieval")
     vectors = {}
     for name, dataset in (("database", database), ("queries", queries)):
         bar = progress(len(dataset), f"embed {name}") if progress else None
         vectors[name] = embed_labelled(
-            loaded.model, dataset, loaded.preprocess, opts.layer, device, opts.batch_size, opts.workers, on_batch=bar
+            loaded.model,
+            dataset,
+            loaded.preprocess,
+            opts.layer,
+            device,
+            opts.batch_size,
+            opts.workers,
+            on_batch=bar,
+            model_name=str(loaded.source),
         )
         if bar:
             bar.close()

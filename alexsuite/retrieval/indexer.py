@@ -8,6 +8,7 @@ its slice of every batch and process 0, the only writer, gathers and commits the
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +27,12 @@ from . import index as faiss_index
 from .index import IndexSpec
 from .store import (
     DEFAULT_INDEX,
-    INDEX_FILE,
-    MANIFEST_FILE,
-    META_FILE,
     IndexStore,
     check_model,
     model_record,
+    staging_dir,
+    swap_in,
+    write_errors,
     writer_lock,
 )
 
@@ -167,21 +168,33 @@ def update_index(
         plan = Plan(root, shared["layer"], [Path(p) for p in shared["files"]], {}, [], [], report)
         _run(plan, None, loaded, opts, device, None, ctx, start)
         return report
-    planned = False
+    sent = []  # [True] once the other processes have their plan
     try:
-        with writer_lock(store_dir, opts.wait):
-            plan, store = _prepare(store_dir, loaded, root, opts, report, warn)
-            try:
-                _broadcast(ctx, {"layer": plan.layer, "files": [str(p) for p in plan.embed]})
-                planned = True
-                _run(plan, store, loaded, opts, device, progress, ctx, start, warn)
-            finally:
-                store.close()
+        with write_errors(store_dir, report), writer_lock(store_dir, opts.wait):
+            if opts.rebuild:  # built beside the old index and swapped in when done: a kill leaves the old one
+                staging = staging_dir(store_dir)
+                shutil.rmtree(staging, ignore_errors=True)
+                with writer_lock(staging):
+                    _update(staging, loaded, root, opts, report, device, progress, ctx, start, warn, sent)
+                swap_in(staging, store_dir)
+            else:
+                _update(store_dir, loaded, root, opts, report, device, progress, ctx, start, warn, sent)
     except Exception as e:
-        if not planned:  # the other processes are waiting for a plan: tell them why none comes
+        if not sent:  # the other processes are waiting for a plan: tell them why none comes
             _broadcast(ctx, str(e) or type(e).__name__)
         raise
     return report
+
+
+def _update(store_dir: Path, loaded, root: Path, opts, report, device, progress, ctx, start, warn, sent) -> None:
+    """Plan, share the plan with the other processes, embed and commit (caller holds the lock)."""
+    plan, store = _prepare(store_dir, loaded, root, opts, report, warn)
+    try:
+        _broadcast(ctx, {"layer": plan.layer, "files": [str(p) for p in plan.embed]})
+        sent.append(True)
+        _run(plan, store, loaded, opts, device, progress, ctx, start, warn)
+    finally:
+        store.close()
 
 
 def _broadcast(ctx: DistContext, payload):
@@ -193,14 +206,12 @@ def _broadcast(ctx: DistContext, payload):
 
 
 def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: IndexReport, warn):
-    if opts.rebuild:  # the manifest first: without it nothing else is trusted
-        for name in (MANIFEST_FILE, INDEX_FILE, META_FILE, META_FILE + "-wal", META_FILE + "-shm"):
-            (store_dir / name).unlink(missing_ok=True)
-    store = IndexStore.open_read(store_dir) if IndexStore.exists(store_dir) else None
+    store = IndexStore.open_write(store_dir) if IndexStore.exists(store_dir) else None
     if store is not None and store.index is None and not store.count():
         store.close()  # nothing was ever committed (e.g. training failed): new settings may apply
         store = None
     if store is not None:
+        store.check_vectors_present(str(root))
         check_model(store.manifest, loaded)
         _check_same_settings(store, opts)
         dropped = store.drop_orphans()
@@ -220,14 +231,14 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
         faiss_index.create(spec)  # fail on a bad factory before any work is done
         store = IndexStore.create(store_dir, model_record(loaded), layer, loaded.preprocess.to_dict(), spec)
     scan = scan_images(root)
-    files, report.non_images = scan.images, scan.others
-    if scan.unreadable:
-        if opts.prune:
-            raise DataError(
-                f"cannot read {scan.unreadable[0]} (and {len(scan.unreadable) - 1} more); "
-                "not pruning what could not be seen: fix it, or run without --prune"
-            )
-        warn(f"skipped {len(scan.unreadable)} unreadable folder(s) or file name(s), e.g. {scan.unreadable[0]}")
+    files, report.non_images = scan.images, len(scan.others)
+    if scan.unreadable and opts.prune:
+        raise DataError(
+            f"cannot read {scan.unreadable[0]} (and {len(scan.unreadable) - 1} more); "
+            "not pruning what could not be seen: fix it, or run without --prune"
+        )
+    for line in scan.problems():
+        warn(line)
     if not files and not store.count():
         raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     report.scanned = len(files)
@@ -292,6 +303,7 @@ def _run(
             opts.strict,
             ctx.rank,
             ctx.world,
+            source=str(loaded.source),
         ):
             parts = [(batch.positions.numpy(), batch.vectors, [str(e) for e in batch.failures])]
             if ctx.enabled:

@@ -96,6 +96,7 @@ class Searcher:
 
     def __init__(self, store: IndexStore, loaded, device, params: str | None = None):
         check_model(store.manifest, loaded)
+        store.check_vectors_present()
         if store.index is None or store.count() == 0:
             raise DataError(
                 f"{store.root}: the index is empty; add images with `alexsuite index IMAGES --index {store.root}`"
@@ -130,6 +131,7 @@ class Searcher:
             self.device,
             batch_size,
             workers,
+            source=str(self.loaded.source),
         ):
             for err in batch.failures:
                 for i in todo:

@@ -12,21 +12,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import fcntl
 import json
 import os
+import shutil
 import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import faiss
 import numpy as np
 
-from ..errors import AlexsuiteError, CheckpointError, DataError
-from ..fileio import atomic_write_bytes, atomic_write_text
+from ..errors import AlexsuiteError, CheckpointError, ConfigError, DataError, DiskSpaceError
+from ..fileio import atomic_write_bytes, atomic_write_text, display_path
 from ..version import __version__
 from . import index as faiss_index
 
@@ -54,12 +58,17 @@ class IndexBusyError(AlexsuiteError):
     """Another process is writing to this index."""
 
 
+class IndexWriteError(AlexsuiteError):
+    """The index folder cannot be written (read-only folder or file system, no permission)."""
+
+
 def resolve_dir(name_or_path: str | os.PathLike) -> Path:
-    """A bare name (no slash) means indexes/NAME; anything else is a path."""
+    """A bare name (no slash) means indexes/NAME; anything else is a path (never a file)."""
     text = str(name_or_path)
-    if os.sep not in text and not text.startswith("."):
-        return DEFAULT_ROOT / text
-    return Path(text).expanduser()
+    root = DEFAULT_ROOT / text if os.sep not in text and not text.startswith(".") else Path(text).expanduser()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--index {display_path(root)}: a file is in the way; give an index name or folder")
+    return root
 
 
 @dataclass
@@ -102,17 +111,36 @@ class IndexStore:
             "spec": spec.to_dict(),
         }
         atomic_write_text(root / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
-        return cls(root, manifest, _connect(root), None)
+        return cls(root, manifest, _connect(root, write=True), None)
 
     @classmethod
     def open_read(cls, root: Path) -> IndexStore:
-        """Open for searching; errors name the directory and the fix."""
+        """Open for searching, read-only (a read-only folder or disk is fine); errors name the
+        directory and the fix."""
+        return cls._open(root, write=False)
+
+    @classmethod
+    def open_write(cls, root: Path) -> IndexStore:
+        """Open for adding to it (caller holds the lock)."""
+        return cls._open(root, write=True)
+
+    @classmethod
+    def _open(cls, root: Path, write: bool) -> IndexStore:
+        recover(root)
         if not root.exists():
             raise DataError(f"{root}: no such index; build it with `alexsuite index IMAGES --index {root}`")
         manifest = _read_manifest(root)
-        store = cls(root, manifest, _connect(root), None)
+        store = cls(root, manifest, _connect(root, write), None)
         store.index = store._read_index()
         return store
+
+    def check_vectors_present(self, images: str = "IMAGES") -> None:
+        """Rows without index.faiss (deleted or lost): the vectors must be made again."""
+        if self.index is None and self.count():
+            raise DataError(
+                f"{self.root / INDEX_FILE} is missing though {META_FILE} lists {self.count():,} images: "
+                f"rebuild it with `alexsuite index {images} --index {self.root} --rebuild`"
+            )
 
     def _read_index(self) -> faiss.Index | None:
         path = self.root / INDEX_FILE
@@ -186,17 +214,36 @@ class IndexStore:
         return 0
 
 
-def _connect(root: Path) -> sqlite3.Connection:
+def _connect(root: Path, write: bool) -> sqlite3.Connection:
+    """The metadata database: a writer sets it up; a reader opens it read-only, and where
+    even that needs a write (a WAL database in a read-only folder) as immutable, which is
+    safe because nothing can write there."""
+    path = root / META_FILE
     try:
-        db = sqlite3.connect(root / META_FILE, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")  # readers go on while a writer commits
-        db.executescript(SCHEMA)
+        if write:
+            db = sqlite3.connect(path, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")  # readers go on while a writer commits
+            db.executescript(SCHEMA)
+            return db
+        if not path.is_file():
+            raise DataError(
+                f"{path}: missing; rebuild the index with `alexsuite index IMAGES --index {root} --rebuild`"
+            )
+        uri = f"file:{quote(str(path.absolute()))}?mode=ro"
+        try:
+            db = sqlite3.connect(uri, uri=True, timeout=30)
+            db.execute("SELECT COUNT(*) FROM images").fetchone()
+        except sqlite3.OperationalError:
+            if os.access(root, os.W_OK):
+                raise
+            db = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30)
+            db.execute("SELECT COUNT(*) FROM images").fetchone()
+        return db
     except sqlite3.DatabaseError as e:
         raise DataError(
-            f"{root / META_FILE}: unreadable metadata database ({e}); rebuild the index "
+            f"{path}: unreadable metadata database ({e}); rebuild the index "
             f"with `alexsuite index IMAGES --index {root} --rebuild`"
         ) from None
-    return db
 
 
 def _read_manifest(root: Path) -> dict:
@@ -217,30 +264,110 @@ def _read_manifest(root: Path) -> dict:
 
 @contextmanager
 def writer_lock(root: Path, wait: float = 0.0):
-    """Exclusive lock on the index directory; waits up to `wait` seconds, then refuses."""
+    """Exclusive lock on the index directory; waits up to `wait` seconds, then refuses. The
+    lock is taken again if the folder was swapped (a rebuild) while this process waited."""
+    recover(root)
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + wait
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    while True:
+        fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _lock(fd, root, deadline)
+            if os.path.samestat(os.fstat(fd), os.stat(root / LOCK_FILE)):
                 break
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                    raise IndexBusyError(
-                        f"{root}: another process (pid {holder}) is writing this index; "
-                        "wait for it, or pass --wait SECONDS"
-                    ) from None
-                time.sleep(0.2)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the folder was replaced while we waited: lock the new one
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _lock(fd: int, root: Path, deadline: float) -> None:
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise IndexBusyError(
+                    f"{root}: another process (pid {holder}) is writing this index; wait for it, or pass --wait SECONDS"
+                ) from None
+            time.sleep(0.2)
+
+
+@contextmanager
+def write_errors(root: Path, report=None):
+    """The OS's and SQLite's write failures as one line that says the fix. Every commit is
+    atomic, so what was committed before stays searchable and a re-run carries on."""
+    kept = f"; the {report.added + report.updated:,} image(s) committed before are kept" if report else ""
+    where = display_path(root)
+    try:
+        yield
+    except sqlite3.OperationalError as e:
+        if "readonly" in str(e) or "unable to open" in str(e):
+            raise IndexWriteError(
+                f"{where}: cannot write this index ({e}); make the folder writable or use another --index"
+            ) from None
+        if "full" in str(e):
+            raise DiskSpaceError(
+                f"{where}: the disk is full{kept}: free some space and run the same command again"
+            ) from None
+        raise
+    except OSError as e:
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise IndexWriteError(
+                f"{where}: cannot write here ({e.strerror}); make the folder writable or use another --index"
+            ) from None
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskSpaceError(
+                f"{where}: the disk is full{kept}: free some space and run the same command again"
+            ) from None
+        raise
+
+
+def staging_dir(root: Path) -> Path:
+    """Where a rebuild of `root` is made, beside it (same file system, so it can be swapped in)."""
+    return root.parent / f".{root.name}.rebuild"
+
+
+def swap_in(staging: Path, root: Path) -> None:
+    """Put the rebuilt index in place of the old one: Linux exchanges the two folders in one
+    step (renameat2); elsewhere the old one is renamed aside first, and `recover` puts it back
+    if the process dies between the two renames."""
+    aside = root.parent / f".{root.name}.old"
+    shutil.rmtree(aside, ignore_errors=True)
+    if root.exists() and _exchange(staging, root):
+        shutil.rmtree(staging, ignore_errors=True)  # the old index, now under the staging name
+        return
+    if root.exists():
+        os.rename(root, aside)
+    os.rename(staging, root)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def recover(root: Path) -> None:
+    """An index renamed aside by a swap that did not finish comes back."""
+    aside = root.parent / f".{root.name}.old"
+    if not root.exists() and aside.is_dir():
+        with contextlib.suppress(OSError):  # a read-only folder: the reader will say the index is missing
+            os.rename(aside, root)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd, rename_exchange = -100, 2
+        return libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    except (OSError, AttributeError):  # no renameat2 here (not Linux, or an old C library)
+        return False
 
 
 def model_record(loaded) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 
 from ..data.datasets import DEFAULT_DATASET
@@ -85,8 +86,13 @@ class TrainConfig:
             raise ConfigError(f"unknown --arch {self.arch!r}: choose one of {', '.join(INPUT_SIZES)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown --schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1 or self.lr <= 0:
-            raise ConfigError("--epochs, --batch-size and --lr must be positive")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr must be a finite number above 0, got {self.lr:g} (the paper's is 0.01)")
+        for name in ("momentum", "weight_decay", "dropout"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("--epochs and --batch-size must be positive")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.momentum < 0 or self.weight_decay < 0 or self.workers < 0:

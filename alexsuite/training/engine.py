@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from ..data import batching, transforms
 from ..data.paste import paste, paste_params
 from ..distributed import DistContext
+from ..errors import TrainingDiverged
 from ..evaluation.classification import topk_correct
 
 
@@ -62,7 +63,7 @@ def train_one_epoch(parts: TrainingParts, dataset, cfg, epoch: int, on_batch=Non
         if len(batch.labels) == 0 and not ctx.enabled:
             continue  # every file of this batch failed to decode
         images, labels = _batch_input(parts, batch, cfg, epoch, len(plan[batch.step]))
-        _step(parts, images, labels, cfg.amp, totals, on_batch)
+        _step(parts, images, labels, cfg.amp, totals, on_batch, where=(epoch, batch.step))
     seconds = time.perf_counter() - start
     n, c1, loss_sum, n_skipped = ctx.all_sum([totals["n"], totals["correct"], totals["loss"], len(skipped)])
     return {
@@ -92,8 +93,9 @@ def _batch_input(parts: TrainingParts, batch, cfg, epoch: int, global_size: int)
     return images, batch.labels.to(device, non_blocking=True)
 
 
-def _step(parts: TrainingParts, images, labels, amp: bool, totals: dict, on_batch) -> None:
-    """One SGD step on this rank's share of a global batch, added to `totals`."""
+def _step(parts: TrainingParts, images, labels, amp: bool, totals: dict, on_batch, where) -> None:
+    """One SGD step on this rank's share of a global batch, added to `totals`; `where`:
+    (epoch, step), named if the loss stops being finite."""
     ctx = parts.ctx
     with autocast_for(parts.device, amp):
         logits = parts.model(images)
@@ -101,8 +103,11 @@ def _step(parts: TrainingParts, images, labels, amp: bool, totals: dict, on_batc
     # DDP averages gradients over ranks; scaling each rank's summed loss by world / global
     # count makes that average the mean over the global batch even when ranks hold
     # different numbers of samples (files that failed to decode), and an empty rank still
-    # joins the gradient all-reduce instead of leaving the others waiting.
-    global_n = ctx.all_sum([float(len(labels))])[0]
+    # joins the gradient all-reduce instead of leaving the others waiting. Every rank learns
+    # in the same call whether any rank's loss stopped being finite, so all stop together.
+    global_n, diverged = ctx.all_sum([float(len(labels)), float(not torch.isfinite(loss.detach()))])
+    if diverged:
+        _diverged(parts, float(loss.detach()), *where)
     if global_n == 0:
         return
     loss = loss * (ctx.world / global_n)
@@ -123,6 +128,16 @@ def _step(parts: TrainingParts, images, labels, amp: bool, totals: dict, on_batc
     totals["n"] += len(labels)
     if on_batch:
         on_batch(len(labels), float(loss.detach()) * global_n / ctx.world / len(labels))
+
+
+def _diverged(parts: TrainingParts, loss: float, epoch: int, step: int):
+    """Stop as torchvision's reference scripts do: a non-finite loss ruins every later step."""
+    lr = parts.optimizer.param_groups[0]["lr"]
+    raise TrainingDiverged(
+        f"the training loss became {loss} at epoch {epoch + 1}, step {step + 1} (lr {lr:g}); training stopped "
+        "and nothing of this epoch was saved: lower --lr, or check the data (`--resume` continues from the last "
+        "saved epoch)"
+    )
 
 
 def augment_slice(

@@ -4,7 +4,7 @@ ten-crop averaging (AlexNet §4.1; docs/references.md)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,13 +33,21 @@ class EvalSettings:
     strict: bool = setting(False, "Stop at the first unreadable image instead of skipping it.")
 
 
-def check_classes(dataset_classes: list[str], model_classes: list[str], source: str) -> None:
-    """A model scores only data labelled with its own classes, in its own order."""
-    if list(dataset_classes) != list(model_classes):
+def in_model_order(dataset, model_classes: list[str]):
+    """`dataset` with its labels renumbered to the model's class order: a model scores data of
+    its own classes, whichever order they come in (class folders sort by name, a model keeps
+    the order it was trained with)."""
+    if list(dataset.classes) == list(model_classes):
+        return dataset
+    if sorted(dataset.classes) != sorted(model_classes):
+        missing = sorted(set(model_classes) - set(dataset.classes))
+        extra = sorted(set(dataset.classes) - set(model_classes))
         raise DataError(
-            f"{source}: classes {', '.join(dataset_classes[:4])}... do not match the "
-            f"checkpoint's {', '.join(model_classes[:4])}...; evaluate on data of the same classes"
+            f"{dataset.source}: its classes do not match the model's (missing: {', '.join(missing[:4]) or 'none'}; "
+            f"not the model's: {', '.join(extra[:4]) or 'none'}); evaluate on data of the same classes"
         )
+    order = torch.tensor([model_classes.index(c) for c in dataset.classes])
+    return replace(dataset, labels=order[dataset.labels], classes=list(model_classes))
 
 
 def _same_path(a: str, b: str) -> bool:
@@ -56,8 +64,7 @@ def evaluation_set(loaded, data: str, split: str | None = None):
         dataset = resolve_classification(data, base, cfg["val_split"], cfg.get("seed", 0))[1]
     else:
         dataset = resolve_eval(data, base, split)
-    check_classes(dataset.classes, loaded.classes, dataset.source)
-    return dataset
+    return in_model_order(dataset, loaded.classes)
 
 
 @torch.no_grad()

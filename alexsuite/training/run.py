@@ -93,7 +93,7 @@ def _open_run_dir(
     atomic_write_text(run_dir / "preprocess.json", json.dumps(parts.pre.to_dict(), indent=2))
     skipped = getattr(data.train, "skipped_files", []) + getattr(data.val, "skipped_files", [])
     if skipped:
-        reporter.warn(f"ignored {len(skipped)} non-image file(s), e.g. {skipped[0]}")
+        reporter.warn(f"ignored {len(skipped)} file(s) that are not images or cannot be read, e.g. {skipped[0]}")
     reporter.start(
         {
             "run_dir": str(run_dir),
