@@ -49,6 +49,7 @@ bench: setup
 	$(BIN)/python benchmarks/backbone_transfer.py
 	$(BIN)/python benchmarks/detection.py --train
 	$(BIN)/python benchmarks/demo.py
+	$(BIN)/python benchmarks/decode_memory.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

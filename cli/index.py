@@ -21,12 +21,13 @@ from .options import option
 from .progress import Bar
 
 
-def model_for(store_dir: Path, model: str | None, rebuild: bool = False) -> str:
-    """--model, else the model that built this index, else the newest training run."""
+def model_for(store_dir: Path, model: str | None) -> str:
+    """--model, else the model that built this index (a --rebuild too: the same vectors made
+    again), else the newest training run."""
     if model:
         return model
-    if IndexStore.exists(store_dir) and not rebuild:
-        return json.loads((store_dir / "manifest.json").read_text())["model"]["source"]
+    if IndexStore.exists(store_dir):
+        return IndexStore.manifest_of(store_dir)["model"]["source"]
     return str(default_model())
 
 
@@ -69,7 +70,7 @@ def index_cmd(images, index_name, as_json, **settings):
     store_dir = resolve_dir(opts.index)
     ctx, dev = init_from_env(resolve_device(opts.device))
     try:
-        loaded = load_model(model_for(store_dir, opts.model, opts.rebuild), dev)
+        loaded = load_model(model_for(store_dir, opts.model), dev)
         quiet = as_json or not ctx.is_main
         if not quiet:
             click.echo(f"indexing {images} into {store_dir} with {loaded.source} ({loaded.arch})", err=True)

@@ -42,7 +42,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         # Transparent pixels become white, as a viewer shows them on a page.
-        rgba = img.convert("RGBA")
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")  # converting to its own mode copies
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     if img.mode == "RGB":

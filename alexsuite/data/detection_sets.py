@@ -193,7 +193,7 @@ def _coco_json(path: Path) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f'{path}: not a COCO detection file (no "images" list)')
     if not isinstance(data.get("annotations"), list):
-        raise DataError(f"{path}: not a COCO detection file (no \"annotations\" list)")
+        raise DataError(f'{path}: not a COCO detection file (no "annotations" list)')
     if not data["annotations"]:
         raise DataError(f"{path}: lists no annotations, so there is nothing to train on or score")
     return data

@@ -96,6 +96,11 @@ class IndexStore:
     def exists(root: Path) -> bool:
         return (root / MANIFEST_FILE).is_file()
 
+    @staticmethod
+    def manifest_of(root: Path) -> dict:
+        """The manifest alone, checked (no database opened)."""
+        return _read_manifest(root)
+
     @classmethod
     def create(cls, root: Path, model: dict, layer: str, preprocess: dict, spec: faiss_index.IndexSpec) -> IndexStore:
         """Write the manifest of a new, empty index (caller holds the lock)."""
@@ -257,8 +262,17 @@ def _read_manifest(root: Path) -> dict:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: unreadable manifest ({e}); rebuild with --rebuild") from None
-    if manifest.get("format") != FORMAT:
-        raise DataError(f"{path}: index format {manifest.get('format')!r}, this alexsuite reads {FORMAT}")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise DataError(f"{path}: index format {found!r}, this alexsuite reads {FORMAT}")
+    model = manifest.get("model")
+    fields_ok = isinstance(model, dict) and all(
+        isinstance(model.get(k), str) for k in ("source", "fingerprint", "arch")
+    )
+    if not fields_ok or not isinstance(manifest.get("layer"), str) or not isinstance(manifest.get("spec"), dict):
+        raise DataError(
+            f"{path}: a damaged manifest (model, layer or spec missing); rebuild with --rebuild and --model"
+        )
     return manifest
 
 
