@@ -401,3 +401,39 @@ def test_a_full_disk_stops_in_one_line_and_keeps_what_was_committed(corpus, trai
     assert "Traceback" not in done.stderr and "rc=2" in done.stdout, done.stdout + done.stderr
     assert "the disk is full" in done.stderr and "run the same command again" in done.stderr
     assert done.stdout.strip().splitlines()[-1] == "12"  # the first run's rows, whole
+
+
+def test_a_class_without_training_objects_is_named(voc_scenes, trained_run, tmp_path):
+    from alexsuite.data.detection_sets import read_voc
+
+    train = read_voc(voc_scenes, "train")
+    names = {c: i for i, c in enumerate(train.classes + ["zebra"])}
+    coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": c} for c, i in names.items()]}
+    for k, item in enumerate(train.items[:6]):
+        coco["images"].append({"id": k, "file_name": item.image.name, "width": item.width, "height": item.height})
+        for j, (box, label) in enumerate(zip(item.boxes.tolist(), item.labels)):
+            x1, y1, x2, y2 = box
+            coco["annotations"].append(
+                {"id": 100 * k + j, "image_id": k, "category_id": names[label], "bbox": [x1, y1, x2 - x1, y2 - y1]}
+            )
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(coco))
+    done = alexsuite(
+        "train-detector",
+        path,
+        "--images",
+        voc_scenes / "JPEGImages",
+        "--backbone",
+        trained_run,
+        "--finetune-iters",
+        "0",
+        "--max-boxes",
+        "30",
+        "--no-train-fast",
+        "--workers",
+        "0",
+        "--out",
+        tmp_path / "det",
+        "-q",
+    )
+    assert done.returncode == 0 and "no training objects of zebra" in done.stderr, done.stderr
