@@ -40,6 +40,18 @@ class _Progress:
     history: list = field(default_factory=list)
 
 
+@dataclass
+class _Run:
+    """What every stage after set-up shares."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    data: TrainingData
+    parts: TrainingParts
+    progress: _Progress
+    reporter: Reporter
+
+
 def train(
     cfg: TrainConfig, run_dir: Path | None = None, resume: Path | None = None, reporter: Reporter = Reporter()
 ) -> RunResult:
@@ -54,10 +66,11 @@ def train(
         progress = _Progress(
             *rundir.restore(state, parts.raw_model, parts.optimizer, parts.scheduler, parts.scaler, ctx, device)
         )
+    run = _Run(cfg, run_dir, data, parts, progress, reporter)
     if ctx.is_main:
-        _open_run_dir(cfg, run_dir, data, parts, progress, reporter)
+        _open_run_dir(run)
     for epoch in range(progress.epoch, cfg.epochs):
-        _epoch(cfg, run_dir, data, parts, progress, epoch, reporter)
+        _epoch(run, epoch)
     distributed.shutdown()
     return RunResult(run_dir, progress.best, progress.history)
 
@@ -84,10 +97,9 @@ def _start_or_resume(cfg: TrainConfig, run_dir, resume) -> tuple[TrainConfig, Pa
     return cfg, Path(run_dir) if run_dir else rundir.next_run_dir(), state
 
 
-def _open_run_dir(
-    cfg: TrainConfig, run_dir: Path, data: TrainingData, parts: TrainingParts, progress: _Progress, reporter: Reporter
-) -> None:
+def _open_run_dir(run: _Run) -> None:
     """Rank 0 writes config.json and preprocess.json and says what is about to run."""
+    cfg, run_dir, data, parts, reporter = run.cfg, run.run_dir, run.data, run.parts, run.reporter
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.json", cfg.to_json())
     atomic_write_text(run_dir / "preprocess.json", json.dumps(parts.pre.to_dict(), indent=2))
@@ -104,22 +116,15 @@ def _open_run_dir(
             "classes": len(data.train.classes),
             "device": str(parts.device),
             "world": parts.ctx.world,
-            "start_epoch": progress.epoch,
+            "start_epoch": run.progress.epoch,
             "epochs": cfg.epochs,
         }
     )
 
 
-def _epoch(
-    cfg: TrainConfig,
-    run_dir: Path,
-    data: TrainingData,
-    parts: TrainingParts,
-    progress: _Progress,
-    epoch: int,
-    reporter: Reporter,
-) -> None:
+def _epoch(run: _Run, epoch: int) -> None:
     """Train one epoch, validate, step the plateau schedule, save (rank 0) and report."""
+    cfg, data, parts, progress, reporter = run.cfg, run.data, run.parts, run.progress, run.reporter
     ctx = parts.ctx
     bar = (
         reporter.progress(parts.steps_per_epoch * cfg.batch_size // ctx.world, f"epoch {epoch + 1}/{cfg.epochs}")
@@ -158,7 +163,7 @@ def _epoch(
     progress.best = max(progress.best, val["top1"])
     rng = rundir.rng_states(ctx, parts.device)  # a collective: every rank takes part
     if ctx.is_main:
-        _save(cfg, run_dir, data, parts, progress, epoch, rng, improved)
+        _save(run, epoch, rng, improved)
         if row["skipped"]:
             examples = stats["skipped_examples"] + val["skipped_examples"]  # this rank's only
             reporter.warn(
@@ -170,17 +175,9 @@ def _epoch(
     ctx.barrier()
 
 
-def _save(
-    cfg: TrainConfig,
-    run_dir: Path,
-    data: TrainingData,
-    parts: TrainingParts,
-    progress: _Progress,
-    epoch: int,
-    rng: list,
-    improved: bool,
-) -> None:
+def _save(run: _Run, epoch: int, rng: list, improved: bool) -> None:
     """last.pt (resumable), best.pt when validation improved, the metrics and pictures."""
+    cfg, data, parts, progress = run.cfg, run.data, run.parts, run.progress
     payload = {
         "arch": cfg.arch,
         "classes": list(data.train.classes),
@@ -196,8 +193,8 @@ def _save(
         **({"scaler": parts.scaler.state_dict()} if parts.scaler is not None else {}),
         **data.fingerprints,
     }
-    rundir.save_epoch(run_dir, payload, improved, progress.history)
+    rundir.save_epoch(run.run_dir, payload, improved, progress.history)
     atomic_write_bytes(
-        run_dir / "conv1_filters.png",
+        run.run_dir / "conv1_filters.png",
         lambda f: viz.filter_grid(parts.raw_model.body[0].weight, f, grayscale=data.grayscale),
     )
