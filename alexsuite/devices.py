@@ -8,6 +8,8 @@ from .errors import ConfigError
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).split(":")[0] == "cpu":
+        name = "cpu"  # there is one CPU device: cpu:0 is it
     try:
         device = torch.device(name)
     except RuntimeError as e:

@@ -23,7 +23,7 @@ import numpy as np
 
 from .data.decode import decode_image
 from .errors import ConfigError, DataError, ImageDecodeError
-from .fileio import atomic_write_bytes, file_sha256
+from .fileio import atomic_write_bytes, file_sha256, open_regular
 from .settings import setting
 
 MODES = ("fast", "quality")
@@ -130,17 +130,29 @@ def _cached_boxes(path: str, settings: ProposalSettings, cache: str | None) -> n
             file = Path(cache) / f"{file_sha256(path)[:24]}-{settings.key()}.npy"
         except OSError as e:  # the decoder's own wording for a missing or unreadable file
             raise ImageDecodeError(path, (e.strerror or str(e)).lower()) from None
-    if file is not None and file.exists():
-        try:
-            return np.load(file)
-        except (OSError, ValueError):
-            pass  # a damaged cache entry is recomputed
+    cached = _read_cached(file) if file is not None else None
+    if cached is not None:
+        return cached
     boxes = selective_search(decode_image(path), settings)
     if file is not None:
         buffer = io.BytesIO()
         np.save(buffer, boxes)
-        atomic_write_bytes(file, lambda f: f.write(buffer.getvalue()))
+        with contextlib.suppress(OSError):  # a cache that cannot be written is only a cache
+            atomic_write_bytes(file, lambda f: f.write(buffer.getvalue()))
     return boxes
+
+
+def _read_cached(file: Path) -> np.ndarray | None:
+    """A cache entry's boxes, or None when there is none or it is not one this code wrote
+    (damaged, empty, a pipe or folder in its place, boxes of the wrong shape or not finite):
+    such an entry is computed again."""
+    try:
+        with open_regular(file) as f:
+            boxes = np.load(f, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    ok = boxes.ndim == 2 and boxes.shape[1] == 4 and boxes.dtype == np.float32 and np.isfinite(boxes).all()
+    return boxes if ok else None
 
 
 def propose(

@@ -8,6 +8,8 @@ it does not know instead of ignoring them (as Fast R-CNN's `_merge_a_into_b` and
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
 import typing
 from dataclasses import MISSING, Field
 
@@ -44,6 +46,38 @@ def help_of(cls, name: str) -> str:
     return f"{text} [source: {source}]" if source else text
 
 
+def require(ok: bool, message: str) -> None:
+    """A settings check: `message` (naming the option and the fix) when not `ok`."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def finite(value, low: float = -math.inf, high: float = math.inf) -> bool:
+    """A real number (bools are not), not nan or infinite, within [low, high]."""
+    try:
+        return not isinstance(value, bool) and math.isfinite(value) and low <= value <= high
+    except (TypeError, OverflowError):
+        return False
+
+
+def _type_ok(value, hint) -> bool:
+    """Whether `value` fits a simple hint (int, float, str, bool, or one of them or None);
+    richer hints (tuples, unions with them) are left to the settings' own checks."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    args = typing.get_args(hint) if union else (hint,)
+    if not all(a in (int, float, str, bool, type(None)) for a in args):
+        return True
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    fits = {
+        type(None): value is None,
+        bool: isinstance(value, bool),
+        str: isinstance(value, str),
+        int: number and isinstance(value, int),
+        float: number,
+    }
+    return any(fits[a] for a in args)
+
+
 def from_dict(cls, data: dict, where: str):
     """`cls` from a saved dict (e.g. config.json): unknown keys are an error naming them, and
     fields that are settings dataclasses themselves are read the same way."""
@@ -62,6 +96,8 @@ def from_dict(cls, data: dict, where: str):
         kind = hints.get(name)
         if dataclasses.is_dataclass(kind) and isinstance(value, dict):
             value = from_dict(kind, value, f"{where}: {name}")
+        elif not _type_ok(value, kind):
+            raise ConfigError(f"{where}: {name} is {value!r}, not of its kind ({kind})")
         values[name] = value
     try:
         return cls(**values)

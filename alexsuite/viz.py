@@ -164,15 +164,21 @@ def draw_boxes(image: np.ndarray, boxes, out, labels=None, scores=None, width: i
     img.save(out, format="PNG")
 
 
-def search_sheet(results, out, tile: int = 128) -> None:
+SHEET_ROWS, SHEET_COLUMNS = 50, 20  # a sheet of 1 + 20 tiles by 50 rows: 0.37 gigapixels at most
+
+
+def search_sheet(results, out, tile: int = 128) -> bool:
     """`alexsuite search --sheet`: one row per QueryResult (retrieval/search.py) that has results,
-    each hit captioned with its rank, distance and label."""
+    each hit captioned with its rank, distance and label; the first SHEET_ROWS queries and
+    SHEET_COLUMNS hits of each, so a big search cannot draw a picture too large to hold.
+    Returns whether anything was left out."""
+    found = [r for r in results if not r.error]
     rows = [
-        (r.query, [(h.path, f"#{h.rank} d={h.distance:.3g} {h.label or ''}") for h in r.results])
-        for r in results
-        if not r.error
+        (r.query, [(h.path, f"#{h.rank} d={h.distance:.3g} {h.label or ''}") for h in r.results[:SHEET_COLUMNS]])
+        for r in found[:SHEET_ROWS]
     ]
     result_sheet(rows, out, tile)
+    return len(found) > SHEET_ROWS or any(len(r.results) > SHEET_COLUMNS for r in found)
 
 
 def draw_detections(image: np.ndarray, detections, classes: list[str], out) -> None:

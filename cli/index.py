@@ -11,6 +11,7 @@ import click
 from alexsuite.devices import resolve_device
 from alexsuite.distributed import init_from_env, shutdown
 from alexsuite.embedding import LAYERS
+from alexsuite.errors import ConfigError
 from alexsuite.models.checkpoint import default_model, load_model
 from alexsuite.retrieval.index import METRICS
 from alexsuite.retrieval.indexer import IndexOptions, update_index
@@ -26,6 +27,11 @@ def model_for(store_dir: Path, model: str | None) -> str:
     again), else the newest training run."""
     if model:
         return model
+    if not IndexStore.exists(store_dir) and any((store_dir / n).exists() for n in ("meta.sqlite", "index.faiss")):
+        raise ConfigError(
+            f"--index {store_dir}: its manifest is gone, and with it the model's name: rebuild it with "
+            "--rebuild, and pass --model"
+        )
     if IndexStore.exists(store_dir):
         return IndexStore.manifest_of(store_dir)["model"]["source"]
     return str(default_model())
@@ -88,10 +94,7 @@ def index_cmd(images, index_name, as_json, **settings):
         shutdown()
     if not ctx.is_main:
         return
-    if as_json:
-        click.echo(json.dumps(asdict(report)))
-        return
-    if report.failed:
+    if report.failed:  # warnings go to stderr, so --json's stdout stays one object
         click.secho(
             f"warning: skipped {report.failed} unreadable image(s), e.g. {report.failed_examples[0]}",
             fg="yellow",
@@ -103,6 +106,9 @@ def index_cmd(images, index_name, as_json, **settings):
             fg="yellow",
             err=True,
         )
+    if as_json:
+        click.echo(json.dumps(asdict(report)))
+        return
     speed = f", {report.images_per_s:.0f} img/s" if report.added + report.updated else ""
     click.echo(
         f"{store_dir}: {report.total:,} images ({report.added:,} added, {report.updated:,} updated, "

@@ -79,7 +79,13 @@ def search_cmd(queries, index_name, ids, as_json, sheet, **settings):
         from alexsuite import viz
 
         output_folder(Path(sheet).parent, "--sheet")
-        viz.search_sheet(results, sheet)
+        if viz.search_sheet(results, sheet):
+            click.secho(
+                f"warning: the sheet shows the first {viz.SHEET_ROWS} queries and {viz.SHEET_COLUMNS} "
+                "results of each; --json lists them all",
+                fg="yellow",
+                err=True,
+            )
         click.echo(f"sheet: {sheet}", err=True)
     if failed and len(failed) == len(results):
         raise SystemExit(2)

@@ -437,3 +437,212 @@ def test_a_class_without_training_objects_is_named(voc_scenes, trained_run, tmp_
         "-q",
     )
     assert done.returncode == 0 and "no training objects of zebra" in done.stderr, done.stderr
+
+
+# ---- found by an adversarial review: each case in-process, through the same command line ----
+
+
+def cli(*args):
+    """The command line in this process (no hang possible here): exit 0 or 2, no exception."""
+    from click.testing import CliRunner
+
+    from alexsuite.cli.main import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code in (0, 2) and (result.exception is None or isinstance(result.exception, SystemExit)), (
+        result.output,
+        result.exception,
+    )
+    return result
+
+
+def test_an_index_is_never_written_over_other_files(corpus, trained_run, tmp_path):
+    docs = tmp_path / "Docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "thesis.txt").write_text("years of work")
+    for index in (docs, corpus / "square"):
+        for rebuild in ((), ("--rebuild",)):
+            done = cli("index", corpus / "square", "--model", trained_run, "--index", index, *rebuild)
+            assert done.exit_code == 2 and "not an index's" in done.output
+    assert (docs / "thesis.txt").read_text() == "years of work" and (docs / "sub").is_dir()
+    assert len(list((corpus / "square").glob("*.png"))) == 12
+    for name in ("", ".", "..", "a/.."):
+        done = cli("index", corpus / "square", "--model", trained_run, "--index", name, "--rebuild")
+        assert done.exit_code == 2 and "give the index a name" in done.output
+
+
+def test_a_lost_manifest_or_lost_vectors_are_not_papered_over(corpus, trained_run, tmp_path):
+    index = tmp_path / "idx"
+    cli("index", corpus / "square", "--model", trained_run, "--index", index, "--workers", "0")
+    saved = (index / "index.faiss").read_bytes()
+    cli("index", corpus / "circle", "--index", index, "--workers", "0")
+    (index / "index.faiss").write_bytes(saved)  # an older copy put back: the circles' rows have no vectors
+    done = cli("index", corpus / "circle", "--index", index, "--workers", "0", "--json")
+    assert done.exit_code == 0 and index_state(index)[0] == index_state(index)[1] == 26
+    (index / "manifest.json").unlink()
+    done = cli("index", corpus / "circle", "--index", index, "--workers", "0")
+    assert done.exit_code == 2 and "--rebuild" in done.output and "--model" in done.output
+    done = cli("index", corpus / "circle", "--index", index, "--rebuild", "--workers", "0")
+    assert done.exit_code == 2 and "pass --model" in done.output  # the manifest named the model
+    done = cli("index", corpus / "circle", "--index", index, "--rebuild", "--model", trained_run, "--workers", "0")
+    assert done.exit_code == 0 and index_state(index) == (26, 26, 26)  # circle/loop leads to the squares too
+
+
+def test_damaged_index_files_are_refused_in_one_line(corpus, trained_run, tmp_path):
+    index, query = tmp_path / "idx", corpus / "square" / "square_00.png"
+    cli("index", corpus / "square", "--model", trained_run, "--index", index, "--workers", "0")
+    good, good_db = (index / "index.faiss").read_bytes(), (index / "meta.sqlite").read_bytes()
+    other = faiss.IndexIDMap2(faiss.IndexFlatL2(64))
+    other.add_with_ids(torch.zeros(3, 64).numpy(), torch.arange(3).numpy())
+    faiss.write_index(other, str(index / "index.faiss"))
+    for command in (("search", query), ("index", corpus / "square", "--workers", "0")):
+        done = cli(*command, "--index", index)
+        assert done.exit_code == 2 and "64-d vectors" in done.output
+    (index / "index.faiss").write_bytes(good)
+    db = sqlite3.connect(index / "meta.sqlite")
+    db.executescript("CREATE TABLE x AS SELECT id, path FROM images; DROP TABLE images; ALTER TABLE x RENAME TO images")
+    db.close()
+    for command in (("search", query), ("index", corpus / "square", "--workers", "0")):
+        done = cli(*command, "--index", index)
+        assert done.exit_code == 2 and "tables differ" in done.output
+    assert faiss.read_index(str(index / "index.faiss")).ntotal == 12  # nothing removed
+    (index / "meta.sqlite").write_bytes(good_db)
+    (index / ".lock").unlink()
+    (index / ".lock").mkdir()
+    done = cli("index", corpus / "square", "--index", index, "--workers", "0")
+    assert done.exit_code == 2 and "not a lock file" in done.output
+
+
+def test_factories_that_would_crash_faiss_are_refused(corpus, trained_run, tmp_path):
+    for factory in ("HNSW1", "HNSW0", "HNSW32,SQ0", "IVF0,Flat", "NSG0"):
+        done = cli(
+            "index", corpus / "square", "--model", trained_run, "--index", tmp_path / factory, "--factory", factory
+        )
+        assert done.exit_code == 2 and "--factory" in done.output, factory
+
+
+def test_hostile_annotations_found_by_review(corpus, trained_detector, tmp_path):
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    good = {
+        "images": [{"id": 1, "file_name": "a.png"}],
+        "categories": [{"id": 3, "name": "circle"}],
+        "annotations": [{"id": 9, "image_id": 1, "category_id": 3, "bbox": [1, 1, 10, 10]}],
+    }
+    ann = good["annotations"][0]
+    cases = {
+        "crowd": {**good, "annotations": [{**ann, "iscrowd": "0"}]},
+        "list id": {**good, "annotations": [{**ann, "image_id": [1]}]},
+        "list category": {**good, "categories": [{"id": [3], "name": "circle"}]},
+        "huge": {**good, "annotations": [{**ann, "bbox": [1, 1, 10**400, 10]}]},
+        "null": {**good, "images": [{"id": 1, "file_name": "a\0.png"}]},
+        "twice": {**good, "images": [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "a.png"}]},
+    }
+    for name, content in cases.items():
+        path = tmp_path / f"{name.replace(' ', '_')}.json"
+        path.write_text(json.dumps(content))
+        done = cli("eval-detector", path, "--detector", trained_detector)
+        assert done.exit_code == 2 and "error:" in done.output, name
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    assert cli("eval-detector", deep, "--detector", trained_detector).exit_code == 2
+
+    voc = make_voc_scenes(tmp_path / "voc", "val", 2, seed=5)
+    xml = voc / "Annotations" / "val_000.xml"
+    text = xml.read_text()
+    xml.write_text('<?xml version="1.0" encoding="klingon"?>' + text)
+    assert cli("eval-detector", voc, "--detector", trained_detector).exit_code == 2
+    xml.write_text(text.replace("<size>", "<nosize>").replace("</size>", "</nosize>"))
+    png_bomb(voc / "JPEGImages" / "val_000.jpg", 30_000)
+    done = cli("eval-detector", voc, "--detector", trained_detector)
+    assert done.exit_code == 2 and "too large" in done.output
+    (voc / "ImageSets" / "Main" / "val.txt").write_bytes(b"val_000\n\xff\n")
+    assert cli("eval-detector", voc, "--detector", trained_detector).exit_code == 2
+
+
+def test_numbers_that_cannot_work_are_refused_before_any_work(
+    voc_scenes, trained_run, trained_detector, corpus, tmp_path
+):
+    for option in (("--lr", "nan"), ("--lr", "-1"), ("--svm-c", "nan"), ("--svm-c", "-1"), ("--fast-fraction", "nan")):
+        done = cli("train-detector", voc_scenes, "--backbone", trained_run, *option, "--out", tmp_path / "d")
+        assert done.exit_code == 2 and not (tmp_path / "d").exists(), option
+    image = corpus / "square" / "square_00.png"
+    for option in (("--threshold", "nan"), ("--nms", "nan")):
+        assert cli("detect", image, "--detector", trained_detector, *option).exit_code == 2
+    assert cli("train", "--seed", str(10**30), "--out", tmp_path / "t").exit_code == 2
+    assert cli("detect", image, "--detector", trained_detector, "--device", "cpu:0", "--workers", "0").exit_code == 0
+
+
+def test_damaged_checkpoints_and_runs_are_refused(trained_run, shapes_dir, tmp_path):
+    from alexsuite.models.checkpoint import read_checkpoint, save_checkpoint
+
+    good = read_checkpoint(trained_run / "best.pt")
+    damages = {
+        "arch": lambda s: s.pop("arch"),
+        "preprocess": lambda s: s.update(preprocess="{"),
+        "classes": lambda s: s.update(classes=[]),
+        "config": lambda s: s.update(config="not json"),
+        "model": lambda s: s.update(model=5),
+    }
+    for name, damage in damages.items():
+        state = dict(good)
+        damage(state)
+        save_checkpoint(tmp_path / f"{name}.pt", state)
+        done = cli("eval", tmp_path / f"{name}.pt", shapes_dir)
+        assert done.exit_code == 2 and "damaged" in done.output, name
+    run = tmp_path / "run"
+    cli("train", shapes_dir, "--epochs", "1", "--batch-size", "12", "--workers", "0", "--out", run, "-q")
+    assert cli("train", shapes_dir, "--epochs", "1", "--out", run, "-q").exit_code == 2  # would replace it
+    last = read_checkpoint(run / "last.pt")
+    save_checkpoint(run / "last.pt", {**last, "history": "{"})
+    done = cli("train", "--resume", run, "--epochs", "2", "-q")
+    assert done.exit_code == 2 and "cannot resume" in done.output
+
+
+def test_a_tampered_detector_json_is_refused(trained_detector, corpus, tmp_path):
+    image = corpus / "square" / "square_00.png"
+    for change in ({"layer": "conv1"}, {"layer": "pool5"}, {"preprocess": {"crop_size": 0}}):
+        copy = tmp_path / f"d{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(trained_detector, copy, ignore=shutil.ignore_patterns("cache"))
+        meta = json.loads((copy / "detector.json").read_text())
+        meta.update({k: {**meta[k], **v} if isinstance(v, dict) else v for k, v in change.items()})
+        (copy / "detector.json").write_text(json.dumps(meta))
+        assert cli("detect", image, "--detector", copy, "--workers", "0").exit_code == 2, change
+
+
+def test_caches_that_are_not_what_was_written_are_computed_again(corpus, tmp_path):
+    image = corpus / "square" / "square_00.png"
+    cache = tmp_path / "cache"
+    first = alexsuite("proposals", image, "--cache", cache, "--workers", "0", "--json")
+    entry = next(cache.glob("*.npy"))
+    for poison in ("empty", "fifo", "nan"):
+        entry.unlink()
+        if poison == "empty":
+            entry.write_bytes(b"")
+        elif poison == "fifo":
+            os.mkfifo(entry)
+        else:
+            import numpy as np
+
+            np.save(entry, np.full((3, 4), np.nan, np.float32))
+        again = alexsuite("proposals", image, "--cache", cache, "--workers", "0", "--json")
+        assert again.returncode == 0 and again.stdout == first.stdout, poison
+
+
+def test_a_postscript_file_named_jpg_is_never_handed_to_ghostscript(tmp_path):
+    from alexsuite.data.decode import decode_image
+    from alexsuite.errors import ImageDecodeError
+
+    eps = tmp_path / "photo.jpg"
+    eps.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    with pytest.raises(ImageDecodeError, match="not an image file"):
+        decode_image(eps)
+
+
+def test_a_big_search_draws_a_sheet_of_bounded_size(corpus, hostile_index, tmp_path):
+    sheet = tmp_path / "sheet.png"
+    done = cli("search", corpus / "square", "--index", hostile_index, "-k", "25", "--sheet", sheet)
+    assert done.exit_code == 0 and "the sheet shows the first" in done.output
+    twenty = tmp_path / "twenty.png"
+    cli("search", corpus / "square", "--index", hostile_index, "-k", "20", "--sheet", twenty)
+    with Image.open(sheet) as img, Image.open(twenty) as reference:
+        assert img.size == reference.size  # the 21st to 25th results are left off the picture

@@ -6,6 +6,7 @@ raises ImageDecodeError naming the file, so callers can skip-and-count or stop (
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from PIL import Image, ImageFile, ImageOps
 from ..errors import ImageDecodeError
 from ..fileio import NotARegularFile, open_regular
 
+# The formats Pillow may open: those of IMAGE_SUFFIXES (JPEG covers cameras' multi-picture MPO).
+# Never EPS, whose PostScript Pillow hands to Ghostscript, whatever the file is named.
+FORMATS = ("JPEG", "PNG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 # Decoding is bounded by `draft` and resizing, so allow large photos (Pillow's default bomb
@@ -60,20 +64,38 @@ def decode_image(path, min_side: int | None = None) -> np.ndarray:
 
 
 def open_rgb(path, min_side: int | None = None) -> Image.Image:
-    """The decoded RGB image of `path` (see decode_image); only regular files are opened, so
-    a named pipe or device never blocks the reader."""
+    """The decoded RGB image of `path` (see decode_image)."""
+    with _opened(path) as img:
+        if min_side and img.format == "JPEG":
+            scale = min(img.size) / min_side
+            if scale >= 2:
+                img.draft("RGB", (img.size[0] // int(scale), img.size[1] // int(scale)))
+        img.load()
+        with contextlib.suppress(Exception):  # EXIF too damaged to say an orientation: the pixels stand as stored
+            ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of a huge image
+        return _to_rgb(img)
+
+
+def image_size(path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding its pixels; the same checks
+    and errors as decode_image (a regular file, a known format, under the pixel cap)."""
+    with _opened(path) as img:
+        return img.size
+
+
+@contextlib.contextmanager
+def _opened(path):
+    """`path` opened by Pillow, only if it is a regular file (a named pipe or device never
+    blocks the reader) in one of FORMATS; every failure, while opening or while the caller
+    decodes, as an ImageDecodeError naming the file. Pillow's warnings about odd metadata stay
+    quiet; a decompression bomb is an error."""
     path = Path(path)
     try:
         with warnings.catch_warnings(), open_regular(path) as f:
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(f) as img:
-                if min_side and img.format == "JPEG":
-                    scale = min(img.size) / min_side
-                    if scale >= 2:
-                        img.draft("RGB", (img.size[0] // int(scale), img.size[1] // int(scale)))
-                img.load()
-                ImageOps.exif_transpose(img, in_place=True)  # no copy of a huge image
-                return _to_rgb(img)
+            with Image.open(f, formats=FORMATS) as img:
+                yield img
     except FileNotFoundError:
         raise ImageDecodeError(path, "no such file") from None
     except NotARegularFile as e:
@@ -83,7 +105,10 @@ def open_rgb(path, min_side: int | None = None) -> Image.Image:
     except PermissionError:
         raise ImageDecodeError(path, "permission denied") from None
     except Image.UnidentifiedImageError:
-        raise ImageDecodeError(path, "not an image file (unknown format)") from None
+        empty = path.is_file() and path.stat().st_size == 0
+        raise ImageDecodeError(
+            path, "not an image file (it is empty)" if empty else "not an image file (unknown format)"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageDecodeError(path, f"image too large (over {MAX_PIXELS:,} pixels)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:

@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from ..errors import DataError
+from ..errors import DataError, ImageDecodeError
 from ..fileio import display_path
+from ..settings import finite
+from .decode import image_size
+
+MAX_COORDINATE = 1 << 20  # pixels: beyond any real image, within float32's exact integers
 
 
 @dataclass
@@ -46,11 +49,11 @@ class DetectionSet:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
+    """The size in the image's header (no pixels decoded), through the decoder's checks."""
     try:
-        with Image.open(path) as img:
-            return img.size
-    except (OSError, SyntaxError) as e:
-        raise DataError(f"{path}: cannot read the image's size ({e})") from None
+        return image_size(path)
+    except ImageDecodeError as e:
+        raise DataError(f"{e}: cannot read the image's size") from None
 
 
 def _finish(image: Path, width: int, height: int, raw: list[tuple], source: str, counts: dict) -> Annotation:
@@ -104,8 +107,8 @@ def read_voc_xml(path: Path, images: Path, counts: dict) -> Annotation:
         )
     try:
         root = ET.parse(path).getroot()
-    except ET.ParseError as e:
-        raise DataError(f"{source}: malformed XML ({e})") from None
+    except (ET.ParseError, LookupError, ValueError, RecursionError) as e:  # LookupError: an unknown encoding
+        raise DataError(f"{source}: malformed XML ({type(e).__name__}: {e})") from None
     except OSError as e:
         raise DataError(f"{source}: cannot read ({e.strerror})") from None
     image = _inside(images, _text(root, "filename", source), source)
@@ -147,9 +150,13 @@ def read_voc(root: Path, split: str = "train") -> DetectionSet:
             else []
         )
         raise DataError(f"{root}: no split {split!r} ({listing} missing; splits here: {', '.join(have) or 'none'})")
-    ids = [line.split()[0] for line in listing.read_text().splitlines() if line.strip()]
+    try:
+        ids = [line.split()[0] for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{listing}: not a readable list of image names ({e})") from None
     if not ids:
         raise DataError(f"{listing}: lists no images")
+    _no_repeats(ids, str(listing))
     counts = {"clipped": 0, "dropped": 0}
     items = [read_voc_xml(root / "Annotations" / f"{i}.xml", root / "JPEGImages", counts) for i in ids]
     classes = sorted({label for a in items for label in a.labels})
@@ -164,7 +171,12 @@ def read_coco(annotations: Path, images: Path) -> DetectionSet:
     data = _coco_json(annotations)
     cats = _coco_categories(data, annotations)
     entries = data["images"]
-    ids = {e.get("id") for e in entries if isinstance(e, dict)}
+    for entry in entries:
+        if not isinstance(entry, dict) or not _key(entry.get("id")) or not isinstance(entry.get("file_name"), str):
+            raise DataError(f"{annotations}: image entry {str(entry)[:80]} needs an id and a file_name")
+    ids = [e["id"] for e in entries]
+    _no_repeats(ids, f"{annotations}: images")
+    ids = set(ids)
     boxes_by_image: dict = {}
     for a in data["annotations"]:
         raw = _coco_box(a, cats, ids, annotations)
@@ -172,12 +184,10 @@ def read_coco(annotations: Path, images: Path) -> DetectionSet:
     counts = {"clipped": 0, "dropped": 0}
     items = []
     for entry in entries:
-        source = f"{annotations} (image id {entry.get('id') if isinstance(entry, dict) else entry!r})"
-        if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("file_name"), str):
-            raise DataError(f"{source}: an image entry needs an id and a file_name")
+        source = f"{annotations} (image id {entry['id']!r})"
         image = _inside(Path(images), entry["file_name"], source)
         width, height = entry.get("width"), entry.get("height")
-        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+        if not (_size(width) and _size(height)):  # absent or odd: the image's own header says
             width, height = _image_size(image)
         items.append(_finish(image, width, height, boxes_by_image.get(entry["id"], []), source, counts))
     if not items:
@@ -188,7 +198,7 @@ def read_coco(annotations: Path, images: Path) -> DetectionSet:
 def _coco_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise DataError(f"{path}: not a readable JSON file ({type(e).__name__}: {e})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f'{path}: not a COCO detection file (no "images" list)')
@@ -202,7 +212,7 @@ def _coco_json(path: Path) -> dict:
 def _coco_categories(data: dict, path: Path) -> dict:
     cats = data.get("categories")
     if not isinstance(cats, list) or not all(
-        isinstance(c, dict) and "id" in c and isinstance(c.get("name"), str) for c in cats
+        isinstance(c, dict) and _key(c.get("id")) and isinstance(c.get("name"), str) for c in cats
     ):
         raise DataError(f'{path}: "categories" must be a list of {{"id", "name"}} objects')
     return {c["id"]: c["name"] for c in cats}
@@ -213,24 +223,48 @@ def _coco_box(a, cats: dict, image_ids: set, path: Path) -> tuple:
     where = f"{path} (annotation id {a.get('id') if isinstance(a, dict) else a!r})"
     if not isinstance(a, dict):
         raise DataError(f"{where}: an annotation must be an object")
-    if a.get("image_id") not in image_ids:
+    if not _key(a.get("image_id")) or a.get("image_id") not in image_ids:
         raise DataError(f"{where}: image_id {a.get('image_id')!r} is not among the file's images")
-    if a.get("category_id") not in cats:
+    if not _key(a.get("category_id")) or a.get("category_id") not in cats:
         raise DataError(f"{where}: category_id {a.get('category_id')!r} is not among its categories")
     box = a.get("bbox")
     if not (isinstance(box, list) and len(box) == 4 and all(_finite(v) for v in box)):
         raise DataError(f"{where}: bbox must be four numbers [x, y, width, height], got {box!r}")
     x, y, w, h = (float(v) for v in box)
-    return (x, y, x + w, y + h, cats[a["category_id"]], bool(a.get("iscrowd", 0)))
+    crowd = a.get("iscrowd", 0)
+    if crowd not in (0, 1) or isinstance(crowd, float):  # True and False are 1 and 0; "0" is not
+        raise DataError(f"{where}: iscrowd must be 0 or 1, got {crowd!r}")
+    return (x, y, x + w, y + h, cats[a["category_id"]], bool(crowd))
 
 
 def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return finite(v, -MAX_COORDINATE, MAX_COORDINATE)
+
+
+def _size(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_COORDINATE
+
+
+def _key(v) -> bool:
+    """An id COCO files use: an int or a string (never a list, a bool or a float)."""
+    return isinstance(v, (int, str)) and not isinstance(v, bool)
+
+
+def _no_repeats(ids: list, where: str) -> None:
+    seen, repeated = set(), []
+    for i in ids:
+        if i in seen:
+            repeated.append(i)
+        seen.add(i)
+    if repeated:
+        raise DataError(f"{where}: lists {repeated[0]!r} more than once ({len(repeated)} repeat(s)); each image once")
 
 
 def _inside(folder: Path, name: str, source: str) -> Path:
     """The image an annotation names, which must be a file inside the dataset's image folder:
     a name such as ../../secret.jpg or /etc/passwd is refused, never read."""
+    if "\0" in name or not name.strip():
+        raise DataError(f"{source}: image name {name!r} is not a file name")
     path = folder / name
     if Path(name).is_absolute() or not path.resolve().is_relative_to(folder.resolve()):
         raise DataError(

@@ -45,17 +45,20 @@ def scan_images(root: Path) -> Scan:
     except OSError as e:
         scan.unreadable.append(f"{display_path(root)}: {e.strerror}")
         return scan
-    _walk(root, scan, {(top.st_dev, top.st_ino)}, set())
+    folders, files, stack = {(top.st_dev, top.st_ino)}, set(), [root]
+    while stack:  # depth first with a stack of its own: any depth of folders, no recursion limit
+        stack += reversed(_walk(stack.pop(), scan, folders, files))
     return scan
 
 
-def _walk(folder: Path, scan: Scan, folders: set, files: set) -> None:
+def _walk(folder: Path, scan: Scan, folders: set, files: set) -> list[Path]:
+    """Take one folder's files into `scan`; return its subfolders, by name, to walk next."""
     try:
         with os.scandir(folder) as it:
             entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
     except OSError as e:
         scan.unreadable.append(f"{display_path(folder)}: {e.strerror}")
-        return
+        return []
     subfolders = []
     for entry in entries:
         path = Path(entry.path)
@@ -86,5 +89,4 @@ def _walk(folder: Path, scan: Scan, folders: set, files: set) -> None:
         else:
             files.add(key)
             scan.images.append(path)
-    for sub in subfolders:
-        _walk(sub, scan, folders, files)
+    return subfolders

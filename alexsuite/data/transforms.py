@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..settings import finite
+
+MAX_BASE_SIZE = 4096  # px: far beyond AlexNet's 256, small enough to allocate
 PCA_ALPHA_STD = 0.1  # AlexNet §4.1
 
 
@@ -31,14 +34,31 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
-        return cls(
-            d["base_size"],
-            d["crop_size"],
-            tuple(d["mean"]),
-            tuple(d["std"]),
-            tuple(d.get("eigval", (0.0, 0.0, 0.0))),
-            tuple(tuple(r) for r in d.get("eigvec", ((1, 0, 0), (0, 1, 0), (0, 0, 1)))),
-        )
+        """A saved Preprocess, checked (ValueError when a field is missing or odd)."""
+        try:
+            pre = cls(
+                d["base_size"],
+                d["crop_size"],
+                tuple(d["mean"]),
+                tuple(d["std"]),
+                tuple(d.get("eigval", (0.0, 0.0, 0.0))),
+                tuple(tuple(r) for r in d.get("eigvec", ((1, 0, 0), (0, 1, 0), (0, 0, 1)))),
+            )
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"preprocessing: a field is missing or odd ({type(e).__name__}: {e})") from None
+        return pre.check()
+
+    def check(self) -> Preprocess:
+        """Sizes a network can take and finite statistics, else ValueError."""
+        sizes_ok = all(isinstance(s, int) and not isinstance(s, bool) for s in (self.base_size, self.crop_size))
+        if not (sizes_ok and 8 <= self.crop_size <= self.base_size <= MAX_BASE_SIZE):
+            raise ValueError(f"preprocessing: sizes {self.base_size}/{self.crop_size} (base/crop) are not usable")
+        rows = (self.mean, self.std, self.eigval, *self.eigvec)
+        if len(self.eigvec) != 3 or not all(len(r) == 3 and all(finite(v) for v in r) for r in rows):
+            raise ValueError("preprocessing: mean, std and colour PCA must be three finite numbers each")
+        if min(self.std) <= 0:
+            raise ValueError("preprocessing: a standard deviation is not above 0")
+        return self
 
 
 # torchvision's ImageNet statistics and fb.resnet.torch's ImageNet RGB PCA (0-1 scale).

@@ -21,11 +21,13 @@ import torch
 from ..boxes import NMS_IOU, Detections, clip, decode, nms_per_class, valid
 from ..boxes import mirror as mirror_boxes
 from ..data.transforms import Preprocess
+from ..embedding import LAYERS
 from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_bytes, atomic_write_text, file_sha256
 from ..models.checkpoint import load_model, save_checkpoint
 from ..settings import from_dict
 from .config import DetectorConfig
+from .features import feature_dims
 from .framing import Framing
 from .regions import head_features, region_pool5
 
@@ -168,10 +170,14 @@ def load_detector(path, device="cpu") -> Detector:
     # what it was trained with, read as strictly as it was written
     config = from_dict(DetectorConfig, meta["config"], f"{meta_file}: config") if "config" in meta else None
     loaded = load_model(d / "backbone.pt", device)
-    heads = _read_heads(d / "heads.pt", device, len(meta["classes"]))
+    pre, framing = _preprocess(meta["preprocess"], meta_file), _framing(meta, meta_file)
+    if pre != loaded.preprocess:
+        raise CheckpointError(f"{meta_file}: its preprocessing is not backbone.pt's; train the detector again")
+    widths = feature_dims(loaded.model, meta["layer"], framing)
+    heads = _read_heads(d / "heads.pt", device, len(meta["classes"]), widths)
     return Detector(
         loaded.model.eval(),
-        _preprocess(meta["preprocess"], meta_file),
+        pre,
         list(meta["classes"]),
         meta["layer"],
         float(meta["feature_scale"]),
@@ -181,7 +187,7 @@ def load_detector(path, device="cpu") -> Detector:
         heads.get("reg_weight"),
         heads.get("reg_bias"),
         info={k: v for k, v in meta.items() if k not in ("files", "framing")},
-        framing=_framing(meta, meta_file),
+        framing=framing,
         config=config,
     )
 
@@ -205,6 +211,8 @@ def _read_meta(meta_file: Path) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_file}: not an {FORMAT} file")
     wrong = [k for k, kind in _META_TYPES.items() if not isinstance(meta.get(k), kind)]
+    if "layer" not in wrong and meta["layer"] not in LAYERS:
+        wrong.append("layer")
     if wrong or not all(isinstance(c, str) for c in meta["classes"]):
         raise CheckpointError(
             f"{meta_file}: missing or malformed {', '.join(wrong) or 'classes'}; train the detector again"
@@ -219,17 +227,24 @@ def _preprocess(saved: dict, meta_file: Path) -> Preprocess:
         raise CheckpointError(f"{meta_file}: malformed preprocess ({type(e).__name__}: {e}); train it again") from None
 
 
-def _read_heads(path: Path, device, classes: int) -> dict:
-    """heads.pt, loaded weights-only and checked: a file that is not what save_detector wrote
-    (even with its sha256 updated in detector.json) is refused in one line."""
+def _read_heads(path: Path, device, classes: int, widths: tuple[int, int]) -> dict:
+    """heads.pt, loaded weights-only and checked against the detector's classes and feature
+    `widths` (SVM features, pool5): a file that is not what save_detector wrote (even with its
+    sha256 updated in detector.json) is refused in one line."""
     try:
         heads = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch raises several types for foreign, pickled or truncated files
         why = "holding objects safe loading refuses" if "Weights only" in str(e) else type(e).__name__
         raise CheckpointError(f"{path}: not a detector's heads file ({why}); train the detector again") from None
     svm_ok = isinstance(heads, dict) and all(isinstance(heads.get(k), torch.Tensor) for k in ("svm_weight", "svm_bias"))
-    if not svm_ok or heads["svm_weight"].shape[0] != classes or heads["svm_bias"].shape != (classes,):
+    if not svm_ok or heads["svm_weight"].shape != (classes, widths[0]) or heads["svm_bias"].shape != (classes,):
         raise CheckpointError(f"{path}: no SVM weights for the detector's {classes} classes; train the detector again")
+    regression = {"reg_weight": (classes, widths[1], 4), "reg_bias": (classes, 4)}
+    for key, shape in regression.items():
+        if key in heads and not (isinstance(heads[key], torch.Tensor) and heads[key].shape == shape):
+            raise CheckpointError(f"{path}: its box regressors do not fit the detector; train the detector again")
+    if not all(v.is_floating_point() for v in heads.values() if isinstance(v, torch.Tensor)):
+        raise CheckpointError(f"{path}: its weights are not floating-point numbers; train the detector again")
     return heads
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..boxes import Truth
+from ..errors import DataError
 from ..evaluation.detection import average_precision, proposal_recall
 from ..settings import setting
 from .inference import DetectSettings, run_detector
@@ -45,6 +46,8 @@ def evaluate_detector(
         unregressed=True,
     )
     run = _collect(det.classes, data.items, results, on_image)
+    if data.items and not run["found"]:
+        raise DataError(f"{data.source}: none of its {len(data.items)} images could be read, e.g. {run['failed'][0]}")
     n = max(len(run["found"]), 1)
     seconds = {
         "proposals": (marks.get("proposals", start) - start) / n,

@@ -14,7 +14,7 @@ import torch
 
 from ..boxes import box_iou
 from ..data.decode import decode_image
-from ..fileio import atomic_write_bytes, file_sha256
+from ..fileio import atomic_write_bytes, file_sha256, open_regular
 from .framing import Framing
 from .regions import head_features, image_tensor, region_pool5
 
@@ -85,7 +85,7 @@ def extract_features(
         boxes = torch.cat([gt.float(), torch.as_tensor(proposals[i]).float()])
         file = _feature_file(folder, item, boxes)
         files.append(file)
-        if not file.exists():
+        if not _readable(file):
             pool5 = region_pool5(model, load_image(i), boxes, pre, mode, framing)
             feats = head_features(model, pool5, layer)
             rows = _near_rows(boxes, gt, regression_iou)
@@ -100,6 +100,17 @@ def extract_features(
         if on_image:
             on_image(1)
     return files
+
+
+def _readable(file: Path) -> bool:
+    """Whether a cached feature file is there and loads (a damaged one is computed again)."""
+    if not file.exists():
+        return False
+    try:
+        with open_regular(file) as f:
+            return isinstance(torch.load(f, map_location="cpu", weights_only=True), dict)
+    except Exception:  # truncated, empty, foreign: torch raises several types
+        return False
 
 
 def _near_rows(boxes: torch.Tensor, gt: torch.Tensor, min_iou: float) -> torch.Tensor:

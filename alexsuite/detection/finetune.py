@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -18,9 +19,9 @@ from torch import nn
 
 from ..boxes import box_iou, mirror
 from ..data import transforms
-from ..errors import ConfigError
-from ..fileio import atomic_write_bytes
-from ..settings import setting
+from ..errors import ConfigError, TrainingDiverged
+from ..fileio import atomic_write_bytes, open_regular
+from ..settings import finite, require, setting
 from .framing import Framing, warp_regions
 from .regions import context_crop_pool5, crop_shapes, fast_margin, level_pool5, pyramid_levels
 
@@ -78,6 +79,18 @@ class FinetuneSettings:
     seed: int = setting(0, "Seed of the fine-tuning batches, dropout and the new head.")
 
     def check(self) -> FinetuneSettings:
+        require(finite(self.lr) and self.lr > 0, f"--lr must be a finite number above 0, got {self.lr}")
+        for name in ("momentum", "weight_decay", "fast_fraction", "image_fraction", "fg_fraction", "step_fraction"):
+            value = getattr(self, name)
+            require(
+                finite(value, 0, 1 if "fraction" in name else math.inf),
+                f"fine-tuning's {name.replace('_', ' ')} must be a finite number"
+                f"{' from 0 to 1' if 'fraction' in name else ' of 0 or more'}, got {value}",
+            )
+        require(
+            self.batch_size >= 2 and self.iterations >= 0, "--batch-size must be 2 or more, --finetune-iters 0 or more"
+        )
+        require(abs(self.seed) < 2**40, f"--seed must be between -2**40 and 2**40, got {self.seed}")
         if self.fast_fraction + self.image_fraction > 1:
             raise ConfigError(
                 f"--fast-fraction {self.fast_fraction} and --image-fraction {self.image_fraction} "
@@ -303,13 +316,8 @@ def finetune(
     device = torch.device(device)
     model.to(device).train()
     reader = _Reader.make(model, pre, windows, load_image, settings, framing, device)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
-    )
-    step = max(1, round(settings.iterations * settings.step_fraction))
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=0.1)
     key = json.dumps({"settings": asdict(settings), "run": key}, sort_keys=True)
-    start = _resume(state_file, key, model, opt, sched, device)
+    opt, sched, start = _resume(state_file, key, model, settings, device)
     recent = []
     for it in range(start, settings.iterations):
         loss = _iteration(reader, opt, it)
@@ -337,17 +345,35 @@ def finetune(
     }
 
 
-def _resume(state_file: Path | None, key: str, model, opt, sched, device) -> int:
-    """The iteration a saved run with the same `key` reached (its state loaded), else 0."""
+def _optimizer(model, settings: FinetuneSettings):
+    """SGD and its step schedule: lr / 10 after step_fraction of the iterations."""
+    opt = torch.optim.SGD(
+        model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
+    step = max(1, round(settings.iterations * settings.step_fraction))
+    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=0.1)
+
+
+def _resume(state_file: Path | None, key: str, model, settings: FinetuneSettings, device):
+    """(optimizer, schedule, first iteration): those of a saved run with the same `key`, its
+    weights loaded into `model`; else fresh ones from iteration 0. A damaged or foreign state
+    file starts over, as other settings do, with the model as it was."""
+    opt, sched = _optimizer(model, settings)
     if state_file is None or not state_file.exists():
-        return 0
-    saved = torch.load(state_file, map_location=device, weights_only=True)
-    if saved.get("settings") != key:
-        return 0
-    model.load_state_dict(saved["model"])
-    opt.load_state_dict(saved["optimizer"])
-    sched.load_state_dict(saved["scheduler"])
-    return int(saved["iteration"])
+        return opt, sched, 0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        with open_regular(state_file) as f:
+            saved = torch.load(f, map_location=device, weights_only=True)
+        if saved.get("settings") != key:
+            return opt, sched, 0
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        return opt, sched, int(saved["iteration"])
+    except Exception:  # torch raises several types for truncated or foreign files
+        model.load_state_dict(before)
+        return (*_optimizer(model, settings), 0)
 
 
 def _iteration(reader: _Reader, opt, it: int) -> float:
@@ -384,6 +410,11 @@ def _iteration(reader: _Reader, opt, it: int) -> float:
             )
             labels.append(reader.windows.labels[part].to(device))
         loss = nn.functional.cross_entropy(model.head(torch.cat(pool5), "logits"), torch.cat(labels))
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"the fine-tuning loss became {loss.item()} at iteration {it + 1} (lr {opt.param_groups[0]['lr']:g}): "
+                "lower --lr; the stages before fine-tuning are kept"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
     opt.step()

@@ -4,6 +4,7 @@ back as errors, in order, and never stop the others."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -13,9 +14,9 @@ from ..boxes import NMS_IOU, Detections, clip
 from ..data.decode import decode_image
 from ..errors import ImageDecodeError
 from ..proposals import WORKERS, ProposalSettings, propose
-from ..settings import setting
+from ..settings import finite, require, setting
 from .detector import MAX_PER_CLASS, Detector
-from .regions import image_tensor
+from .regions import MODES, image_tensor
 
 MAX_SIDE = 2000  # longer side the network reads an image at; bounds memory on huge photos
 
@@ -62,6 +63,12 @@ class DetectSettings:
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     workers: int = setting(WORKERS, "Processes computing proposals.")
 
+    def check(self) -> DetectSettings:
+        require(self.mode in MODES, f"--mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        require(not math.isnan(self.threshold), "--threshold must be a number, not nan")
+        require(finite(self.nms, 0, 1), f"--nms must be a number from 0 to 1, got {self.nms}")
+        return self
+
 
 def run_detector(
     det: Detector,
@@ -74,6 +81,7 @@ def run_detector(
 ):
     """Yield an ImageResult per path, in order; `settings`: the proposals' (default: the
     detector's own)."""
+    opts.check()
     paths = [str(p) for p in paths]
     boxes = propose(
         paths, settings or proposal_settings(det), cache_dir=cache_dir, workers=opts.workers, on_image=on_proposals

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..settings import setting
+from ..settings import finite, require, setting
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,10 @@ class SVMSettings:
     easy_score: float = setting(-1.2, "A cached negative scoring below this is easy: evict it.", "rcnn_train.m")
     retrain_every: int = setting(2000, "Retrain after this many new hard negatives.", "rcnn_train.m")
     max_iter: int = setting(100, "L-BFGS iterations per solve.")
+
+    def check(self) -> SVMSettings:
+        require(finite(self.C) and self.C > 0, f"--svm-c must be a finite number above 0, got {self.C}")
+        return self
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -104,6 +105,7 @@ def _open(cfg: DetectorConfig, out: Path, reporter: Reporter) -> _Run:
     cfg.finetune.check()
     cfg.framing.check()
     cfg.proposals.check()
+    cfg.svm.check()
     device = resolve_device(cfg.device)
     data = read_detection_set(cfg.data, cfg.split, cfg.images)
     if not data.classes:
@@ -113,11 +115,26 @@ def _open(cfg: DetectorConfig, out: Path, reporter: Reporter) -> _Run:
             f"{data.clipped} boxes reached outside their image and were clipped, "
             f"{data.dropped} had no area left and were dropped"
         )
+    _check_out(out)
     loaded = load_model(cfg.backbone, device)
     if loaded.preprocess.crop_size < 16:
         raise ConfigError(f"{cfg.backbone}: input size {loaded.preprocess.crop_size} px is too small to warp regions")
     (out / "cache").mkdir(parents=True, exist_ok=True)
     return _Run(cfg, out, data, loaded, device, reporter)
+
+
+DETECTOR_NAMES = {"detector.json", "backbone.pt", "heads.pt", "metrics.json", "cache"}
+
+
+def _check_out(out: Path) -> None:
+    """A detector is written into a new folder or its own (to resume), never over other files."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out {out}: a file is in the way; give a folder")
+    foreign = sorted(n for n in os.listdir(out) if n not in DETECTOR_NAMES and not n.startswith("."))
+    if foreign:
+        raise ConfigError(f"--out {out}: this folder holds other files ({', '.join(foreign[:3])}); give a new folder")
 
 
 def _proposals(run: _Run) -> None:

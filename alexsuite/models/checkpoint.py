@@ -90,13 +90,7 @@ def load_model(path, device="cpu", expect_arch: str | None = None) -> LoadedMode
     data = read_checkpoint(path)
     source = resolve_checkpoint_path(path)
     if data.get("format") == FORMAT:
-        arch, classes = data["arch"], list(data["classes"])
-        pre = Preprocess.from_dict(json.loads(data["preprocess"]))
-        cfg = json.loads(data.get("config", "{}"))
-        model = create_model(
-            arch, len(classes), dropout=cfg.get("dropout", DROPOUT), activation=cfg.get("activation", ACTIVATION)
-        )
-        state = data["model"]
+        arch, classes, pre, model, state = _alexsuite_model(data, source)
     elif _is_torchvision_alexnet(data):
         arch, classes = "alexnet-tv", [f"imagenet-{i}" for i in range(data["classifier.6.weight"].shape[0])]
         pre = Preprocess(256, 224, IMAGENET["mean"], IMAGENET["std"], IMAGENET["eigval"], IMAGENET["eigvec"])
@@ -118,6 +112,27 @@ def load_model(path, device="cpu", expect_arch: str | None = None) -> LoadedMode
             raise CheckpointError(f"{source}: weights do not fit {arch} ({str(e).splitlines()[0][:200]})") from None
     model.eval().to(device)
     return LoadedModel(model, pre, classes, arch, source, data)
+
+
+def _alexsuite_model(data: dict, source: Path):
+    """(arch, classes, preprocessing, model, weights) of an alexsuite checkpoint, its fields
+    checked: a file with a field missing or of the wrong kind is refused in one line."""
+    try:
+        arch, classes = data["arch"], data["classes"]
+        if not isinstance(arch, str) or not isinstance(classes, list) or not classes:
+            raise TypeError("arch or classes")
+        if not all(isinstance(c, str) for c in classes):
+            raise TypeError("class names")
+        pre = Preprocess.from_dict(json.loads(data["preprocess"]))
+        cfg = json.loads(data.get("config", "{}"))
+        dropout, activation = cfg.get("dropout", DROPOUT), cfg.get("activation", ACTIVATION)
+        if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1 and isinstance(activation, str)):
+            raise TypeError("dropout or activation")
+        if not isinstance(data["model"], dict):
+            raise TypeError("model")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:  # json.JSONDecodeError is a ValueError
+        raise CheckpointError(f"{source}: a damaged alexsuite checkpoint ({type(e).__name__}: {e})") from None
+    return arch, list(classes), pre, create_model(arch, len(classes), dropout, activation), data["model"]
 
 
 def default_model() -> Path:

@@ -52,7 +52,7 @@ def evaluate_retrieval(
     t0 = time.perf_counter()
     index = faiss_index.create(spec)
     advice = faiss_index.train(index, db_vectors, spec, device)
-    index.add_with_ids(faiss_index.prepare(db_vectors, spec), np.arange(len(db_vectors), dtype=np.int64))
+    faiss_index.add(index, db_vectors, np.arange(len(db_vectors), dtype=np.int64), spec)
     faiss_index.set_search_params(index, faiss_index.default_search_params(spec.factory) if params is None else params)
     build_s = time.perf_counter() - t0
     aps, precisions = [], {k: [] for k in ks}

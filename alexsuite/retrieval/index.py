@@ -7,13 +7,14 @@ choice of metric, optional PCA whitening, training on the user's own vectors, an
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import faiss
 import numpy as np
 
 from ..errors import ConfigError
-from ..settings import from_dict, setting
+from ..settings import from_dict, require, setting
 
 METRICS = ("l2", "cosine")
 
@@ -41,7 +42,10 @@ class IndexSpec:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "manifest.json: spec") -> IndexSpec:
-        return from_dict(cls, d, where)
+        spec = from_dict(cls, d, where)
+        require(spec.dim >= 1 and (spec.pca is None or spec.pca >= 1), f"{where}: dim {spec.dim}, pca {spec.pca}: odd")
+        require(spec.metric in METRICS, f"{where}: metric {spec.metric!r}: not one of {', '.join(METRICS)}")
+        return spec
 
     @property
     def full_factory(self) -> str:
@@ -62,6 +66,19 @@ class IndexSpec:
     @property
     def faiss_metric(self) -> int:
         return faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
+
+
+def unfit(index: faiss.Index, spec: IndexSpec) -> str | None:
+    """What makes a loaded index unusable as `spec`'s (None: nothing): another vector size, no
+    id map, or vectors in an index that was never trained."""
+    if index.d != spec.dim:
+        return f"holds {index.d}-d vectors, the manifest says {spec.dim}"
+    top = faiss.downcast_index(index)
+    if not (isinstance(top, faiss.IndexIDMap | faiss.IndexIDMap2) or _takes_ids(index)):
+        return "has no ids of its own (not an index alexsuite wrote)"
+    if index.ntotal and not index.is_trained:
+        return "holds vectors but was never trained"
+    return None
 
 
 def default_search_params(factory: str) -> str:
@@ -86,6 +103,7 @@ def create(spec: IndexSpec) -> faiss.Index:
         raise ConfigError(f"unknown metric {spec.metric!r}: use l2 or cosine")
     if spec.pca is not None and not 0 < spec.pca <= spec.dim:
         raise ConfigError(f"--pca {spec.pca}: must be between 1 and the feature size {spec.dim}")
+    _check_factory_numbers(spec.factory)
     if "IDMap" in spec.factory:
         raise ConfigError(f"--factory {spec.factory!r}: leave out IDMap, alexsuite adds the id map itself")
     try:
@@ -102,6 +120,36 @@ def create(spec: IndexSpec) -> faiss.Index:
         # (--params ht=N) uses. Codes and default search are the same without it.
         faiss.downcast_index(ivf).do_polysemous_training = False
     return inner if _takes_ids(inner) else faiss.IndexIDMap2(inner)
+
+
+# The least each factory component's number may be: FAISS aborts or crashes the process on
+# smaller ones (HNSW1, HNSW0, SQ0, IVF0 that no search can probe) instead of raising an error.
+_LEAST = {
+    "HNSW": 2,
+    "NSG": 2,
+    "IVF": 1,
+    "IMI2x": 1,
+    "PQ": 1,
+    "OPQ": 1,
+    "PCA": 1,
+    "PCAW": 1,
+    "PCAR": 1,
+    "PCAWR": 1,
+    "ITQ": 1,
+    "RR": 1,
+    "LSH": 1,
+    "RFlat": 0,
+}
+_SQ_BITS = {"4", "6", "8", "fp16", "bf16"}
+
+
+def _check_factory_numbers(factory: str) -> None:
+    for part in factory.split(","):
+        match = re.match(r"^([A-Za-z]+?x?)(\d+)", part)
+        if part.startswith("SQ") and part[2:].split("_")[0] not in _SQ_BITS:
+            raise ConfigError(f"--factory {factory!r}: {part} takes SQ4, SQ6, SQ8, SQfp16 or SQbf16")
+        if match and match.group(1) in _LEAST and int(match.group(2)) < _LEAST[match.group(1)]:
+            raise ConfigError(f"--factory {factory!r}: {part} needs {match.group(1)}{_LEAST[match.group(1)]} or more")
 
 
 def _takes_ids(index: faiss.Index) -> bool:
@@ -194,10 +242,21 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, spec: IndexSpec) -> 
     """(distances, ids), both (Q, k); ids are -1 where fewer than k were found.
     Distances: Euclidean for l2 (FAISS returns squares), 1 - cosine similarity for cosine."""
     k = max(1, min(k, index.ntotal)) if index.ntotal else 1
-    scores, ids = index.search(prepare(queries, spec), k)
+    try:
+        scores, ids = index.search(prepare(queries, spec), k)
+    except RuntimeError as e:
+        raise ConfigError(f"FAISS cannot search this {spec.full_factory} index ({_faiss_reason(e)})") from None
     if spec.metric == "cosine":
         return (1.0 - scores).astype(np.float32), ids
     return np.sqrt(np.maximum(scores, 0.0)), ids
+
+
+def add(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, spec: IndexSpec) -> None:
+    """Add `vectors` under `ids`; FAISS's refusal as one line."""
+    try:
+        index.add_with_ids(prepare(vectors, spec), ids)
+    except RuntimeError as e:
+        raise ConfigError(f"FAISS cannot add to this {spec.full_factory} index ({_faiss_reason(e)})") from None
 
 
 def stored_ids(index: faiss.Index) -> np.ndarray:

@@ -8,6 +8,7 @@ its slice of every batch and process 0, the only writer, gathers and commits the
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -22,12 +23,13 @@ from ..distributed import DistContext
 from ..embedding import BATCH_SIZE, DEFAULT_LAYER, embed_batches, feature_dim, file_dataset
 from ..errors import AlexsuiteError, ConfigError, DataError
 from ..fileio import file_sha256
-from ..settings import default_of, help_of, setting
+from ..settings import default_of, finite, help_of, require, setting
 from . import index as faiss_index
 from .index import IndexSpec
 from .store import (
     DEFAULT_INDEX,
     IndexStore,
+    check_index_folder,
     check_model,
     model_record,
     staging_dir,
@@ -85,6 +87,7 @@ class IndexReport:
     missing: int = 0  # indexed files that are gone (kept unless --prune)
     failed: int = 0  # unreadable images, skipped
     non_images: int = 0
+    linked: int = 0  # reached through a link, and indexed already under their own path
     total: int = 0  # images in the index afterwards
     seconds: float = 0.0
     images_per_s: float = 0.0
@@ -109,13 +112,26 @@ class Plan:
     stat: dict = field(default_factory=dict)  # path -> (size, mtime_ns) when planned
 
 
-def plan_update(store: IndexStore, root: Path, files: list[Path], prune: bool, report: IndexReport) -> Plan:
-    """What to embed, replace, remove and touch so the index matches `files` under `root`."""
+def _indexed_elsewhere(store: IndexStore, path: Path) -> bool:
+    """A file reached through a link whose real path is a row already: one file, one row."""
+    real = os.path.realpath(path)
+    return real != str(path) and store.row_by_path(Path(real)) is not None
+
+
+def plan_update(
+    store: IndexStore, root: Path, files: list[Path], prune: bool, report: IndexReport, lost: frozenset = frozenset()
+) -> Plan:
+    """What to embed, replace, remove and touch so the index matches `files` under `root`.
+    `lost`: ids of rows whose vector the index does not hold (an older index.faiss put back):
+    their files are embedded again."""
     known = store.rows_under(root)
     embed, replace, touch, stats = [], {}, [], {}
     for p in files:
         key = str(p)
         row = known.get(key)
+        if row is None and _indexed_elsewhere(store, p):
+            report.linked += 1
+            continue
         try:
             st = p.stat()
             changed = row is not None and (row.size, row.mtime_ns) != (st.st_size, st.st_mtime_ns)
@@ -126,6 +142,9 @@ def plan_update(store: IndexStore, root: Path, files: list[Path], prune: bool, r
             continue
         if row is None:
             embed.append(p)
+        elif row.id in lost:
+            embed.append(p)
+            replace[key] = row.id
         elif not changed:
             report.unchanged += 1
         elif same_content:
@@ -159,6 +178,9 @@ def update_index(
     root = Path(images).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{images}: no such folder")
+    require(
+        finite(opts.wait, 0) and finite(opts.commit_seconds, 0), "--wait and --commit-every take seconds, 0 or more"
+    )
     start = time.time()
     report = IndexReport(str(store_dir))
     if not ctx.is_main:
@@ -170,6 +192,7 @@ def update_index(
         return report
     sent = []  # [True] once the other processes have their plan
     try:
+        check_index_folder(store_dir, opts.rebuild, str(root))
         with write_errors(store_dir, report), writer_lock(store_dir, opts.wait):
             if opts.rebuild:  # built beside the old index and swapped in when done: a kill leaves the old one
                 staging = staging_dir(store_dir)
@@ -242,12 +265,28 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
     if not files and not store.count():
         raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     report.scanned = len(files)
-    plan = plan_update(store, root, files, opts.prune, report)
+    plan = plan_update(store, root, files, opts.prune, report, _lost_vectors(store, root, warn))
     if not (store.index if store.index is not None else faiss_index.create(store.spec)).is_trained:
         # A training sample should look like the whole folder, not its first subfolders.
         order = np.random.default_rng(0).permutation(len(plan.embed))
         plan.embed = [plan.embed[i] for i in order]
     return plan, store
+
+
+def _lost_vectors(store: IndexStore, root: Path, warn) -> frozenset:
+    """Ids of rows without a vector in index.faiss. Those under `root` are embedded again by
+    this run; others are named, with the command that mends them."""
+    if store.index is None or not store.count():
+        return frozenset()
+    held = set(faiss_index.stored_ids(store.index).tolist())
+    lost = frozenset(r for (r,) in store.db.execute("SELECT id FROM images") if r not in held)
+    elsewhere = len(lost) - len([r for r in store.rows_under(root).values() if r.id in lost])
+    if elsewhere:
+        warn(
+            f"{elsewhere} indexed image(s) outside {root} have no vector in {store.root}/index.faiss (an older "
+            f"copy?): index their folders again, or rebuild with --rebuild"
+        )
+    return lost
 
 
 def _check_same_settings(store: IndexStore, opts: IndexOptions) -> None:
@@ -377,7 +416,7 @@ class _Writer:
             if not self.index.is_trained:
                 for advice in faiss_index.train(self.index, vectors[: self.train_size], store.spec, self.device):
                     self.warn(advice)
-            self.index.add_with_ids(faiss_index.prepare(vectors, store.spec), ids)
+            faiss_index.add(self.index, vectors, ids, store.spec)
         if self.index.is_trained and vectors is not None:
             store.index = self.index
             store.save_index()  # step 1

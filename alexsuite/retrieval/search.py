@@ -81,7 +81,7 @@ def expand_queries(queries, store: IndexStore, ids=()) -> list[Path]:
         else:
             raise DataError(f"{q}: no such file or folder")
     for i in ids:
-        row = store.rows_by_id([i]).get(int(i))
+        row = store.rows_by_id([i]).get(int(i)) if 0 <= i < 2**63 else None
         if row is None:
             raise DataError(
                 f"--id {i}: no image with this id in {store.root} "

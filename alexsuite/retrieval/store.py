@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,12 +64,41 @@ class IndexWriteError(AlexsuiteError):
 
 
 def resolve_dir(name_or_path: str | os.PathLike) -> Path:
-    """A bare name (no slash) means indexes/NAME; anything else is a path (never a file)."""
+    """A bare name (no slash) means indexes/NAME; anything else is a path (never a file, and
+    never `.` or `..` themselves: an index gets a folder of its own)."""
     text = str(name_or_path)
+    if text.strip() in ("", ".", "..") or Path(text).name in ("", ".", ".."):
+        raise ConfigError(f"--index {text!r}: give the index a name, or a path ending in a folder of its own")
     root = DEFAULT_ROOT / text if os.sep not in text and not text.startswith(".") else Path(text).expanduser()
     if root.exists() and not root.is_dir():
         raise ConfigError(f"--index {display_path(root)}: a file is in the way; give an index name or folder")
     return root
+
+
+INDEX_NAMES = {INDEX_FILE, META_FILE, META_FILE + "-wal", META_FILE + "-shm", MANIFEST_FILE, LOCK_FILE}
+
+
+def check_index_folder(root: Path, rebuild: bool, images: str = "IMAGES") -> None:
+    """An index is only ever written into a folder that is empty or holds an index: a folder
+    of anything else (photos, documents, other indexes) is refused, so no write and no
+    rebuild's swap can touch files that are not the index's own. An index that lost its
+    manifest is damaged and needs --rebuild (and --model: the manifest named the model)."""
+    if not root.is_dir():
+        return
+    foreign = sorted(
+        n for n in os.listdir(root) if n not in INDEX_NAMES and not (n.startswith(".") and n.endswith(".tmp"))
+    )
+    if foreign:
+        raise ConfigError(
+            f"--index {display_path(root)}: this folder holds files that are not an index's "
+            f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); give a new folder or an index"
+        )
+    damaged = not (root / MANIFEST_FILE).is_file() and ((root / META_FILE).exists() or (root / INDEX_FILE).exists())
+    if damaged and not rebuild:
+        raise DataError(
+            f"{display_path(root)}: {MANIFEST_FILE} is missing though the index's other files are there; rebuild it "
+            f"with `alexsuite index {images} --index {root} --rebuild --model MODEL`"
+        )
 
 
 @dataclass
@@ -116,7 +146,7 @@ class IndexStore:
             "spec": spec.to_dict(),
         }
         atomic_write_text(root / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
-        return cls(root, manifest, _connect(root, write=True), None)
+        return cls(root, manifest, _connect(root, write=True, create=True), None)
 
     @classmethod
     def open_read(cls, root: Path) -> IndexStore:
@@ -152,11 +182,15 @@ class IndexStore:
         if not path.exists():
             return None  # created, nothing committed yet
         try:
-            return faiss.read_index(str(path))
+            index = faiss.read_index(str(path))
         except RuntimeError:
+            index = None
+        problem = "corrupt FAISS index file" if index is None else faiss_index.unfit(index, self.spec)
+        if problem:
             raise DataError(
-                f"{path}: corrupt FAISS index file; rebuild with `alexsuite index IMAGES --index {self.root} --rebuild`"
+                f"{path}: {problem}; rebuild with `alexsuite index IMAGES --index {self.root} --rebuild`"
             ) from None
+        return index
 
     def close(self) -> None:
         self.db.close()
@@ -219,17 +253,26 @@ class IndexStore:
         return 0
 
 
-def _connect(root: Path, write: bool) -> sqlite3.Connection:
-    """The metadata database: a writer sets it up; a reader opens it read-only, and where
-    even that needs a write (a WAL database in a read-only folder) as immutable, which is
-    safe because nothing can write there."""
+COLUMNS = ["id", "path", "size", "mtime_ns", "sha256", "label", "added"]
+
+
+def _connect(root: Path, write: bool, create: bool = False) -> sqlite3.Connection:
+    """The metadata database: a new index's writer makes its tables; a writer of an existing
+    index checks them (a database of anything else is refused, never filled); a reader opens
+    it read-only, and where even that needs a write (a WAL database in a read-only folder) as
+    immutable, which is safe because nothing can write there."""
     path = root / META_FILE
     try:
         if write:
+            if not create and not path.is_file():
+                raise DataError(
+                    f"{path}: missing; rebuild the index with `alexsuite index IMAGES --index {root} --rebuild`"
+                )
             db = sqlite3.connect(path, timeout=30)
             db.execute("PRAGMA journal_mode=WAL")  # readers go on while a writer commits
-            db.executescript(SCHEMA)
-            return db
+            if create:
+                db.executescript(SCHEMA)
+            return _checked(db, path, root)
         if not path.is_file():
             raise DataError(
                 f"{path}: missing; rebuild the index with `alexsuite index IMAGES --index {root} --rebuild`"
@@ -243,12 +286,24 @@ def _connect(root: Path, write: bool) -> sqlite3.Connection:
                 raise
             db = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30)
             db.execute("SELECT COUNT(*) FROM images").fetchone()
-        return db
+        return _checked(db, path, root)
     except sqlite3.DatabaseError as e:
         raise DataError(
             f"{path}: unreadable metadata database ({e}); rebuild the index "
             f"with `alexsuite index IMAGES --index {root} --rebuild`"
         ) from None
+
+
+def _checked(db: sqlite3.Connection, path: Path, root: Path) -> sqlite3.Connection:
+    columns = [r[1] for r in db.execute("PRAGMA table_info(images)")]
+    has_counters = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'counters'").fetchone()
+    if columns != COLUMNS or not has_counters:
+        db.close()
+        raise DataError(
+            f"{path}: not this kind of index's database (its tables differ); rebuild the index with "
+            f"`alexsuite index IMAGES --index {root} --rebuild`"
+        )
+    return db
 
 
 def _read_manifest(root: Path) -> dict:
@@ -284,7 +339,7 @@ def writer_lock(root: Path, wait: float = 0.0):
     root.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait
     while True:
-        fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(root / LOCK_FILE)
         try:
             _lock(fd, root, deadline)
             if os.path.samestat(os.fstat(fd), os.stat(root / LOCK_FILE)):
@@ -299,6 +354,18 @@ def writer_lock(root: Path, wait: float = 0.0):
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _open_lock_file(path: Path) -> int:
+    """The lock file, which must be a regular file (a pipe or folder of that name is refused)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)
+    except IsADirectoryError:
+        raise IndexWriteError(f"{display_path(path)} is a folder, not a lock file: remove it") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IndexWriteError(f"{display_path(path)} is not a lock file: remove it")
+    return fd
 
 
 def _lock(fd: int, root: Path, deadline: float) -> None:
@@ -336,7 +403,7 @@ def write_errors(root: Path, report=None):
             ) from None
         raise
     except OSError as e:
-        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR):
             raise IndexWriteError(
                 f"{where}: cannot write here ({e.strerror}); make the folder writable or use another --index"
             ) from None

@@ -91,6 +91,8 @@ class TrainConfig:
         for name in ("momentum", "weight_decay", "dropout"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}")
+        if not -(2**63) <= self.seed < 2**63:
+            raise ConfigError(f"--seed must fit in 64 bits, got {self.seed}")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise ConfigError("--epochs and --batch-size must be positive")
         if not 0 <= self.dropout < 1:
@@ -127,4 +129,8 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text: str, where: str = "config.json") -> TrainConfig:
-        return from_dict(cls, json.loads(text), where)
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: not readable JSON ({e})") from None
+        return from_dict(cls, data, where)

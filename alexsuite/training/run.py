@@ -64,7 +64,9 @@ def train(
     progress = _Progress()
     if state:
         progress = _Progress(
-            *rundir.restore(state, parts.raw_model, parts.optimizer, parts.scheduler, parts.scaler, ctx, device)
+            *rundir.restore(
+                state, parts.raw_model, parts.optimizer, parts.scheduler, parts.scaler, ctx, device, run_dir / "last.pt"
+            )
         )
     run = _Run(cfg, run_dir, data, parts, progress, reporter)
     if ctx.is_main:
@@ -94,7 +96,12 @@ def _start_or_resume(cfg: TrainConfig, run_dir, resume) -> tuple[TrainConfig, Pa
         if cfg.leave_out:
             cfg = replace(cfg, leave_out=str(Path(cfg.leave_out).resolve()))
     cfg.validate()
-    return cfg, Path(run_dir) if run_dir else rundir.next_run_dir(), state
+    run_dir = Path(run_dir) if run_dir else rundir.next_run_dir()
+    if state is None and any((run_dir / name).exists() for name in ("last.pt", "best.pt")):
+        raise ConfigError(
+            f"--out {run_dir} already holds a run: continue it with --resume {run_dir}, or give a new --out"
+        )
+    return cfg, run_dir, state
 
 
 def _open_run_dir(run: _Run) -> None:

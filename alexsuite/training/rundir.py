@@ -66,8 +66,19 @@ def saved_config(path: Path) -> TrainConfig:
     return TrainConfig.from_json(state["config"], f"{ckpt_path}: its config")
 
 
-def restore(state: dict, model, optimizer, scheduler, scaler, ctx, device) -> tuple[int, float, list]:
-    """Put a resumed run back exactly where last.pt left it; returns (next epoch, best, history)."""
+def restore(state: dict, model, optimizer, scheduler, scaler, ctx, device, source="last.pt"):
+    """Put a resumed run back exactly where last.pt left it; returns (next epoch, best,
+    history). A damaged last.pt is refused in one line, before the run goes on."""
+    try:
+        return _restore(state, model, optimizer, scheduler, scaler, ctx, device)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+        first = str(e).splitlines()[0][:160] if str(e) else ""
+        raise CheckpointError(
+            f"{source}: cannot resume from it, it is damaged ({type(e).__name__}: {first}); start a new run"
+        ) from None
+
+
+def _restore(state: dict, model, optimizer, scheduler, scaler, ctx, device) -> tuple[int, float, list]:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -77,7 +88,10 @@ def restore(state: dict, model, optimizer, scheduler, scaler, ctx, device) -> tu
         torch.cuda.set_rng_state(rng["cuda"], device)
     if scaler is not None and "scaler" in state:
         scaler.load_state_dict(state["scaler"])
-    return int(state["epoch"]) + 1, float(state["best_top1"]), json.loads(state["history"])
+    history = json.loads(state["history"])
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        raise TypeError("history is not a list of epochs")
+    return int(state["epoch"]) + 1, float(state["best_top1"]), history
 
 
 def rng_states(ctx, device) -> list[dict]:

@@ -55,6 +55,13 @@ def load_data(cfg: TrainConfig, state: dict | None, ctx: DistContext, device) ->
     return TrainingData(train_set, val_set, backgrounds, fingerprints)
 
 
+def _saved_preprocess(state: dict) -> transforms.Preprocess:
+    try:
+        return transforms.Preprocess.from_dict(json.loads(state["preprocess"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"cannot resume: last.pt's preprocessing is damaged ({e}); start a new run") from None
+
+
 def _check_unchanged(state: dict | None, key: str, now: dict, what: str) -> None:
     if state and state.get(key, now[key]) != now[key]:
         raise ConfigError(f"{what} changed since this run began; put it back to resume, or start a new run")
@@ -63,11 +70,7 @@ def _check_unchanged(state: dict | None, key: str, now: dict, what: str) -> None
 def build_parts(cfg: TrainConfig, data: TrainingData, state: dict | None, ctx: DistContext, device) -> TrainingParts:
     """Preprocessing, model (DDP-wrapped under torchrun), SGD and its schedule. A resumed run
     takes its preprocessing from last.pt and its weights later, from the same file."""
-    pre = (
-        transforms.Preprocess.from_dict(json.loads(state["preprocess"]))
-        if state
-        else preprocess_for(cfg, data.train, data.backgrounds)
-    )
+    pre = _saved_preprocess(state) if state else preprocess_for(cfg, data.train, data.backgrounds)
     classes = len(data.train.classes)
     raw = (create_model(cfg.arch, classes, cfg.dropout, cfg.activation) if state else build_model(cfg, classes)).to(
         device
