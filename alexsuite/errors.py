@@ -39,3 +39,8 @@ class TrainingDiverged(AlexsuiteError):
 
 class ConfigError(AlexsuiteError):
     """Options that contradict each other or name something unknown."""
+
+
+class MissingExtra(AlexsuiteError):
+    """An optional dependency (one of the package's pip extras) that is not installed; the
+    message names the extra to install."""

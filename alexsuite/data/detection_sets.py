@@ -43,6 +43,8 @@ class DetectionSet:
     clipped: int = 0  # boxes cut back to the image
     dropped: int = 0  # boxes with no area inside the image
     warnings: list[str] = field(default_factory=list)
+    coco_file: Path | None = None  # COCO: the annotation file, which pycocotools' AP reads again
+    image_root: Path | None = None  # COCO: the folder its file_names are under
 
     def __len__(self) -> int:
         return len(self.items)
@@ -192,7 +194,16 @@ def read_coco(annotations: Path, images: Path) -> DetectionSet:
         items.append(_finish(image, width, height, boxes_by_image.get(entry["id"], []), source, counts))
     if not items:
         raise DataError(f"{annotations}: lists no images")
-    return DetectionSet(items, sorted(set(cats.values())), str(annotations), counts["clipped"], counts["dropped"])
+    classes = sorted(set(cats.values()))
+    return DetectionSet(
+        items,
+        classes,
+        str(annotations),
+        counts["clipped"],
+        counts["dropped"],
+        coco_file=annotations,
+        image_root=Path(images),
+    )
 
 
 def _coco_json(path: Path) -> dict:

@@ -1,5 +1,6 @@
 """Scoring a detector on a labelled set: run it over every image, then the VOC metrics
-(evaluation/detection.py) with and without box regression, proposal recall and seconds per image."""
+(evaluation/detection.py) with and without box regression, proposal recall and seconds per image;
+on a COCO set also COCO's AP@[.50:.95] by pycocotools (evaluation/coco.py), when installed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..boxes import Truth
-from ..errors import DataError
+from ..errors import DataError, MissingExtra
+from ..evaluation.coco import coco_ap, coco_mapping, coco_results, image_id, load_coco
 from ..evaluation.detection import average_precision, proposal_recall
 from ..settings import setting
 from .inference import DetectSettings, run_detector
@@ -26,7 +28,9 @@ def evaluate_detector(
     """Run `det` over a DetectionSet in `opts.mode` and score it: AP with and without box
     regression, proposal recall, and seconds per image (proposals, network, and the two
     together). Every box is scored, whatever `opts.threshold`, so the precision-recall curve
-    runs to full recall, and both with and without box regression, whatever `opts.regress`."""
+    runs to full recall, and both with and without box regression, whatever `opts.regress`.
+    On a COCO set, "coco" holds COCO's numbers (evaluation/coco.py) for the boxes with
+    regression, or is None with the reason in "warnings" when pycocotools is missing."""
     start = time.perf_counter()
     marks = {}
 
@@ -54,7 +58,34 @@ def evaluate_detector(
         "network": run["network"] / n,
         "total": (time.perf_counter() - start) / n,
     }
-    return {"mode": opts.mode, "mirror": opts.mirror, **_score(det.classes, run), "seconds_per_image": seconds}
+    out = {"mode": opts.mode, "mirror": opts.mirror, **_score(det.classes, run), "seconds_per_image": seconds}
+    if data.coco_file is not None:
+        out["coco"], out["warnings"] = _coco_score(det.classes, data, run)
+    return out
+
+
+def _coco_score(classes: list[str], data, run: dict) -> tuple[dict | None, list[str]]:
+    """pycocotools' numbers on the images scored above, over the categories the detector knows
+    (as the VOC AP leaves out classes it was never taught), and any warning."""
+    truth = load_coco(data.coco_file)
+    image_ids, category_ids = coco_mapping(truth, data.image_root)
+    known = {c: category_ids[c] for c in classes if c in category_ids}
+    records = [_record(path, d, classes, known) for path, d in zip(run["images"], run["found"])]
+    evaluated = [image_id(path, image_ids) for path in run["images"]]
+    try:
+        return coco_ap(truth, coco_results(records, image_ids, known), evaluated, list(known.values())), []
+    except MissingExtra as e:
+        return None, [f"{e}; the VOC AP is reported without it"]
+
+
+def _record(path, d, classes: list[str], known: dict) -> dict:
+    """One image's detections as detect prints them, unrounded, of the classes the file has."""
+    found = [
+        {"label": classes[int(c)], "score": float(s), "box": b.tolist()}
+        for b, s, c in zip(d.boxes, d.scores, d.labels)
+        if classes[int(c)] in known
+    ]
+    return {"image": str(path), "detections": found}
 
 
 def _collect(classes: list[str], items, results, on_image) -> dict:
@@ -62,6 +93,7 @@ def _collect(classes: list[str], items, results, on_image) -> dict:
     without box regression, and proposals; the failures; the network's seconds."""
     index = {c: i for i, c in enumerate(classes)}
     run = {"truths": [], "found": [], "plain": [], "proposals": [], "failed": [], "network": 0.0, "unknown": {}}
+    run["images"] = []  # the path of each readable image, in step with "found"
     for item, r in zip(items, results):
         if on_image:
             on_image(1)
@@ -74,6 +106,7 @@ def _collect(classes: list[str], items, results, on_image) -> dict:
                 run["unknown"][lab] = run["unknown"].get(lab, 0) + 1
         labels = torch.tensor([index.get(lab, -1) for lab in item.labels], dtype=torch.long)
         run["truths"].append(Truth(item.boxes[known], labels[known], item.difficult[known]))
+        run["images"].append(item.image)
         run["found"].append(r.detections)
         run["plain"].append(r.unregressed)
         run["proposals"].append(r.proposals)
