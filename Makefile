@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,coco,export]'
 	touch $@
 
 demo: setup
@@ -50,6 +50,7 @@ bench: setup
 	$(BIN)/python benchmarks/detection.py --train
 	$(BIN)/python benchmarks/demo.py
 	$(BIN)/python benchmarks/decode_memory.py
+	$(BIN)/python benchmarks/api_batching.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.decode import decode_image
+from .data.inputs import ImageInput
 from .errors import ConfigError, DataError, ImageDecodeError
 from .fileio import atomic_write_bytes, file_sha256, open_regular
 from .settings import setting
@@ -114,11 +115,16 @@ def selective_search(rgb: np.ndarray, settings: ProposalSettings = ProposalSetti
     return boxes[np.sort(first)][: settings.max_boxes].astype(np.float32)
 
 
-def _compute(path: str, settings: ProposalSettings, cache: str | None) -> np.ndarray | ImageDecodeError:
-    """One image, in a worker process: from the cache, or computed and cached. An unreadable
-    image is returned as its ImageDecodeError, so one bad file does not stop the others."""
+def _compute(item, settings: ProposalSettings, cache: str | None) -> np.ndarray | ImageDecodeError:
+    """One image (a path, or an ImageInput), in a worker process: from the cache, or computed and
+    cached. An unreadable image is returned as its ImageDecodeError, so one bad file does not
+    stop the others. Pixels held in memory are never cached."""
     try:
-        return _cached_boxes(path, settings, cache)
+        if isinstance(item, ImageInput):
+            if item.path is None:
+                return selective_search(item.pixels, settings)
+            item = str(item.path)
+        return _cached_boxes(item, settings, cache)
     except ImageDecodeError as e:
         return e
 
@@ -158,9 +164,14 @@ def _read_cached(file: Path) -> np.ndarray | None:
 def propose(
     paths, settings: ProposalSettings = ProposalSettings(), cache_dir=None, workers: int = WORKERS, on_image=None
 ) -> list[np.ndarray | ImageDecodeError]:
-    """Boxes for every image, in order; an unreadable image gives its ImageDecodeError."""
+    """Boxes for every image (paths or ImageInputs), in order; an unreadable image gives its
+    ImageDecodeError."""
     settings.check()
-    jobs = ([str(p) for p in paths], [settings] * len(paths), [str(cache_dir) if cache_dir else None] * len(paths))
+    jobs = (
+        [p if isinstance(p, ImageInput) else str(p) for p in paths],
+        [settings] * len(paths),
+        [str(cache_dir) if cache_dir else None] * len(paths),
+    )
     if workers <= 1 or len(paths) <= 1:
         return _in_order(map(_compute, *jobs), on_image)
     try:

@@ -93,12 +93,13 @@ def error_curves(
 
 
 def _thumbnail(path, size: int) -> Image.Image:
-    """A size x size tile of an image file (letterboxed on white); a grey tile if unreadable."""
+    """A size x size tile of an image file or an HxWx3 array (letterboxed on white); a grey
+    tile if unreadable."""
     from .data.decode import decode_image
 
     tile = Image.new("RGB", (size, size), (255, 255, 255))
     try:
-        arr = decode_image(path, min_side=size)
+        arr = path if isinstance(path, np.ndarray) else decode_image(path, min_side=size)
     except Exception:  # a result sheet still draws when one file has gone bad
         return Image.new("RGB", (size, size), (200, 200, 200))
     img = Image.fromarray(arr)
@@ -110,7 +111,7 @@ def _thumbnail(path, size: int) -> Image.Image:
 
 def result_sheet(rows: list[tuple[str, list[tuple[str, str]]]], out, tile: int = 128) -> None:
     """One row per query: the query image, then its results, each captioned.
-    rows: [(query_path, [(result_path, caption), ...]), ...]."""
+    rows: [(query_path_or_pixels, [(result_path, caption), ...]), ...]."""
     from PIL import ImageDraw
 
     caption_h, gap = 16, 4
@@ -174,7 +175,10 @@ def search_sheet(results, out, tile: int = 128) -> bool:
     Returns whether anything was left out."""
     found = [r for r in results if not r.error]
     rows = [
-        (r.query, [(h.path, f"#{h.rank} d={h.distance:.3g} {h.label or ''}") for h in r.results[:SHEET_COLUMNS]])
+        (
+            _query_picture(r),
+            [(h.path, f"#{h.rank} d={h.distance:.3g} {h.label or ''}") for h in r.results[:SHEET_COLUMNS]],
+        )
         for r in found[:SHEET_ROWS]
     ]
     result_sheet(rows, out, tile)
@@ -190,3 +194,35 @@ def draw_detections(image: np.ndarray, detections, classes: list[str], out) -> N
         labels=[classes[int(c)] for c in detections.labels],
         scores=detections.scores.tolist(),
     )
+
+
+def _query_picture(result):
+    """A query's file, or its pixels when it was given in memory (the Python API)."""
+    source = getattr(result, "source", None)
+    return source.pixels if source is not None and source.path is None else result.query
+
+
+def captioned(image: np.ndarray, lines: list[str], out, width: int = 256) -> None:
+    """An image scaled to `width` px with text lines (e.g. top-k labels) under it, as a PNG."""
+    from PIL import ImageDraw
+
+    img = Image.fromarray(np.ascontiguousarray(image))
+    img = img.resize((width, max(1, round(img.height * width / img.width))), Image.Resampling.LANCZOS)
+    line_h = 14
+    canvas = Image.new("RGB", (width, img.height + line_h * len(lines) + 6), (255, 255, 255))
+    canvas.paste(img, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(lines):
+        draw.text((4, img.height + 3 + i * line_h), line, fill=(0, 0, 0))
+    canvas.save(out, format="PNG")
+
+
+def to_pil(save) -> Image.Image:
+    """What `save(file)` draws, as a PIL image in memory (results' .plot() for notebooks)."""
+    import io
+
+    buffer = io.BytesIO()
+    save(buffer)
+    buffer.seek(0)
+    with Image.open(buffer) as img:
+        return img.convert("RGB")

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import click
 
-from alexsuite.detection.detector import load_detector
-from alexsuite.detection.inference import DetectSettings, run_detector
+from alexsuite.api import Detector
+from alexsuite.data.inputs import expand_paths
+from alexsuite.detection.detector import default_detector  # noqa: F401  (eval-detector's default too)
+from alexsuite.detection.inference import DetectSettings
 from alexsuite.detection.regions import MODES
-from alexsuite.devices import resolve_device
-from alexsuite.errors import CheckpointError
+from alexsuite.evaluation.coco import coco_detections
 from alexsuite.fileio import display_path, output_names
 
 from .main import main
@@ -21,32 +22,8 @@ from .outputs import output_folder
 from .progress import Bar
 
 
-def default_detector() -> Path:
-    """The newest detector under runs/detector/ (train-detector's default) or runs/*/detector/ (a demo's)."""
-    found = sorted(
-        [*Path("runs/detector").glob("*/detector.json"), *Path("runs").glob("*/detector/detector.json")],
-        key=lambda p: p.stat().st_mtime,
-    )
-    if not found:
-        raise CheckpointError("no detector: pass --detector DIR (train one with `alexsuite train-detector`)")
-    return found[-1].parent
-
-
-def detections_json(result, classes) -> dict:
-    d = result.detections
-    return {
-        "image": result.path,
-        "width": result.width,
-        "height": result.height,
-        "detections": [
-            {"label": classes[int(c)], "score": round(float(s), 4), "box": [round(float(v), 1) for v in b]}
-            for b, s, c in zip(d.boxes, d.scores, d.labels)
-        ],
-    }
-
-
 @main.command(name="detect")
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True)
 @click.option(
     "--detector",
     type=click.Path(file_okay=False),
@@ -78,9 +55,25 @@ def detections_json(result, classes) -> dict:
     help='JSON Lines: {"image", "width", "height", "detections": [{"label", "score", "box": [x1, y1, x2, y2]}]} '
     "per image, boxes in 0-based pixel corners.",
 )
-def detect_cmd(images, detector, out, cache, as_json, **settings):
-    """Detect objects in each IMAGE with an R-CNN detector: selective-search proposals, fc7
-    features, per-class SVM scores, box regression, NMS.
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "coco"]),
+    default=None,
+    help="jsonl: as --json. coco: one COCO results list [{image_id, category_id, bbox: [x, y, w, h], score}] "
+    "at the end, ids from --coco's file, else 1-based positions with file_name and category added.",
+)
+@click.option(
+    "--coco",
+    "coco_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="COCO annotation JSON the images come from: --format coco takes its image and category ids.",
+)
+def detect_cmd(images, detector, out, cache, as_json, fmt, coco_file, **settings):
+    """Detect objects in each of IMAGES (files, folders searched recursively, or quoted globs)
+    with an R-CNN detector: selective-search proposals, fc7 features, per-class SVM scores,
+    box regression, NMS.
 
     \b
     Examples:
@@ -88,12 +81,19 @@ def detect_cmd(images, detector, out, cache, as_json, **settings):
       alexsuite detect photo.jpg                                 # table of boxes
       alexsuite detect photos/*.jpg --mode fast --out runs/boxes # pictures with boxes drawn
       alexsuite detect photo.jpg --threshold -0.5 --json         # more boxes, JSON Lines
+      alexsuite detect coco/images --format coco --coco coco/annotations.json > results.json
 
     Prints a table per image (or JSON Lines); with --out, writes OUT/<image name>.png (images
     of the same name from different folders get their folder in it too: a__x.png, b__x.png).
     """
-    opts = DetectSettings(**settings)
-    det = load_detector(detector or default_detector(), resolve_device(opts.device))
+    opts = DetectSettings(**settings).check()
+    if coco_file and fmt != "coco":
+        raise click.UsageError("--coco gives ids to --format coco; add --format coco")
+    coco = fmt == "coco"
+    as_json = as_json or fmt is not None
+    records = []
+    images = expand_paths(images)
+    detector = Detector(detector, opts.device)
     bar = Bar(len(images), "proposals", enabled=not as_json)
     network = Bar(len(images), f"detect ({opts.mode})", enabled=not as_json and len(images) > 1)
     start = time.perf_counter()
@@ -101,27 +101,28 @@ def detect_cmd(images, detector, out, cache, as_json, **settings):
     pictures = output_names(images) if out else {}
     if out:
         output_folder(out, "--out")
-    for r in run_detector(det, images, opts, cache_dir=cache, on_proposals=bar):
+    for r in detector.detect_iter(images, opts, skip_unreadable=True, cache=cache, on_proposals=bar):
         network(1)
         if r.error is not None:
             failed += 1
             click.secho(f"warning: skipped {r.error}", fg="yellow", err=True)
             continue
-        record = detections_json(r, det.classes)
-        if as_json:
+        record = r.to_dict()
+        if coco:
+            records.append(record)
+        elif as_json:
             click.echo(json.dumps(record))
         else:
-            click.echo(f"{display_path(r.path)}: {len(record['detections'])} objects ({r.width}x{r.height})")
+            click.echo(f"{display_path(r.image)}: {len(record['detections'])} objects ({r.width}x{r.height})")
             for d in record["detections"]:
                 x1, y1, x2, y2 = d["box"]
                 click.echo(f"  {d['label']:<14} {d['score']:>7.3f}   [{x1:.0f}, {y1:.0f}, {x2:.0f}, {y2:.0f}]")
         if out:
-            from alexsuite import viz
-            from alexsuite.data.decode import decode_image
-
-            viz.draw_detections(decode_image(r.path), r.detections, det.classes, Path(out) / pictures[r.path])
+            r.save(Path(out) / pictures[str(r.source.path)])
     bar.close()
     network.close()
+    if coco:
+        click.echo(json.dumps(coco_detections(records, detector.classes, coco_file)))
     done = len(images) - failed
     if not as_json and done:
         click.echo(f"{done} image(s) in {time.perf_counter() - start:.1f}s ({opts.mode} mode)", err=True)

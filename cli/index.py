@@ -4,41 +4,31 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from pathlib import Path
 
 import click
 
+from alexsuite.api.index import add_to_index, index_model
 from alexsuite.devices import resolve_device
 from alexsuite.distributed import init_from_env, shutdown
 from alexsuite.embedding import LAYERS
-from alexsuite.errors import ConfigError
-from alexsuite.models.checkpoint import default_model, load_model
+from alexsuite.models.checkpoint import load_model
 from alexsuite.retrieval.index import METRICS
-from alexsuite.retrieval.indexer import IndexOptions, update_index
-from alexsuite.retrieval.store import IndexStore, resolve_dir
+from alexsuite.retrieval.indexer import IndexOptions
+from alexsuite.retrieval.store import resolve_dir
 
 from .main import main
 from .options import option
 from .progress import Bar
 
 
-def model_for(store_dir: Path, model: str | None) -> str:
-    """--model, else the model that built this index (a --rebuild too: the same vectors made
-    again), else the newest training run."""
-    if model:
-        return model
-    if not IndexStore.exists(store_dir) and any((store_dir / n).exists() for n in ("meta.sqlite", "index.faiss")):
-        raise ConfigError(
-            f"--index {store_dir}: its manifest is gone, and with it the model's name: rebuild it with "
-            "--rebuild, and pass --model"
-        )
-    if IndexStore.exists(store_dir):
-        return IndexStore.manifest_of(store_dir)["model"]["source"]
-    return str(default_model())
-
-
 @main.command(name="index")
-@click.argument("images", type=click.Path(file_okay=False))
+@click.argument("images", nargs=-1, type=click.Path(file_okay=False))
+@click.option(
+    "--files-from",
+    type=click.File("r", encoding="utf-8", errors="surrogateescape"),
+    default=None,
+    help="Also index the image files listed in this file, one path a line ('-': standard input).",
+)
 @option(IndexOptions, "model")
 @option(IndexOptions, "index", "--index", "index_name")
 @option(IndexOptions, "layer", type=click.Choice(LAYERS))
@@ -54,9 +44,10 @@ def model_for(store_dir: Path, model: str | None) -> str:
 @option(IndexOptions, "strict")
 @option(IndexOptions, "wait", type=click.FloatRange(min=0))
 @option(IndexOptions, "commit_seconds", "--commit-every", type=click.FloatRange(min=0))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the counts.")
-def index_cmd(images, index_name, as_json, **settings):
-    """Embed every image under IMAGES (recursively) and add it to a FAISS index.
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the counts per folder (and list).")
+def index_cmd(images, files_from, index_name, as_json, **settings):
+    """Embed every image under each IMAGES folder (recursively), and each file --files-from
+    lists, into a FAISS index.
 
     Running it again embeds only new or changed files; ids stay stable. Settings left
     out (--layer, --factory, --metric, --pca) keep what the index was built with. Writes the index
@@ -68,33 +59,44 @@ def index_cmd(images, index_name, as_json, **settings):
     \b
     Examples:
       alexsuite index photos/                                  # indexes/default, fc7, exact L2
+      alexsuite index shop/ archive/ --index shop              # several folders, one index
+      find photos -name '*.jpg' -newer last.txt | alexsuite index --files-from -
       alexsuite index photos/ --index shop --factory HNSW32 --metric cosine
       alexsuite index photos/ --index big --factory IVF1024,PQ64 --pca 256
       torchrun --nproc-per-node 4 -m alexsuite.cli index photos/ --device cuda
     """
     opts = IndexOptions(index=index_name, **settings)
+    listed = [line.rstrip("\r\n") for line in files_from if line.strip()] if files_from else []
+    if not images and not listed:
+        raise click.UsageError("give IMAGES folders, or --files-from LIST")
     store_dir = resolve_dir(opts.index)
     ctx, dev = init_from_env(resolve_device(opts.device))
     try:
-        loaded = load_model(model_for(store_dir, opts.model), dev)
+        loaded = load_model(index_model(store_dir, opts.model), dev)
         quiet = as_json or not ctx.is_main
         if not quiet:
-            click.echo(f"indexing {images} into {store_dir} with {loaded.source} ({loaded.arch})", err=True)
-        report = update_index(
+            what = ", ".join(images) + (f" and {len(listed):,} listed file(s)" if listed else "")
+            click.echo(f"indexing {what} into {store_dir} with {loaded.source} ({loaded.arch})", err=True)
+        reports = add_to_index(
             store_dir,
             loaded,
-            Path(images),
+            images,
+            listed,
             opts,
             dev,
-            ctx=ctx,
             progress=lambda total: Bar(total, "embed", enabled=not quiet),
             warn=lambda m: click.secho(f"warning: {m}", fg="yellow", err=True),
+            ctx=ctx,
         )
     finally:
         shutdown()
-    if not ctx.is_main:
-        return
-    if report.failed:  # warnings go to stderr, so --json's stdout stays one object
+    if ctx.is_main:
+        for where, report in zip([*images, "the listed files"], reports):
+            _print_report(where, report, store_dir, as_json)
+
+
+def _print_report(images: str, report, store_dir, as_json: bool) -> None:
+    if report.failed:  # warnings go to stderr, so --json's stdout stays one object a line
         click.secho(
             f"warning: skipped {report.failed} unreadable image(s), e.g. {report.failed_examples[0]}",
             fg="yellow",

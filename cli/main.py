@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -18,6 +19,7 @@ COMMANDS = {
     "demo": ("demo", "The whole suite on built-in data, offline; writes a report."),
     "train": ("train", "Train an AlexNet with the paper's recipe."),
     "eval": ("evaluate", "Top-1 / top-5 accuracy of a trained model."),
+    "classify": ("classify", "The top labels of each image, with their probabilities."),
     "index": ("index", "Embed images into a FAISS index (fc7 by default)."),
     "search": ("search", "The indexed images nearest to each query."),
     "eval-retrieval": ("eval_retrieval", "Retrieval mAP and precision@k of a model's features."),
@@ -26,6 +28,7 @@ COMMANDS = {
     "train-detector": ("train_detector", "Train an R-CNN detector on Pascal VOC or COCO data."),
     "detect": ("detect", "Detect objects in images with an R-CNN detector."),
     "eval-detector": ("eval_detector", "Per-class AP and mAP of a detector."),
+    "export": ("export", "Export a trained model to ONNX or TorchScript."),
 }
 
 
@@ -43,10 +46,12 @@ class Group(click.Group):
             formatter.write_dl([(name, line) for name, (_, line) in COMMANDS.items()])
 
     def invoke(self, ctx):
+        if os.environ.get("NO_COLOR"):  # https://no-color.org: any non-empty value turns colour off
+            ctx.color = False  # every command's context inherits it
         try:
             return super().invoke(ctx)
         except AlexsuiteError as e:
-            click.secho(f"error: {e}", fg="red", err=True)
+            click.secho(f"error: {e}", fg="red", err=True, color=ctx.color)
             sys.exit(2)
         except KeyboardInterrupt:
             click.secho(
@@ -54,6 +59,7 @@ class Group(click.Group):
                 "and train-detector carry on when run again",
                 fg="yellow",
                 err=True,
+                color=ctx.color,
             )
             sys.exit(130)
 
@@ -83,7 +89,8 @@ def main():
       alexsuite detect photo.jpg --out runs/boxes
       alexsuite eval-detector runs/scenes --split test
 
-    Errors you can fix print one line saying how, and exit with status 2.
+    Errors you can fix print one line saying how, and exit with status 2. NO_COLOR=1 turns
+    colour off.
     Every command has --help with a real example.
     """
 

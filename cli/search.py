@@ -7,11 +7,10 @@ from pathlib import Path
 
 import click
 
-from alexsuite.devices import resolve_device
+from alexsuite.api import Index
+from alexsuite.data.inputs import expand_paths
 from alexsuite.fileio import display_path
-from alexsuite.models.checkpoint import load_model
-from alexsuite.retrieval.search import Searcher, SearchSettings, expand_queries
-from alexsuite.retrieval.store import IndexStore, resolve_dir
+from alexsuite.retrieval.search import SearchSettings
 
 from .main import main
 from .options import option
@@ -39,7 +38,8 @@ from .outputs import output_folder
 @option(SearchSettings, "device")
 @option(SearchSettings, "workers", type=click.IntRange(min=0))
 def search_cmd(queries, index_name, ids, as_json, sheet, **settings):
-    """Find the K indexed images nearest to each QUERY (image files or folders of them).
+    """Find the K indexed images nearest to each QUERY (image files, folders of them, or
+    quoted globs).
 
     Distances are Euclidean between feature vectors (or 1 - cosine similarity for
     --metric cosine indexes). A query that is itself in the index is left out of its
@@ -57,14 +57,8 @@ def search_cmd(queries, index_name, ids, as_json, sheet, **settings):
     if not queries and not ids:
         raise click.UsageError("give at least one QUERY image or folder, or --id N")
     opts = SearchSettings(index=index_name, **settings)
-    store = IndexStore.open_read(resolve_dir(opts.index))
-    try:
-        dev = resolve_device(opts.device)
-        loaded = load_model(opts.model or store.manifest["model"]["source"], dev)
-        searcher = Searcher(store, loaded, dev, opts.params)
-        results = searcher.search_files(expand_queries(queries, store, ids), opts.k, workers=opts.workers)
-    finally:
-        store.close()
+    with Index(opts.index, opts.model, opts.device) as index:
+        results = index.search(expand_paths(queries), opts, ids=ids, skip_unreadable=True)
     failed = [r for r in results if r.error]
     for r in failed:
         click.secho(f"warning: {r.error}", fg="yellow", err=True)

@@ -32,7 +32,8 @@ LAYERS = [
     ("features", ["alexsuite.embedding", "alexsuite.proposals"]),
     ("tasks", ["alexsuite.training", "alexsuite.retrieval", "alexsuite.detection"]),
     ("orchestration", ["alexsuite.demo", "alexsuite.report"]),
-    ("front doors", ["alexsuite.cli", "alexsuite"]),  # the command line and the package's Python API
+    ("python api", ["alexsuite.api"]),  # Model, Index, Detector: what scripts and the commands call
+    ("front doors", ["alexsuite.cli", "alexsuite"]),  # the command line and the package's lazy exports
 ]
 TASKS = LAYERS[5][1]
 

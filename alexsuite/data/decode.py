@@ -66,14 +66,31 @@ def decode_image(path, min_side: int | None = None) -> np.ndarray:
 def open_rgb(path, min_side: int | None = None) -> Image.Image:
     """The decoded RGB image of `path` (see decode_image)."""
     with _opened(path) as img:
-        if min_side and img.format == "JPEG":
-            scale = min(img.size) / min_side
-            if scale >= 2:
-                img.draft("RGB", (img.size[0] // int(scale), img.size[1] // int(scale)))
-        img.load()
-        with contextlib.suppress(Exception):  # EXIF too damaged to say an orientation: the pixels stand as stored
-            ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of a huge image
-        return _to_rgb(img)
+        return _decoded(img, min_side)
+
+
+def decode_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """An uploaded file's bytes as an HxWx3 uint8 RGB array, with decode_image's formats and
+    checks; `max_pixels` (checked from the header, before any pixel is decoded) may be tighter
+    than the files' cap. Errors name the upload `name`."""
+    import io
+
+    with _opened(io.BytesIO(data), name) as img:
+        if img.size[0] * img.size[1] > max_pixels:
+            raise ImageDecodeError(name, f"image too large ({img.size[0]}x{img.size[1]}, over {max_pixels:,} pixels)")
+        return _as_array(name, _decoded(img, None))
+
+
+def _decoded(img: Image.Image, min_side: int | None) -> Image.Image:
+    """An opened image decoded to RGB, EXIF orientation applied, JPEG DCT-scaled toward `min_side`."""
+    if min_side and img.format == "JPEG":
+        scale = min(img.size) / min_side
+        if scale >= 2:
+            img.draft("RGB", (img.size[0] // int(scale), img.size[1] // int(scale)))
+    img.load()
+    with contextlib.suppress(Exception):  # EXIF too damaged to say an orientation: the pixels stand as stored
+        ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of a huge image
+    return _to_rgb(img)
 
 
 def image_size(path) -> tuple[int, int]:
@@ -84,14 +101,15 @@ def image_size(path) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def _opened(path):
-    """`path` opened by Pillow, only if it is a regular file (a named pipe or device never
-    blocks the reader) in one of FORMATS; every failure, while opening or while the caller
-    decodes, as an ImageDecodeError naming the file. Pillow's warnings about odd metadata stay
-    quiet; a decompression bomb is an error."""
-    path = Path(path)
+def _opened(path, name: str | None = None):
+    """`path` (or bytes in memory, called `name`) opened by Pillow, only if it is a regular file
+    (a named pipe or device never blocks the reader) in one of FORMATS; every failure, while
+    opening or while the caller decodes, as an ImageDecodeError naming the file. Pillow's
+    warnings about odd metadata stay quiet; a decompression bomb is an error."""
+    memory = name is not None
+    source, path = (path, Path(name)) if memory else (None, Path(path))
     try:
-        with warnings.catch_warnings(), open_regular(path) as f:
+        with warnings.catch_warnings(), (contextlib.nullcontext(source) if memory else open_regular(path)) as f:
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(f, formats=FORMATS) as img:
@@ -105,7 +123,7 @@ def _opened(path):
     except PermissionError:
         raise ImageDecodeError(path, "permission denied") from None
     except Image.UnidentifiedImageError:
-        empty = path.is_file() and path.stat().st_size == 0
+        empty = source.getbuffer().nbytes == 0 if memory else path.is_file() and path.stat().st_size == 0
         raise ImageDecodeError(
             path, "not an image file (it is empty)" if empty else "not an image file (unknown format)"
         ) from None

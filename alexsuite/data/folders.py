@@ -51,6 +51,21 @@ def scan_images(root: Path) -> Scan:
     return scan
 
 
+def listed_images(paths) -> Scan:
+    """The image files of a list (`index --files-from`), each as an absolute path whose folder
+    is resolved (as a walked root is), with the same checks and counts as a walk; a folder in
+    the list is reported, not walked."""
+    scan, files = Scan(), set()
+    for given in paths:
+        path = Path(given).expanduser()
+        path = Path(os.path.realpath(path.parent)) / path.name
+        if path.is_dir():
+            scan.unreadable.append(f"{display_path(given)}: a folder in a list of files (give folders as IMAGES)")
+        else:
+            _take(path, path.name, scan, set(), files)
+    return scan
+
+
 def _walk(folder: Path, scan: Scan, folders: set, files: set) -> list[Path]:
     """Take one folder's files into `scan`; return its subfolders, by name, to walk next."""
     try:
@@ -61,32 +76,39 @@ def _walk(folder: Path, scan: Scan, folders: set, files: set) -> list[Path]:
         return []
     subfolders = []
     for entry in entries:
-        path = Path(entry.path)
-        try:
-            entry.name.encode("utf-8")  # SQLite stores text: a name that is not UTF-8 cannot be a row
-        except UnicodeEncodeError:
-            scan.unreadable.append(f"{display_path(path)}: file name is not valid UTF-8")
-            continue
-        try:
-            st = entry.stat()  # follows links
-        except OSError as e:
-            why = "dangling link" if entry.is_symlink() else (e.strerror or str(e))
-            scan.unreadable.append(f"{display_path(path)}: {why}")
-            continue
-        key = (st.st_dev, st.st_ino)
-        if stat.S_ISDIR(st.st_mode):
-            if key in folders:
-                scan.loops.append(display_path(path))
-            else:
-                folders.add(key)
-                subfolders.append(path)
-        elif not stat.S_ISREG(st.st_mode):
-            scan.special.append(f"{display_path(path)} ({file_kind(st.st_mode)})")
-        elif not is_image_path(path):
-            scan.others.append(display_path(path))
-        elif key in files:
-            scan.duplicates.append(display_path(path))
-        else:
-            files.add(key)
-            scan.images.append(path)
+        folder_found = _take(Path(entry.path), entry.name, scan, folders, files)
+        if folder_found:
+            subfolders.append(folder_found)
     return subfolders
+
+
+def _take(path: Path, name: str, scan: Scan, folders: set, files: set) -> Path | None:
+    """File `path` into `scan` by what it is; a folder not walked yet is returned, to walk."""
+    try:
+        name.encode("utf-8")  # SQLite stores text: a name that is not UTF-8 cannot be a row
+    except UnicodeEncodeError:
+        scan.unreadable.append(f"{display_path(path)}: file name is not valid UTF-8")
+        return None
+    try:
+        st = path.stat()  # follows links
+    except OSError as e:
+        why = "dangling link" if path.is_symlink() else (e.strerror or str(e))
+        scan.unreadable.append(f"{display_path(path)}: {why}")
+        return None
+    key = (st.st_dev, st.st_ino)
+    if stat.S_ISDIR(st.st_mode):
+        if key in folders:
+            scan.loops.append(display_path(path))
+            return None
+        folders.add(key)
+        return path
+    if not stat.S_ISREG(st.st_mode):
+        scan.special.append(f"{display_path(path)} ({file_kind(st.st_mode)})")
+    elif not is_image_path(path):
+        scan.others.append(display_path(path))
+    elif key in files:
+        scan.duplicates.append(display_path(path))
+    else:
+        files.add(key)
+        scan.images.append(path)
+    return None

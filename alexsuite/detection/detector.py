@@ -153,6 +153,17 @@ def save_detector(det: Detector, out: Path, checkpoint: dict) -> None:
     atomic_write_text(out / "detector.json", json.dumps(meta, indent=2))
 
 
+def default_detector() -> Path:
+    """The newest detector under runs/detector/ (train-detector's default) or runs/*/detector/ (a demo's)."""
+    found = sorted(
+        [*Path("runs/detector").glob("*/detector.json"), *Path("runs").glob("*/detector/detector.json")],
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not found:
+        raise CheckpointError("no detector: pass --detector DIR (train one with `alexsuite train-detector`)")
+    return found[-1].parent
+
+
 def load_detector(path, device="cpu") -> Detector:
     d = Path(path)
     meta_file = d / "detector.json"

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from ..boxes import NMS_IOU, Detections, clip
-from ..data.decode import decode_image
+from ..data.inputs import ImageInput
 from ..errors import ImageDecodeError
 from ..proposals import WORKERS, ProposalSettings, propose
 from ..settings import finite, require, setting
@@ -22,15 +23,52 @@ MAX_SIDE = 2000  # longer side the network reads an image at; bounds memory on h
 
 
 @dataclass
-class ImageResult:
-    path: str
+class ImageDetections:
+    """One image's detections; `error` instead when it could not be read."""
+
+    image: str
     width: int = 0
     height: int = 0
     detections: Detections | None = None  # with bounding-box regression when the detector has it
+    classes: list[str] = field(default_factory=list, repr=False)  # the detector's, which labels index
     unregressed: Detections | None = None  # only when asked for (evaluation compares the two)
-    proposals: torch.Tensor | None = None
+    proposals: torch.Tensor | None = field(default=None, repr=False)
     seconds: float = 0.0  # the network's time on this image
     error: ImageDecodeError | None = None
+    source: ImageInput | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def path(self) -> str:
+        return self.image
+
+    def to_dict(self) -> dict:
+        """Exactly what `alexsuite detect --json` prints for this image: boxes in 0-based pixel corners."""
+        d = self.detections
+        found = [] if d is None else zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist())
+        out = {
+            "image": self.image,
+            "width": self.width,
+            "height": self.height,
+            "detections": [
+                {"label": self.classes[int(c)], "score": round(s, 4), "box": [round(v, 1) for v in b]}
+                for b, s, c in found
+            ],
+        }
+        if self.error is not None:
+            out["error"] = str(self.error)
+        return out
+
+    def save(self, path) -> None:
+        """The image with its labelled boxes drawn, as a PNG (what `detect --out` writes)."""
+        from .. import viz
+
+        viz.draw_detections(self.source.rgb(), self.detections, self.classes, path)
+
+    def plot(self):
+        """The picture save() writes, as a PIL image (for notebooks)."""
+        from .. import viz
+
+        return viz.to_pil(self.save)
 
 
 def proposal_settings(det: Detector) -> ProposalSettings:
@@ -72,33 +110,33 @@ class DetectSettings:
 
 def run_detector(
     det: Detector,
-    paths,
+    images,
     opts: DetectSettings = DetectSettings(),
     settings: ProposalSettings | None = None,
     cache_dir=None,
     on_proposals=None,
     unregressed: bool = False,
 ):
-    """Yield an ImageResult per path, in order; `settings`: the proposals' (default: the
-    detector's own)."""
+    """Yield an ImageDetections per image (paths or ImageInputs), in order; `settings`: the
+    proposals' (default: the detector's own)."""
     opts.check()
-    paths = [str(p) for p in paths]
+    inputs = [i if isinstance(i, ImageInput) else ImageInput(str(i), path=Path(i)) for i in images]
     boxes = propose(
-        paths, settings or proposal_settings(det), cache_dir=cache_dir, workers=opts.workers, on_image=on_proposals
+        inputs, settings or proposal_settings(det), cache_dir=cache_dir, workers=opts.workers, on_image=on_proposals
     )
-    for path, props in zip(paths, boxes):
+    for item, props in zip(inputs, boxes):
         if isinstance(props, ImageDecodeError):
-            yield ImageResult(path, error=props)
+            yield ImageDetections(item.name, error=props, source=item)
             continue
         try:
-            rgb = decode_image(path)
+            rgb = item.rgb()
         except ImageDecodeError as e:  # changed or removed since its proposals were made
-            yield ImageResult(path, error=e)
+            yield ImageDetections(item.name, error=e, source=item)
             continue
-        yield _detect_one(det, path, rgb, props, opts, unregressed)
+        yield _detect_one(det, item, rgb, props, opts, unregressed)
 
 
-def _detect_one(det: Detector, path: str, rgb, props, opts: DetectSettings, unregressed: bool) -> ImageResult:
+def _detect_one(det: Detector, item: ImageInput, rgb, props, opts: DetectSettings, unregressed: bool):
     start = time.perf_counter()
     h, w = rgb.shape[:2]
     rgb, scale = _bounded(rgb)
@@ -110,7 +148,9 @@ def _detect_one(det: Detector, path: str, rgb, props, opts: DetectSettings, unre
         found = det.select(*scored, sw, sh, opts.threshold, opts.nms, regress, opts.max_per_class)
         return _rescale(found, scale, w, h)
 
-    result = ImageResult(path, w, h, proposals=torch.from_numpy(props), detections=select(opts.regress))
+    result = ImageDetections(
+        item.name, w, h, select(opts.regress), list(det.classes), proposals=torch.from_numpy(props), source=item
+    )
     if unregressed:
         result.unregressed = select(False)
     result.seconds = time.perf_counter() - start

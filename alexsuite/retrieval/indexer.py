@@ -18,7 +18,7 @@ import numpy as np
 import torch.distributed as dist
 
 from ..data.decode import IMAGE_SUFFIXES
-from ..data.folders import scan_images
+from ..data.folders import listed_images, scan_images
 from ..distributed import DistContext
 from ..embedding import BATCH_SIZE, DEFAULT_LAYER, embed_batches, feature_dim, file_dataset
 from ..errors import AlexsuiteError, ConfigError, DataError
@@ -110,6 +110,7 @@ class Plan:
     touch: list[tuple]  # (size, mtime_ns, id) of files whose content did not change
     report: IndexReport
     stat: dict = field(default_factory=dict)  # path -> (size, mtime_ns) when planned
+    listed: bool = False  # files from a list: each labelled by its own folder, and nothing is "gone"
 
 
 def _indexed_elsewhere(store: IndexStore, path: Path) -> bool:
@@ -119,7 +120,13 @@ def _indexed_elsewhere(store: IndexStore, path: Path) -> bool:
 
 
 def plan_update(
-    store: IndexStore, root: Path, files: list[Path], prune: bool, report: IndexReport, lost: frozenset = frozenset()
+    store: IndexStore,
+    root: Path,
+    files: list[Path],
+    prune: bool,
+    report: IndexReport,
+    lost: frozenset = frozenset(),
+    listed: bool = False,
 ) -> Plan:
     """What to embed, replace, remove and touch so the index matches `files` under `root`.
     `lost`: ids of rows whose vector the index does not hold (an older index.faiss put back):
@@ -155,12 +162,13 @@ def plan_update(
             replace[key] = row.id
         stats[key] = (st.st_size, st.st_mtime_ns)
     present = {str(p) for p in files}
-    gone = [row.id for path, row in known.items() if path not in present]
+    gone = [] if listed else [row.id for path, row in known.items() if path not in present]
     if prune:
         report.removed = len(gone)
     else:
         report.missing = len(gone)
-    return Plan(root, store.manifest["layer"], embed, replace, gone if prune else [], touch, report, stats)
+    layer = store.manifest["layer"]
+    return Plan(root, layer, embed, replace, gone if prune else [], touch, report, stats, listed)
 
 
 def update_index(
@@ -172,9 +180,12 @@ def update_index(
     progress=None,
     ctx: DistContext = DistContext(),
     warn=lambda message: None,
+    files: list[Path] | None = None,
 ) -> IndexReport:
     """Embed what is new under `images` into the index at `store_dir` (created if absent).
-    `progress(total)` returns a callable taking a number of images done, with .close()."""
+    `files`: exactly these image files under `images` (a list given by the user) instead of
+    every image found there. `progress(total)` returns a callable taking a number of images
+    done, with .close()."""
     root = Path(images).expanduser().resolve()
     if not root.is_dir():
         raise DataError(f"{images}: no such folder")
@@ -198,10 +209,10 @@ def update_index(
                 staging = staging_dir(store_dir)
                 shutil.rmtree(staging, ignore_errors=True)
                 with writer_lock(staging):
-                    _update(staging, loaded, root, opts, report, device, progress, ctx, start, warn, sent)
+                    _update(staging, loaded, root, opts, report, device, progress, ctx, start, warn, sent, files)
                 swap_in(staging, store_dir)
             else:
-                _update(store_dir, loaded, root, opts, report, device, progress, ctx, start, warn, sent)
+                _update(store_dir, loaded, root, opts, report, device, progress, ctx, start, warn, sent, files)
     except Exception as e:
         if not sent:  # the other processes are waiting for a plan: tell them why none comes
             _broadcast(ctx, str(e) or type(e).__name__)
@@ -209,9 +220,9 @@ def update_index(
     return report
 
 
-def _update(store_dir: Path, loaded, root: Path, opts, report, device, progress, ctx, start, warn, sent) -> None:
+def _update(store_dir: Path, loaded, root: Path, opts, report, device, progress, ctx, start, warn, sent, files) -> None:
     """Plan, share the plan with the other processes, embed and commit (caller holds the lock)."""
-    plan, store = _prepare(store_dir, loaded, root, opts, report, warn)
+    plan, store = _prepare(store_dir, loaded, root, opts, report, warn, files)
     try:
         _broadcast(ctx, {"layer": plan.layer, "files": [str(p) for p in plan.embed]})
         sent.append(True)
@@ -228,7 +239,7 @@ def _broadcast(ctx: DistContext, payload):
     return box[0]
 
 
-def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: IndexReport, warn):
+def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: IndexReport, warn, files=None):
     store = IndexStore.open_write(store_dir) if IndexStore.exists(store_dir) else None
     if store is not None and store.index is None and not store.count():
         store.close()  # nothing was ever committed (e.g. training failed): new settings may apply
@@ -253,7 +264,8 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
         )
         faiss_index.create(spec)  # fail on a bad factory before any work is done
         store = IndexStore.create(store_dir, model_record(loaded), layer, loaded.preprocess.to_dict(), spec)
-    scan = scan_images(root)
+    listed = files is not None
+    scan = listed_images(files) if listed else scan_images(root)
     files, report.non_images = scan.images, len(scan.others)
     if scan.unreadable and opts.prune:
         raise DataError(
@@ -265,7 +277,7 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
     if not files and not store.count():
         raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     report.scanned = len(files)
-    plan = plan_update(store, root, files, opts.prune, report, _lost_vectors(store, root, warn))
+    plan = plan_update(store, root, files, opts.prune, report, _lost_vectors(store, root, warn), listed)
     if not (store.index if store.index is not None else faiss_index.create(store.spec)).is_trained:
         # A training sample should look like the whole folder, not its first subfolders.
         order = np.random.default_rng(0).permutation(len(plan.embed))
@@ -435,6 +447,9 @@ class _Writer:
         self.next_id += len(rows)
         self.vectors, self.files, self.pending_removals, self.pending_touch = [], [], [], []
 
+    def _label(self, p: Path) -> str | None:
+        return (p.parent.name or None) if self.plan.listed else label_of(p, self.plan.root)
+
     def _row(self, p: Path) -> tuple | None:
         """The SQLite row for an embedded file, or None if it changed or vanished since it was
         planned (its vector may be stale; the next run embeds it again)."""
@@ -442,7 +457,7 @@ class _Writer:
             st = p.stat()
             if (st.st_size, st.st_mtime_ns) != self.plan.stat[str(p)]:
                 raise OSError("changed while it was being indexed; the next run indexes it")
-            return (str(p), st.st_size, st.st_mtime_ns, file_sha256(p), label_of(p, self.plan.root), time.time())
+            return (str(p), st.st_size, st.st_mtime_ns, file_sha256(p), self._label(p), time.time())
         except OSError as e:
             self.plan.report.failed += 1
             examples = self.plan.report.failed_examples

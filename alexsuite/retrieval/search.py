@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data.decode import is_image_path
-from ..data.folders import scan_images
-from ..embedding import embed_batches, file_dataset
-from ..errors import DataError
+from ..data.inputs import ImageInput, InputDataset, expand_paths
+from ..embedding import embed_batches
+from ..errors import DataError, ImageDecodeError
 from ..settings import default_of, setting
 from . import index as faiss_index
 from .store import DEFAULT_INDEX, IndexStore, check_model
@@ -55,31 +55,38 @@ class Hit:
 
 @dataclass
 class QueryResult:
+    """One query's nearest indexed images; `error` instead when the query could not be read."""
+
     query: str
     results: list[Hit] = field(default_factory=list)
     error: str | None = None
+    source: ImageInput | None = field(default=None, repr=False, compare=False)
+    failure: Exception | None = field(default=None, repr=False, compare=False)  # what `error` says, raisable
 
     def to_dict(self) -> dict:
+        """Exactly what `alexsuite search --json` prints for this query."""
         out = {"query": self.query, "results": [h.to_dict() for h in self.results]}
         if self.error:
             out["error"] = self.error
         return out
 
+    def save(self, path) -> None:
+        """The query and its results as a picture row (the --sheet picture), a PNG."""
+        from .. import viz
+
+        viz.search_sheet([self], path)
+
+    def plot(self):
+        """The picture save() writes, as a PIL image (for notebooks)."""
+        from .. import viz
+
+        return viz.to_pil(self.save)
+
 
 def expand_queries(queries, store: IndexStore, ids=()) -> list[Path]:
-    """Files as given, folders as their image files (recursive), --id as the indexed file."""
-    out = []
-    for q in queries:
-        p = Path(q).expanduser()
-        if p.is_dir():
-            found = scan_images(p).images
-            if not found:
-                raise DataError(f"{p}: no image files to search with")
-            out += found
-        elif p.exists():
-            out.append(p)
-        else:
-            raise DataError(f"{q}: no such file or folder")
+    """Files as given, folders as their image files (recursive), quoted globs as their
+    matches, --id as the indexed file."""
+    out = expand_paths(queries)
     for i in ids:
         row = store.rows_by_id([i]).get(int(i)) if 0 <= i < 2**63 else None
         if row is None:
@@ -108,21 +115,27 @@ class Searcher:
             with contextlib.suppress(RuntimeError):  # FAISS has no GPU version of this index type (e.g. HNSW)
                 self.index = faiss_index.to_gpu(self.index, device.index or 0)
 
-    def search_files(
+    def search_files(self, paths: list[Path], k: int = default_of(SearchSettings, "k"), **kw) -> list[QueryResult]:
+        """One QueryResult per path, in order (see search_inputs)."""
+        return self.search_inputs([ImageInput(str(p), path=Path(p)) for p in paths], k, **kw)
+
+    def search_inputs(
         self,
-        paths: list[Path],
+        inputs: list[ImageInput],
         k: int = default_of(SearchSettings, "k"),
         batch_size: int = 64,
         workers: int = default_of(SearchSettings, "workers"),
         exclude_self: bool = True,
     ) -> list[QueryResult]:
-        """One QueryResult per path, in order; unreadable queries carry an error, not results."""
-        results = [QueryResult(str(p)) for p in paths]
-        for i, p in enumerate(paths):
-            if not is_image_path(p):
-                results[i].error = f"{p}: not an image file (by its extension)"
-        todo = [i for i, r in enumerate(results) if r.error is None]
-        dataset = file_dataset([paths[i] for i in todo], self.loaded.preprocess.base_size)
+        """One QueryResult per input, in order; unreadable queries carry an error, not results.
+        An indexed file is left out of its own results."""
+        results = [QueryResult(i.name, source=i) for i in inputs]
+        for r, i in zip(results, inputs):
+            if i.path is not None and not is_image_path(i.path):
+                r.failure = ImageDecodeError(i.path, "not an image file (by its extension)")
+                r.error = str(r.failure)
+        todo = [n for n, r in enumerate(results) if r.error is None]
+        dataset = InputDataset([inputs[n] for n in todo], self.loaded.preprocess.base_size)
         for batch in embed_batches(
             self.loaded.model,
             dataset,
@@ -134,17 +147,19 @@ class Searcher:
             source=str(self.loaded.source),
         ):
             for err in batch.failures:
-                for i in todo:
-                    if str(paths[i]) == err.path:
-                        results[i].error = str(err)
+                for n in todo:
+                    if inputs[n].path is not None and str(inputs[n].path) == err.path:
+                        results[n].error, results[n].failure = str(err), err
             if len(batch.positions):
                 which = [todo[int(p)] for p in batch.positions]
-                self_ids = [self._own_id(paths[i]) if exclude_self else None for i in which]
-                for i, hits in zip(which, self.search_vectors(batch.vectors, k, self_ids)):
-                    results[i].results = hits
+                self_ids = [self._own_id(inputs[n].path) if exclude_self else None for n in which]
+                for n, hits in zip(which, self.search_vectors(batch.vectors, k, self_ids)):
+                    results[n].results = hits
         return results
 
-    def _own_id(self, path: Path) -> int | None:
+    def _own_id(self, path: Path | None) -> int | None:
+        if path is None:
+            return None
         row = self.store.row_by_path(path.expanduser().resolve())
         return row.id if row else None
 

@@ -278,13 +278,13 @@ def _connect(root: Path, write: bool, create: bool = False) -> sqlite3.Connectio
                 f"{path}: missing; rebuild the index with `alexsuite index IMAGES --index {root} --rebuild`"
             )
         uri = f"file:{quote(str(path.absolute()))}?mode=ro"
-        try:
-            db = sqlite3.connect(uri, uri=True, timeout=30)
+        try:  # any thread may read (the server's, under its own lock)
+            db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
             db.execute("SELECT COUNT(*) FROM images").fetchone()
         except sqlite3.OperationalError:
             if os.access(root, os.W_OK):
                 raise
-            db = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30)
+            db = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30, check_same_thread=False)
             db.execute("SELECT COUNT(*) FROM images").fetchone()
         return _checked(db, path, root)
     except sqlite3.DatabaseError as e:

@@ -1,7 +1,10 @@
 """`alexsuite proposals`, `train-detector`, `detect` and `eval-detector` through the CLI."""
 
+import contextlib
+import io
 import json
 
+import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
@@ -85,9 +88,55 @@ def test_eval_detector_reports_both_ap_definitions(trained_detector, voc_scenes)
     out = json.loads(result.stdout)
     assert out["mode"] == "fast" and out["images"] == 8 and 0 <= out["map"] <= 1
     assert {"map_voc07", "map_no_regression", "proposal_recall", "seconds_per_image"} <= set(out)
+    assert "coco" not in out  # COCO's numbers are for COCO data
     table = run("eval-detector", voc_scenes, "--detector", trained_detector, "--workers", "0", "--mirror")
     assert table.exit_code == 0 and "mAP" in table.stdout and "AP07" in table.stdout
     assert "rcnn mode, mirrored too" in table.stdout
+
+
+def voc_as_coco(voc_root, split: str, n: int, path):
+    """The first n images of a VOC split as a COCO file (ids from 0, no areas, as hand-made files have)."""
+    from alexsuite.data.detection_sets import read_voc
+
+    voc = read_voc(voc_root, split)
+    cats = {c: i + 1 for i, c in enumerate(voc.classes)}
+    coco = {"categories": [{"id": i, "name": c} for c, i in cats.items()], "images": [], "annotations": []}
+    for k, a in enumerate(voc.items[:n]):
+        coco["images"].append({"id": k, "file_name": a.image.name, "width": a.width, "height": a.height})
+        for (x1, y1, x2, y2), label in zip(a.boxes.tolist(), a.labels):
+            box = [x1, y1, x2 - x1, y2 - y1]
+            coco["annotations"].append(
+                {"id": len(coco["annotations"]), "image_id": k, "category_id": cats[label], "bbox": box}
+            )
+    path.write_text(json.dumps(coco))
+    return path
+
+
+def test_eval_detector_on_coco_data_adds_pycocotools_ap(trained_detector, voc_scenes, tmp_path, monkeypatch):
+    import sys
+
+    ann = voc_as_coco(voc_scenes, "val", 4, tmp_path / "val.json")
+    args = ["eval-detector", ann, "--images", voc_scenes / "JPEGImages", "--detector", trained_detector]
+    args += ["--mode", "fast", "--workers", "0", "--cache", tmp_path / "cache"]
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)  # pycocotools' prints stay out of it
+    coco = out["coco"]
+    assert out["images"] == coco["images"] == 4 and out["warnings"] == []
+    assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR100"} <= set(coco)
+    assert 0 <= coco["AP"] <= coco["AP50"] <= 1 and set(coco["per_category"]) <= set(out["per_class"])
+    print(f"COCO AP {coco['AP']:.3f}, AP50 {coco['AP50']:.3f}; VOC mAP {out['map']:.3f}")
+    table = run(*args)
+    assert table.exit_code == 0, table.output
+    assert "COCO AP" in table.stdout and f"AP@[.50:.95] {coco['AP']:.3f}" in table.stdout
+
+    for name in ("pycocotools", "pycocotools.coco", "pycocotools.cocoeval"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if it were not installed
+    bare = run(*args, "--json")
+    assert bare.exit_code == 0, bare.output
+    out = json.loads(bare.stdout)
+    assert out["coco"] is None and 0 <= out["map"] <= 1
+    assert "warning: COCO AP needs pycocotools: pip install 'alexsuite[coco]'" in bare.stderr
 
 
 def test_train_detector_command_and_its_errors(voc_scenes, trained_run, tmp_path):
@@ -272,3 +321,27 @@ def test_scenes_writes_a_voc_set_from_the_bundled_data_the_same_each_time(tmp_pa
     (tmp_path / "file").write_text("x")
     refused = run("scenes", tmp_path / "file")
     assert refused.exit_code == 2 and "is a file" in refused.output
+
+
+def test_detect_writes_coco_results_with_the_sets_ids(trained_detector, voc_scenes, tmp_path):
+    from pycocotools.coco import COCO
+
+    ann = voc_as_coco(voc_scenes, "val", 4, tmp_path / "val.json")
+    names = [img["file_name"] for img in json.loads(ann.read_text())["images"]]
+    images = [voc_scenes / "JPEGImages" / n for n in names]
+    args = ["detect", *images, "--detector", trained_detector, "--mode", "fast", "--threshold", -1, "--workers", 0]
+    result = run(*args, "--format", "coco", "--coco", ann)
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)  # one JSON list, nothing else on stdout
+    assert found and {r["image_id"] for r in found} <= {0, 1, 2, 3}
+    assert all(set(r) == {"image_id", "category_id", "bbox", "score"} and r["bbox"][2] > 0 for r in found)
+    lines = [json.loads(x) for x in run(*args, "--json").stdout.splitlines()]
+    first = lines[0]["detections"][0]
+    x1, y1, x2, y2 = first["box"]
+    assert found[0]["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1]) and found[0]["score"] == first["score"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann))
+        assert len(gt.loadRes(found).getAnnIds()) == len(found)  # pycocotools reads it as results
+    plain = json.loads(run(*args, "--format", "coco").stdout)
+    assert plain[0]["file_name"] == str(images[0]) and plain[0]["image_id"] == 1 and "category" in plain[0]
+    assert run(*args, "--coco", ann).exit_code == 2  # --coco without --format coco

@@ -16,9 +16,13 @@ README = Path(__file__).parents[2] / "README.md"
 
 def readme_commands() -> list[list[str]]:
     """Each shell line of the README's code blocks that runs alexsuite, as words after `alexsuite`."""
-    blocks = re.findall(r"```\n(.*?)```", README.read_text(), flags=re.S)
-    found = []
-    for line in (ln for block in blocks for ln in block.splitlines()):
+    found, fence = [], None
+    for line in README.read_text().splitlines():
+        if line.startswith("```"):
+            fence = None if fence is not None else line[3:].strip()
+            continue
+        if fence not in ("", "sh", "bash"):  # prose, or a ```python block
+            continue
         words = shlex.split(line.split("  #")[0])
         for start in ("alexsuite", "alexsuite.cli"):
             if start in words:

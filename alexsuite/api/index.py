@@ -1,0 +1,151 @@
+"""`alexsuite.Index`: a FAISS index with its SQLite rows, searched by images or ids and grown
+with the same incremental, atomic update as `alexsuite index`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..data.inputs import ImageInput, as_inputs
+from ..devices import resolve_device
+from ..distributed import DistContext
+from ..errors import ConfigError, DataError
+from ..models.checkpoint import default_model, load_model
+from ..retrieval.indexer import IndexOptions, IndexReport, update_index
+from ..retrieval.search import QueryResult, Searcher, SearchSettings, expand_queries
+from ..retrieval.store import DEFAULT_INDEX, IndexStore, resolve_dir
+from ._common import raise_first, settings_with
+
+
+class Index:
+    """An index directory (a name kept under indexes/, or a path with a /). Opened read-only for
+    searching; `add` takes the writer's lock for the time of the update only.
+
+    >>> index = Index("runs/demo/index")                          # doctest: +SKIP
+    >>> index.search("query.jpg", k=5)[0].results[0].path        # doctest: +SKIP
+    """
+
+    def __init__(self, name: str | os.PathLike = DEFAULT_INDEX, model=None, device: str = "auto"):
+        self.root = resolve_dir(name)
+        self.device = resolve_device(device)
+        self._model, self._loaded, self._store, self._searchers = model, None, None, {}
+
+    def __repr__(self) -> str:
+        return f"Index({str(self.root)!r})"
+
+    def __len__(self) -> int:
+        return self._open().count()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+        self._store, self._searchers = None, {}
+
+    @property
+    def manifest(self) -> dict:
+        return self._open().manifest
+
+    def search(
+        self, images=(), settings: SearchSettings | None = None, *, ids=(), skip_unreadable: bool = False, **overrides
+    ) -> list[SearchResult]:
+        """The k nearest indexed images to each query image (see Model.predict for what images
+        may be) and to each indexed image named by id; an indexed file is left out of its own
+        results. settings: SearchSettings (k, params, workers); its index/model/device are this
+        Index's own."""
+        opts = settings_with(SearchSettings, settings, overrides)
+        store = self._open()
+        inputs = as_inputs(images) if _given(images) else []
+        inputs += [ImageInput(str(p), path=p) for p in expand_queries([], store, ids)]
+        if not inputs:
+            raise DataError("give at least one query image, or an id")
+        results = self._searcher(opts.params).search_inputs(inputs, opts.k, workers=opts.workers)
+        if not skip_unreadable:
+            raise_first(r.failure for r in results)
+        return results
+
+    def add(self, paths, settings: IndexOptions | None = None, *, progress=None, warn=None, **overrides):
+        """Embed what is new in these folders (recursively) and files into the index, creating it
+        if needed: one IndexReport per folder, and one for the loose files together. Unchanged
+        files are not embedded again; an interrupted update loses nothing committed."""
+        opts = settings_with(IndexOptions, settings, {"index": str(self.root), **overrides})
+        paths = [Path(p).expanduser() for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+        for p in paths:
+            if not os.path.lexists(p):
+                raise DataError(f"{p}: no such file or folder")
+        folders, files = [p for p in paths if p.is_dir()], [p for p in paths if not p.is_dir()]
+        self.close()  # the update replaces the files this reader has open
+        loaded = self.loaded_model(opts.model)
+        return add_to_index(self.root, loaded, folders, files, opts, self.device, progress, warn)
+
+    def loaded_model(self, override=None):
+        """The model the index was made with (loaded once), or `override`."""
+        if override:
+            return load_model(override, self.device)
+        if self._loaded is None:
+            self._loaded = load_model(index_model(self.root, self._model), self.device)
+        return self._loaded
+
+    def _open(self) -> IndexStore:
+        if self._store is None:
+            self._store = IndexStore.open_read(self.root)
+        return self._store
+
+    def _searcher(self, params: str | None) -> Searcher:
+        if params not in self._searchers:
+            self._searchers[params] = Searcher(self._open(), self.loaded_model(), self.device, params)
+        return self._searchers[params]
+
+
+SearchResult = QueryResult
+
+
+def add_to_index(
+    root: Path,
+    loaded,
+    folders,
+    files,
+    opts: IndexOptions,
+    device,
+    progress=None,
+    warn=None,
+    ctx: DistContext = DistContext(),
+) -> list[IndexReport]:
+    """`alexsuite index FOLDER... --files-from LIST` and Index.add: each folder updated as its own
+    root (its first subfolder names a row's label), the listed files together under their
+    common folder."""
+    files = [Path(f).expanduser() for f in files]
+    if files and opts.prune:
+        raise ConfigError("--prune works on folders (it removes what is gone from one); not with a list of files")
+    if not folders and not files:
+        raise DataError("nothing to index: give folders of images, or files")
+    warn = warn or (lambda message: None)
+    reports = [update_index(root, loaded, Path(f), opts, device, progress, ctx, warn) for f in folders]
+    if files:
+        common = Path(os.path.commonpath([os.path.realpath(f.parent) for f in files]))
+        reports.append(update_index(root, loaded, common, opts, device, progress, ctx, warn, files=files))
+    return reports
+
+
+def index_model(root: Path, model: str | None = None) -> str:
+    """`model`, else the model that built this index (a --rebuild too: the same vectors made
+    again), else the newest training run."""
+    if model:
+        return model
+    if not IndexStore.exists(root) and any((root / n).exists() for n in ("meta.sqlite", "index.faiss")):
+        raise ConfigError(
+            f"--index {root}: its manifest is gone, and with it the model's name: rebuild it with "
+            "--rebuild, and pass --model"
+        )
+    if IndexStore.exists(root):
+        return IndexStore.manifest_of(root)["model"]["source"]
+    return str(default_model())
+
+
+def _given(images) -> bool:
+    return not (isinstance(images, (tuple, list)) and len(images) == 0)
