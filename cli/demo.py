@@ -63,6 +63,8 @@ def demo_cmd(out, as_json, quiet, **settings):
         click.echo(json.dumps(result.to_dict()))
         return
     click.echo(f"report: {Path(out) / 'report.html'}")
+    serve = f"alexsuite serve --index {Path(out) / 'index'} --detector {Path(out) / 'detector'}"
+    click.echo(f"search and detect in a browser: {serve}   # then open http://127.0.0.1:8000/")
 
 
 class _StageReporter(ConsoleReporter):

@@ -28,6 +28,7 @@ COMMANDS = {
     "train-detector": ("train_detector", "Train an R-CNN detector on Pascal VOC or COCO data."),
     "detect": ("detect", "Detect objects in images with an R-CNN detector."),
     "eval-detector": ("eval_detector", "Per-class AP and mAP of a detector."),
+    "serve": ("serve", "Search and detection over HTTP, with a web page."),
     "export": ("export", "Export a trained model to ONNX or TorchScript."),
 }
 

@@ -33,7 +33,8 @@ LAYERS = [
     ("tasks", ["alexsuite.training", "alexsuite.retrieval", "alexsuite.detection"]),
     ("orchestration", ["alexsuite.demo", "alexsuite.report"]),
     ("python api", ["alexsuite.api"]),  # Model, Index, Detector: what scripts and the commands call
-    ("front doors", ["alexsuite.cli", "alexsuite"]),  # the command line and the package's lazy exports
+    # the command line, the HTTP server and the package's lazy exports
+    ("front doors", ["alexsuite.cli", "alexsuite.serve", "alexsuite"]),
 ]
 TASKS = LAYERS[5][1]
 

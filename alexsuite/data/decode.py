@@ -109,7 +109,7 @@ def _opened(path, name: str | None = None):
     memory = name is not None
     source, path = (path, Path(name)) if memory else (None, Path(path))
     try:
-        with warnings.catch_warnings(), (contextlib.nullcontext(source) if memory else open_regular(path)) as f:
+        with warnings.catch_warnings(), contextlib.nullcontext(source) if memory else open_regular(path) as f:
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(f, formats=FORMATS) as img:

@@ -85,7 +85,7 @@ def expand_paths(args, what: str = "image") -> list[Path]:
 def as_inputs(images) -> list[ImageInput]:
     """One or a list of: a path (file, folder or glob), a PIL image, an HxWx3 uint8 RGB array
     (HxW is read as greyscale), a CxHxW tensor (uint8, or float in [0, 1])."""
-    if isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor)) or _is_pil(images):
+    if isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor, ImageInput)) or _is_pil(images):
         images = [images]
     out: list[ImageInput] = []
     for item in images:

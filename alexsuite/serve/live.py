@@ -1,0 +1,132 @@
+"""The served index, opened read-only and reopened when a writer commits: a new FAISS file is
+read beside the one in use and swapped in whole, so a search never sees half a commit, and the
+old one is closed when its last search ends.
+
+The writer's commit order makes any reader consistent: new vectors reach index.faiss before
+their rows reach SQLite, and rows leave SQLite before their vectors leave index.faiss, so a
+search keeps only hits with a row (retrieval/indexer.py `_Writer.commit`)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from ..retrieval import index as faiss_index
+from ..retrieval.search import Searcher
+from ..retrieval.store import INDEX_FILE, MANIFEST_FILE, META_FILE, IndexStore
+
+
+def signature(root: Path) -> tuple:
+    """What changes when a writer commits or a --rebuild swaps the folder."""
+    out = []
+    for p in (root, root / INDEX_FILE, root / MANIFEST_FILE):
+        try:
+            st = os.stat(p)
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def last_commit(root: Path) -> float | None:
+    times = []
+    for name in (INDEX_FILE, META_FILE, META_FILE + "-wal"):
+        with suppress(OSError):
+            times.append(os.stat(root / name).st_mtime)
+    return max(times) if times else None
+
+
+class Snapshot:
+    """One opened state of the index: its store (SQLite rows) and a Searcher per FAISS params."""
+
+    def __init__(self, root: Path, loaded, device):
+        self.sig = signature(root)
+        self.store = IndexStore.open_read(root)
+        self.search = Searcher(self.store, loaded, device)
+        self.users, self.retired = 0, False
+        self.lock = threading.Lock()  # one SQLite connection and one FAISS index: one user at a time
+
+    def searcher(self, params: str | None) -> Searcher:
+        """The Searcher with `params` (default: the index's own) set on its FAISS index, which
+        every query shares: set again for each use, so one request's nprobe never leaks into
+        the next one's (the caller holds the lock)."""
+        faiss_index.set_search_params(self.search.index, self.store.spec.search_params if params is None else params)
+        return self.search
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class LiveIndex:
+    """The current Snapshot, swapped for a new one when the index's files change."""
+
+    def __init__(self, root: Path, loaded, device, poll_seconds: float = 0.5, warn=print):
+        self.root, self.loaded, self.device, self.poll, self.warn = root, loaded, device, poll_seconds, warn
+        self.current = Snapshot(root, loaded, device)
+        self.reloads = 0
+        self._swap = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="alexsuite-index-watch", daemon=True)
+
+    def start(self) -> LiveIndex:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._retire(self.current)
+
+    @contextmanager
+    def snapshot(self):
+        """The current Snapshot, held open (and locked) for the time of one use."""
+        with self._swap:
+            snap = self.current
+            snap.users += 1
+        try:
+            with snap.lock:
+                yield snap
+        finally:
+            with self._swap:
+                snap.users -= 1
+                done = snap.retired and snap.users == 0
+            if done:
+                snap.close()
+
+    def check(self) -> bool:
+        """Reopen if a commit landed; True when it did."""
+        if signature(self.root) == self.current.sig:
+            return False
+        try:
+            fresh = Snapshot(self.root, self.loaded, self.device)
+        except Exception as e:  # mid-swap of a --rebuild, or a damaged commit: keep serving the old one
+            self.warn(f"index reload failed, still serving the previous state: {e}")
+            return False
+        with self._swap:
+            old, self.current = self.current, fresh
+            self.reloads += 1
+        self._retire(old)
+        return True
+
+    def _retire(self, snap: Snapshot) -> None:
+        with self._swap:
+            snap.retired = True
+            done = snap.users == 0
+        if done:
+            snap.close()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll):
+            self.check()
+
+
+def wait_for(predicate, seconds: float, step: float = 0.05) -> bool:
+    """Poll `predicate` until it holds or `seconds` pass (tests and the benchmark)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
