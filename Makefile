@@ -51,6 +51,7 @@ bench: setup
 	$(BIN)/python benchmarks/demo.py
 	$(BIN)/python benchmarks/decode_memory.py
 	$(BIN)/python benchmarks/api_batching.py
+	$(BIN)/python benchmarks/serve_load.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -44,7 +44,7 @@ def classify_cmd(images, as_json, **settings):
     on stderr. Writes nothing.
     """
     opts = ClassifySettings(**settings)
-    paths = expand_paths(images)
+    paths = expand_paths(images, missing_ok=True)
     model = Model(opts.model, opts.device)
     bar = Bar(len(paths), "classify", enabled=not as_json and len(paths) > 1)
     found = model.predict(paths, opts, skip_unreadable=True, progress=bar)

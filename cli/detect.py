@@ -92,7 +92,7 @@ def detect_cmd(images, detector, out, cache, as_json, fmt, coco_file, **settings
     coco = fmt == "coco"
     as_json = as_json or fmt is not None
     records = []
-    images = expand_paths(images)
+    images = expand_paths(images, missing_ok=True)
     detector = Detector(detector, opts.device)
     bar = Bar(len(images), "proposals", enabled=not as_json)
     network = Bar(len(images), f"detect ({opts.mode})", enabled=not as_json and len(images) > 1)

@@ -94,10 +94,12 @@ def test_embed_is_one_row_per_image_and_batch_invariant(model, photos):
 def test_bad_inputs_raise_the_cli_errors(model, photos, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    with pytest.raises(DataError) as missing:
+    with pytest.raises(ImageDecodeError, match="no such file") as missing:
         model.predict(tmp_path / "nope.jpg")
     result = cli("classify", tmp_path / "nope.jpg", "--model", model.source)
-    assert result.exit_code == 2 and f"error: {missing.value}" in result.output
+    assert result.exit_code == 2 and f"skipped {missing.value}" in result.output  # the same line
+    strip = model.predict(np.zeros((1, 100_000, 3), np.uint8))[0]  # scaled up, it would need gigabytes
+    assert len(strip.labels) == 3  # all three classes of the shapes model
     with pytest.raises(ImageDecodeError, match="broken.jpg"):
         model.predict([photos / "circle" / "circle_000.png", broken])
     skipped = model.predict([photos / "circle" / "circle_000.png", broken], skip_unreadable=True)
@@ -134,8 +136,10 @@ def test_index_search_equals_search_json(model, photos, index_dir):
     assert in_memory.query == "<image 0>"
     assert in_memory.results[0].distance == pytest.approx(0, abs=1e-4)  # itself: memory is not a path
     assert [h.path for h in in_memory.results[1:]] == [h["path"] for h in api[0]["results"][:4]]
-    with pytest.raises(DataError, match="no such file"):
+    with pytest.raises(ImageDecodeError, match="no such file"):
         index.search("nope.png")
+    refused = cli("search", "nope.png", "--index", index_dir)  # the command names it before loading
+    assert refused.exit_code == 2 and "nope.png: no such file or folder" in refused.output
     index.close()
 
 
@@ -151,6 +155,8 @@ def test_index_add_files_and_folders(model, photos, tmp_path):
     assert index.add(files, workers=0)[0].unchanged == 3
     with pytest.raises(DataError, match="no such file"):
         index.add(tmp_path / "nope")
+    rebuilt = index.add([photos / "square", photos / "stripes"], workers=0, rebuild=True)
+    assert [r.added for r in rebuilt] == [8, 8] and len(index) == 16  # started afresh once, not per folder
 
 
 def test_detect_equals_detect_json(trained_detector, voc_scenes, tmp_path):

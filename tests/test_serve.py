@@ -58,7 +58,7 @@ def settings(index_dir, **kw) -> ServeSettings:
 @pytest.fixture(scope="module")
 def client(index_dir, trained_detector):
     service = Service(settings(index_dir, detector=str(trained_detector), max_pixels=1_000_000)).start()
-    with TestClient(create_app(service, service.settings)) as c:
+    with TestClient(create_app(service, service.settings), base_url="http://localhost") as c:
         yield c
     service.stop()
 
@@ -71,7 +71,9 @@ def png(path_or_array) -> bytes:
 
 
 def test_health_stats_and_the_page(client):
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {"status": "ok", "reload_problem": None}
+    rebound = client.get("/health", headers={"Host": "evil.example:8000"})  # DNS rebinding
+    assert rebound.status_code == 403 and "localhost" in rebound.json()["error"]
     stats = client.get("/stats").json()
     assert stats["images"] == 24 and len(stats["model"]["fingerprint"]) == 16 and stats["factory"] == "Flat"
     page = client.get("/")
@@ -112,6 +114,8 @@ def test_bad_uploads_are_json_errors(client, tmp_path):
     assert big.status_code == 413 and "20 MB" in big.json()["error"]
     bomb = client.post("/search", files={"file": ("bomb.png", png(np.zeros((1100, 1000, 3), np.uint8)))})
     assert bomb.status_code == 400 and "too large" in bomb.json()["error"]
+    strip = client.post("/search?k=2", files={"file": ("strip.png", png(np.zeros((1, 100_000, 3), np.uint8)))})
+    assert strip.status_code == 200 and len(strip.json()["results"]) == 2  # not 26 GB scaled up
     junk = client.post("/search", files={"file": ("x.jpg", b"not an image")})
     assert junk.status_code == 400 and junk.json() == {"error": "x.jpg: not an image file (unknown format)"}
     named = client.post("/search", files={"file": ("../../etc/passwd", b"junk")})
@@ -119,7 +123,7 @@ def test_bad_uploads_are_json_errors(client, tmp_path):
     assert client.post("/search").status_code == 422
     assert client.post("/search?k=0", files={"file": ("x.png", png(np.zeros((8, 8, 3), np.uint8)))}).status_code == 422
     wrong = client.get("/search?id=0&params=nprobe%3D4")  # a Flat index has no nprobe
-    assert wrong.status_code == 400 and "does not apply" in wrong.json()["error"]
+    assert wrong.status_code == 400 and "no search parameters" in wrong.json()["error"]
     assert client.get("/search?id=0").status_code == 200
     assert client.get("/health").status_code == 200  # still up
 
@@ -135,7 +139,7 @@ def test_detect_answers_as_the_command_does(client, trained_detector, voc_scenes
 def test_token_and_host(index_dir):
     service = Service(settings(index_dir, token="s3cret")).start()
     try:
-        with TestClient(create_app(service, service.settings)) as c:
+        with TestClient(create_app(service, service.settings), base_url="http://localhost") as c:
             assert c.get("/health").status_code == 401 and "token" in c.get("/health").json()["error"]
             assert c.get("/health", headers={"Authorization": "Bearer s3cret"}).status_code == 200
             assert c.get("/stats?token=s3cret").status_code == 200
@@ -159,7 +163,7 @@ def test_concurrent_queries_share_forward_passes(index_dir, photos):
 
     async def burst():
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             return await asyncio.gather(*(c.post("/search?k=3", files={"file": (f.name, png(f))}) for f in files))
 
     try:

@@ -4,6 +4,7 @@ with the same incremental, atomic update as `alexsuite index`."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from ..data.inputs import ImageInput, as_inputs
@@ -11,6 +12,7 @@ from ..devices import resolve_device
 from ..distributed import DistContext
 from ..errors import ConfigError, DataError
 from ..models.checkpoint import default_model, load_model
+from ..retrieval import index as faiss_index
 from ..retrieval.indexer import IndexOptions, IndexReport, update_index
 from ..retrieval.search import QueryResult, Searcher, SearchSettings, expand_queries
 from ..retrieval.store import DEFAULT_INDEX, IndexStore, resolve_dir
@@ -28,7 +30,7 @@ class Index:
     def __init__(self, name: str | os.PathLike = DEFAULT_INDEX, model=None, device: str = "auto"):
         self.root = resolve_dir(name)
         self.device = resolve_device(device)
-        self._model, self._loaded, self._store, self._searchers = model, None, None, {}
+        self._model, self._loaded, self._store, self._searcher_open = model, None, None, None
 
     def __repr__(self) -> str:
         return f"Index({str(self.root)!r})"
@@ -45,7 +47,7 @@ class Index:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
-        self._store, self._searchers = None, {}
+        self._store, self._searcher_open = None, None
 
     @property
     def manifest(self) -> dict:
@@ -64,7 +66,10 @@ class Index:
         inputs += [ImageInput(str(p), path=p) for p in expand_queries([], store, ids)]
         if not inputs:
             raise DataError("give at least one query image, or an id")
-        results = self._searcher(opts.params).search_inputs(inputs, opts.k, workers=opts.workers)
+        searcher = self._searcher()
+        # the FAISS index is shared: set this call's parameters (or the index's own) every time
+        faiss_index.set_search_params(searcher.index, store.spec.search_params if opts.params is None else opts.params)
+        results = searcher.search_inputs(inputs, opts.k, workers=opts.workers)
         if not skip_unreadable:
             raise_first(r.failure for r in results)
         return results
@@ -96,10 +101,10 @@ class Index:
             self._store = IndexStore.open_read(self.root)
         return self._store
 
-    def _searcher(self, params: str | None) -> Searcher:
-        if params not in self._searchers:
-            self._searchers[params] = Searcher(self._open(), self.loaded_model(), self.device, params)
-        return self._searchers[params]
+    def _searcher(self) -> Searcher:
+        if self._searcher_open is None:
+            self._searcher_open = Searcher(self._open(), self.loaded_model(), self.device)
+        return self._searcher_open
 
 
 SearchResult = QueryResult
@@ -125,7 +130,10 @@ def add_to_index(
     if not folders and not files:
         raise DataError("nothing to index: give folders of images, or files")
     warn = warn or (lambda message: None)
-    reports = [update_index(root, loaded, Path(f), opts, device, progress, ctx, warn) for f in folders]
+    reports = []
+    for folder in folders:
+        reports.append(update_index(root, loaded, Path(folder), opts, device, progress, ctx, warn))
+        opts = replace(opts, rebuild=False)  # --rebuild starts the index afresh once, then the others add to it
     if files:
         common = Path(os.path.commonpath([os.path.realpath(f.parent) for f in files]))
         reports.append(update_index(root, loaded, common, opts, device, progress, ctx, warn, files=files))

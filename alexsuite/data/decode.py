@@ -139,14 +139,30 @@ def _as_array(path, img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+MAX_ASPECT = 16  # longer/shorter side beyond which only the central part is scaled (a 100000x1 strip)
+
+
 def _shorter_side_to(img: Image.Image, size: int) -> Image.Image:
-    """Scale so the shorter side is `size` (area filter when shrinking, as Caffe's tools did)."""
+    """Scale so the shorter side is `size` (area filter when shrinking, as Caffe's tools did).
+    A strip longer than MAX_ASPECT times its width keeps only its central MAX_ASPECT squares,
+    so scaling it up cannot need gigabytes; the central square every caller takes is inside."""
+    img = _central_part(img)
     w, h = img.size
     scale = size / min(h, w)
     new = (max(size, round(w * scale)), max(size, round(h * scale)))
     if new == (w, h):
         return img
     return img.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0 if scale < 1 else None)
+
+
+def _central_part(img: Image.Image) -> Image.Image:
+    w, h = img.size
+    short, long = min(w, h), max(w, h)
+    if long <= MAX_ASPECT * short:
+        return img
+    keep = MAX_ASPECT * short
+    start = (long - keep) // 2
+    return img.crop((start, 0, start + keep, h) if w > h else (0, start, w, start + keep))
 
 
 def resize_shorter_side(arr: np.ndarray, size: int) -> np.ndarray:

@@ -55,12 +55,16 @@ class InputDataset:
             arr = self.inputs[i].square(self.base_size)
         except ImageDecodeError as e:
             return None, e
+        except (MemoryError, ValueError, OverflowError) as e:  # a shape Pillow cannot scale: this input only
+            return None, ImageDecodeError(self.inputs[i].name, f"cannot be scaled ({type(e).__name__}: {e})")
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), i
 
 
-def expand_paths(args, what: str = "image") -> list[Path]:
+def expand_paths(args, what: str = "image", missing_ok: bool = False) -> list[Path]:
     """Files as given; folders as their image files (recursive, sorted); quoted globs
-    (`'photos/*.jpg'`, `'**/*.png'`) as their matching image files. Names nothing: DataError."""
+    (`'photos/*.jpg'`, `'**/*.png'`) as their matching image files. A name that is none of
+    these: DataError, or with `missing_ok` kept as a file (its reading then fails as that
+    image's error, skipped and counted like any unreadable image)."""
     out: list[Path] = []
     for arg in args:
         p = Path(arg).expanduser()
@@ -77,6 +81,8 @@ def expand_paths(args, what: str = "image") -> list[Path]:
             if not found:
                 raise DataError(f"{arg}: no {what} files match this pattern")
             out += found
+        elif missing_ok:
+            out.append(p)
         else:
             raise DataError(f"{arg}: no such file or folder")
     return out
@@ -92,7 +98,7 @@ def as_inputs(images) -> list[ImageInput]:
         if isinstance(item, ImageInput):
             out.append(item)
         elif isinstance(item, (str, os.PathLike)):
-            out += [ImageInput(str(p), path=p) for p in expand_paths([item])]
+            out += [ImageInput(str(p), path=p) for p in expand_paths([item], missing_ok=True)]
         else:
             out.append(_in_memory(item, len(out)))
     return out

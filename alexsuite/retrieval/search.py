@@ -98,6 +98,10 @@ def expand_queries(queries, store: IndexStore, ids=()) -> list[Path]:
     return out
 
 
+def _is(item: ImageInput, err: ImageDecodeError) -> bool:
+    return str(item.path if item.path is not None else item.name) == err.path
+
+
 class Searcher:
     """An open index plus the model that made it, ready for many queries."""
 
@@ -126,9 +130,11 @@ class Searcher:
         batch_size: int = 64,
         workers: int = default_of(SearchSettings, "workers"),
         exclude_self: bool = True,
+        guard=contextlib.nullcontext,
     ) -> list[QueryResult]:
         """One QueryResult per input, in order; unreadable queries carry an error, not results.
-        An indexed file is left out of its own results."""
+        An indexed file is left out of its own results. `guard()`: a context held around each
+        batch's FAISS search and row lookups, not its forward pass (the server's lock)."""
         results = [QueryResult(i.name, source=i) for i in inputs]
         for r, i in zip(results, inputs):
             if i.path is not None and not is_image_path(i.path):
@@ -146,15 +152,19 @@ class Searcher:
             workers,
             source=str(self.loaded.source),
         ):
-            for err in batch.failures:
-                for n in todo:
-                    if inputs[n].path is not None and str(inputs[n].path) == err.path:
-                        results[n].error, results[n].failure = str(err), err
+            for err in batch.failures:  # the first input of that path not answered yet (batches go in order)
+                n = next(
+                    (n for n in todo if results[n].error is None and not results[n].results and _is(inputs[n], err)),
+                    None,
+                )
+                if n is not None:
+                    results[n].error, results[n].failure = str(err), err
             if len(batch.positions):
                 which = [todo[int(p)] for p in batch.positions]
-                self_ids = [self._own_id(inputs[n].path) if exclude_self else None for n in which]
-                for n, hits in zip(which, self.search_vectors(batch.vectors, k, self_ids)):
-                    results[n].results = hits
+                with guard():
+                    self_ids = [self._own_id(inputs[n].path) if exclude_self else None for n in which]
+                    for n, hits in zip(which, self.search_vectors(batch.vectors, k, self_ids)):
+                        results[n].results = hits
         return results
 
     def _own_id(self, path: Path | None) -> int | None:

@@ -9,6 +9,7 @@ import functools
 import hmac
 import io
 import logging
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from ..errors import AlexsuiteError, DataError
 from ..fileio import open_regular
 from ..version import __version__
 from .live import last_commit
-from .settings import ServeSettings
+from .settings import ServeSettings, is_loopback
 
 log = logging.getLogger("alexsuite.serve")
 THUMB = 192  # px, the page's grid tiles
@@ -49,8 +50,9 @@ def create_app(service, settings: ServeSettings) -> FastAPI:
         return Response(text, media_type="text/javascript" if name.endswith(".js") else "text/css")
 
     @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok"}
+    def health() -> JSONResponse:
+        state = service.health()
+        return JSONResponse(state, status_code=200 if state["status"] == "ok" else 503)
 
     @app.get("/stats")
     def stats() -> dict:
@@ -67,7 +69,8 @@ def create_app(service, settings: ServeSettings) -> FastAPI:
     async def search_id(
         id: int = Query(..., ge=0, le=MAX_ID), k: int | None = Query(None, ge=1), params: str | None = None
     ):
-        return await service.search(service.indexed(id), _k(k, settings), params)
+        image = await asyncio.get_running_loop().run_in_executor(None, service.indexed, id)  # waits on the lock
+        return await service.search(image, _k(k, settings), params)
 
     @app.post("/detect")
     async def detect(file: UploadFile = File(...), threshold: float | None = None, mode: str | None = None) -> dict:
@@ -79,9 +82,13 @@ def create_app(service, settings: ServeSettings) -> FastAPI:
 
     @app.get("/images/{id}")
     def image(id: int = FastApiPath(..., ge=0, le=MAX_ID)) -> Response:
-        path = Path(service.indexed(id).path)
+        row = service.row(id)
+        path = Path(row.path)
         try:
             with open_regular(path) as f:
+                st = os.fstat(f.fileno())
+                if (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):  # replaced since (a link?)
+                    raise HTTPException(404, f"image {id}: its file changed since it was indexed")
                 data = f.read()
         except OSError:
             raise HTTPException(404, f"image {id}: its file is gone") from None
@@ -140,6 +147,9 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if self.settings.token and not _authorised(headers, scope.get("query_string", b""), self.settings.token):
             return await _error(401, "missing or wrong token: send Authorization: Bearer TOKEN")(scope, receive, send)
+        if not self.settings.token and is_loopback(self.settings.host) and not _local_host(headers.get("host", "")):
+            # a web page whose name was rebound to 127.0.0.1 must not read a token-less server
+            return await _error(403, "this server answers only requests to localhost")(scope, receive, send)
         too_big = _error(413, f"upload over {self.settings.max_upload_mb:g} MB (--max-upload-mb)")
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limit:
@@ -165,6 +175,13 @@ class Guard:
         await self.app(scope, replay, send)
 
 
+def _local_host(host: str) -> bool:
+    """A Host header naming this machine's loopback (with any port): localhost, 127.x, [::1]."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
+    name = name.strip("[]").lower()
+    return name == "" or is_loopback(name)
+
+
 def _authorised(headers: dict, query: bytes, token: str) -> bool:
     from urllib.parse import parse_qs
 
@@ -183,7 +200,8 @@ def _error(status: int, message: str) -> JSONResponse:
 def _errors(app: FastAPI) -> None:
     @app.exception_handler(AlexsuiteError)
     async def user_error(request, exc: AlexsuiteError):
-        return _error(404 if isinstance(exc, LookupError) else 400, str(exc))
+        status = 404 if isinstance(exc, LookupError) else 503 if type(exc).__name__ == "Busy" else 400
+        return _error(status, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc: StarletteHTTPException):

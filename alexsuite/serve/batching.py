@@ -45,24 +45,42 @@ class Batcher:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
+            batch = self._gather()
+            if batch is None:
                 return
-            batch = [first]
-            deadline = time.monotonic() + self.wait
-            while len(batch) < self.max_batch:
-                left = deadline - time.monotonic()
-                try:
-                    more = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(more)
-            self._search(batch)
+            try:
+                self._search(batch)
+            except BaseException as e:  # never leave a request waiting on a dead thread
+                for q in batch:
+                    _answer(q, error=e)
+                if not isinstance(e, Exception):
+                    raise
+
+    def _gather(self) -> list[Query] | None:
+        """The first waiting query and whatever arrives within the wait (up to a batch)."""
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        deadline = time.monotonic() + self.wait
+        while len(batch) < self.max_batch:
+            left = deadline - time.monotonic()
+            try:
+                more = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            batch.append(more)
+        return batch
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def _search(self, batch: list[Query]) -> None:
+        batch = [q for q in batch if q.future.set_running_or_notify_cancel()]  # the caller may have gone
         self.queries += len(batch)
         self.batches += 1
         self.largest = max(self.largest, len(batch))
@@ -71,14 +89,27 @@ class Batcher:
             groups.setdefault(q.params, []).append(q)
         for params, queries in groups.items():
             try:
-                with self.live.snapshot() as snap:
-                    found = snap.searcher(params).search_inputs(
-                        [q.image for q in queries], max(q.k for q in queries), batch_size=self.max_batch
+                # the forward pass runs unlocked; the lock covers only FAISS and the row lookups
+                with self.live.snapshot(lock=False) as snap:
+                    found = snap.search.search_inputs(
+                        [q.image for q in queries],
+                        max(q.k for q in queries),
+                        batch_size=self.max_batch,
+                        guard=lambda snap=snap, params=params: snap.using(params),
                     )
             except Exception as e:  # a bad parameter or a failed read answers these queries, not the server
                 for q in queries:
-                    q.future.set_exception(e)
+                    _answer(q, error=e)
                 continue
             for q, result in zip(queries, found):
                 result.results = result.results[: q.k]
-                q.future.set_result(result)
+                _answer(q, result)
+
+
+def _answer(q: Query, result=None, error: BaseException | None = None) -> None:
+    if q.future.done():
+        return
+    if error is not None:
+        q.future.set_exception(error)
+    else:
+        q.future.set_result(result)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 from ..retrieval import index as faiss_index
@@ -49,12 +49,17 @@ class Snapshot:
         self.users, self.retired = 0, False
         self.lock = threading.Lock()  # one SQLite connection and one FAISS index: one user at a time
 
-    def searcher(self, params: str | None) -> Searcher:
-        """The Searcher with `params` (default: the index's own) set on its FAISS index, which
-        every query shares: set again for each use, so one request's nprobe never leaks into
-        the next one's (the caller holds the lock)."""
-        faiss_index.set_search_params(self.search.index, self.store.spec.search_params if params is None else params)
-        return self.search
+    @contextmanager
+    def using(self, params: str | None):
+        """The lock, with `params` (default: the index's own) set on the FAISS index every query
+        shares: set again for each use, so one request's nprobe never reaches the next one's."""
+        with self.lock:
+            faiss_index.set_search_params(self.search.index, self.default_params if params is None else params)
+            yield self.search
+
+    @property
+    def default_params(self) -> str:
+        return self.store.spec.search_params or ""
 
     def close(self) -> None:
         self.store.close()
@@ -67,6 +72,7 @@ class LiveIndex:
         self.root, self.loaded, self.device, self.poll, self.warn = root, loaded, device, poll_seconds, warn
         self.current = Snapshot(root, loaded, device)
         self.reloads = 0
+        self.failed, self.problem = None, None  # the files' signature that failed to open, and why
         self._swap = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="alexsuite-index-watch", daemon=True)
@@ -80,13 +86,13 @@ class LiveIndex:
         self._retire(self.current)
 
     @contextmanager
-    def snapshot(self):
-        """The current Snapshot, held open (and locked) for the time of one use."""
+    def snapshot(self, lock: bool = True):
+        """The current Snapshot, held open (and, unless `lock` is False, locked) for one use."""
         with self._swap:
             snap = self.current
             snap.users += 1
         try:
-            with snap.lock:
+            with snap.lock if lock else nullcontext():
                 yield snap
         finally:
             with self._swap:
@@ -97,13 +103,16 @@ class LiveIndex:
 
     def check(self) -> bool:
         """Reopen if a commit landed; True when it did."""
-        if signature(self.root) == self.current.sig:
+        sig = signature(self.root)
+        if sig in (self.current.sig, self.failed):
             return False
         try:
             fresh = Snapshot(self.root, self.loaded, self.device)
         except Exception as e:  # mid-swap of a --rebuild, or a damaged commit: keep serving the old one
-            self.warn(f"index reload failed, still serving the previous state: {e}")
-            return False
+            self.failed, self.problem = sig, f"index reload failed, still serving the previous state: {e}"
+            self.warn(self.problem)
+            return False  # tried again when the files change again, not every poll
+        self.failed = self.problem = None
         with self._swap:
             old, self.current = self.current, fresh
             self.reloads += 1

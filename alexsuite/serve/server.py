@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from pathlib import Path
 
 from ..api.index import index_model
 from ..data.inputs import ImageInput
 from ..devices import resolve_device
-from ..errors import DataError
+from ..errors import AlexsuiteError, ConfigError, DataError
 from ..models.checkpoint import load_model
 from ..retrieval.store import resolve_dir
 from .app import UnknownImage, thumbnail_bytes
@@ -19,6 +20,25 @@ from .live import LiveIndex, last_commit
 from .settings import ServeSettings
 
 THUMB_CACHE = 2048  # thumbnails kept in memory
+SEARCH_TIMEOUT = 60.0  # seconds a search may wait for the batcher before a 503
+# Search parameters a request may set, with their largest values: each costs time or memory in
+# proportion, and only those the index itself uses (so the index's own setting resets them).
+PARAM_LIMITS = {"nprobe": 65536, "efSearch": 32768, "k_factor_rf": 1024, "k_factor": 1024}
+
+
+class Busy(AlexsuiteError):
+    """The batcher did not answer in time: answered 503."""
+
+
+def check_params(params: str, default: str) -> None:
+    """A request's FAISS parameters: only names the index's own parameters set, within limits."""
+    own = {part.split("=")[0] for part in default.split(",") if "=" in part}
+    for part in params.split(","):
+        name, _, value = part.partition("=")
+        if name not in own or name not in PARAM_LIMITS:
+            raise ConfigError(f"params {part!r}: this index takes {', '.join(sorted(own)) or 'no search parameters'}")
+        if not value.isdigit() or not 1 <= int(value) <= PARAM_LIMITS[name]:
+            raise ConfigError(f"params {part!r}: {name} must be a whole number from 1 to {PARAM_LIMITS[name]}")
 
 
 class Service:
@@ -35,7 +55,7 @@ class Service:
             from ..api.detector import Detector
 
             self.detector = Detector(settings.detector, settings.device)
-        self.thumbnail = functools.lru_cache(THUMB_CACHE)(self._thumbnail)
+        self._detecting = threading.Lock()
 
     def start(self) -> Service:
         self.live.start()
@@ -47,26 +67,47 @@ class Service:
         self.live.stop()
 
     async def search(self, image: ImageInput, k: int, params: str | None) -> dict:
-        result = await asyncio.wrap_future(self.batcher.submit(image, k, params))
+        if params is not None:
+            check_params(params, self.live.current.default_params)
+        future = self.batcher.submit(image, k, params)
+        try:
+            result = await asyncio.wait_for(asyncio.wrap_future(future), SEARCH_TIMEOUT)
+        except TimeoutError:
+            raise Busy(f"no answer within {SEARCH_TIMEOUT:.0f} s: the server is overloaded; try again") from None
         if result.error:
             raise DataError(result.error)
         return result.to_dict()
 
-    def indexed(self, id: int) -> ImageInput:
-        """The indexed image with this id (the only way a request names a file)."""
+    def row(self, id: int):
+        """The indexed row with this id (the only way a request names a file)."""
         with self.live.snapshot() as snap:
             row = snap.store.rows_by_id([id]).get(id)
         if row is None:
             raise UnknownImage(f"no image with id {id} in {self.root.name}")
+        return row
+
+    def indexed(self, id: int) -> ImageInput:
+        row = self.row(id)
         return ImageInput(row.path, path=Path(row.path))
 
     def detect(self, image: ImageInput, threshold: float | None, mode: str | None) -> dict:
         overrides = {k: v for k, v in (("threshold", threshold), ("mode", mode)) if v is not None}
-        (found,) = self.detector.detect(image, workers=0, **overrides)
+        with self._detecting:  # one at a time: memory, and selective search's process-wide C rand() seed
+            (found,) = self.detector.detect(image, workers=0, **overrides)
         return found.to_dict()
 
-    def _thumbnail(self, id: int, size: int) -> bytes:
-        return thumbnail_bytes(str(self.indexed(id).path), size)
+    def thumbnail(self, id: int, size: int) -> bytes:
+        row = self.row(id)
+        return self._thumbnail(row.path, row.sha256, size)  # keyed by content: a rebuilt index reuses ids
+
+    @staticmethod
+    @functools.lru_cache(THUMB_CACHE)
+    def _thumbnail(path: str, sha256: str, size: int) -> bytes:
+        return thumbnail_bytes(path, size)
+
+    def health(self) -> dict:
+        ok = self.batcher.alive
+        return {"status": "ok" if ok else "broken", "reload_problem": self.live.problem}
 
     def stats(self) -> dict:
         with self.live.snapshot() as snap:

@@ -98,7 +98,9 @@ def _probabilities(model, images: torch.Tensor, pre, ten_crop: bool) -> torch.Te
 
 
 def _mark_failed(out: list[Prediction], errors: dict, err) -> None:
+    """On the first input of that path (or in-memory name) not answered yet: batches go in order."""
     for pos, p in enumerate(out):
-        if p.source.path is not None and str(p.source.path) == err.path and p.error is None:
+        source = p.source.path if p.source.path is not None else p.source.name
+        if str(source) == err.path and p.error is None and not p.labels:
             p.error, errors[pos] = str(err), err
             return

@@ -345,3 +345,11 @@ def test_detect_writes_coco_results_with_the_sets_ids(trained_detector, voc_scen
     plain = json.loads(run(*args, "--format", "coco").stdout)
     assert plain[0]["file_name"] == str(images[0]) and plain[0]["image_id"] == 1 and "category" in plain[0]
     assert run(*args, "--coco", ann).exit_code == 2  # --coco without --format coco
+
+
+def test_detect_skips_a_missing_file_and_goes_on(trained_detector, voc_scenes, tmp_path):
+    photo = sorted((voc_scenes / "JPEGImages").glob("val_*.jpg"))[0]
+    result = run("detect", photo, tmp_path / "gone.jpg", "--detector", trained_detector, "--mode", "fast", "--json")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(x)["image"] for x in result.stdout.splitlines()] == [str(photo)]
+    assert "skipped" in result.stderr and "gone.jpg: no such file" in result.stderr

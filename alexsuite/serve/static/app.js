@@ -35,10 +35,11 @@ function showResults(data) {
     card.dataset.id = hit.id;
     card.dataset.path = hit.path;
     card.title = hit.path;
-    card.innerHTML =
-      `<img src="${withToken("thumbs/" + hit.id)}" alt="">` +
-      `<div class="meta"><span>#${hit.rank}</span><span>${hit.distance.toFixed(4)}</span>` +
-      `<b>${hit.label ?? ""}</b></div><div class="path"></div>`;
+    card.innerHTML =  // numbers only here: names from the index (labels, paths) go in as text
+      `<img src="${withToken("thumbs/" + Number(hit.id))}" alt="">` +
+      `<div class="meta"><span>#${Number(hit.rank)}</span><span>${Number(hit.distance).toFixed(4)}</span>` +
+      `<b></b></div><div class="path"></div>`;
+    card.querySelector("b").textContent = hit.label ?? "";
     card.querySelector(".path").textContent = hit.path.split("/").pop();
     card.addEventListener("click", () => searchById(hit.id));
     grid.appendChild(card);
