@@ -44,6 +44,8 @@ def serve_cmd(**settings):
       POST /search?k=&params=   multipart field `file`     GET /search?id=N&k=
       POST /detect              multipart field `file`     GET /images/{id}, /thumbs/{id}
       GET /health, /stats       OpenAPI page: /docs
+
+    Prints one line with its address, then serves; writes nothing (the index is opened read-only).
     """
     opts = ServeSettings(**settings).check()
     try:

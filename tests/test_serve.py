@@ -183,12 +183,13 @@ def free_port() -> int:
 
 
 @pytest.fixture()
-def server(index_dir, tmp_path):
+def server(index_dir, trained_detector, tmp_path):
     """A real `alexsuite serve` process on a copy of the index (the tests add to it)."""
     index = tmp_path / "idx"
     shutil.copytree(index_dir, index)
     port = free_port()
     cmd = [sys.executable, "-m", "alexsuite.cli", "serve", "--index", str(index), "--port", str(port)]
+    cmd += ["--detector", str(trained_detector)]
     proc = subprocess.Popen([*cmd, "--device", "cpu"], stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -250,7 +251,7 @@ def chromium() -> tuple[str, str] | None:
 
 
 @pytest.mark.skipif(chromium() is None, reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
-def test_the_page_in_a_real_browser(server, photos, tmp_path):
+def test_the_page_in_a_real_browser(server, photos, voc_scenes, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as DriverService
     from selenium.webdriver.common.by import By
@@ -276,9 +277,24 @@ def test_the_page_in_a_real_browser(server, photos, tmp_path):
         web.find_elements(By.CSS_SELECTOR, "#results .hit")[1].click()  # search by a result's id
         WebDriverWait(web, 30).until(lambda w: w.execute_script(shown) != paths)
         assert clicked not in web.execute_script(shown)  # an indexed query is left out of its results
-        shot = Path(os.environ.get("ALEXSUITE_SCREENSHOTS", tmp_path)) / "serve_page.png"
-        shot.parent.mkdir(parents=True, exist_ok=True)
-        web.save_screenshot(str(shot))
-        assert Image.open(shot).width >= 1000
+        shots = Path(os.environ.get("ALEXSUITE_SCREENSHOTS", tmp_path))
+        shots.mkdir(parents=True, exist_ok=True)
+        web.save_screenshot(str(shots / "serve_page.png"))
+        assert Image.open(shots / "serve_page.png").width >= 1000
+
+        photo = sorted((voc_scenes / "JPEGImages").glob("val_*.jpg"))[0]
+        web.find_element(By.ID, "tab-detect").click()
+        web.find_element(By.ID, "threshold").clear()
+        web.find_element(By.ID, "threshold").send_keys("-1")
+        web.find_element(By.ID, "detect-file").send_keys(str(photo))
+        WebDriverWait(web, 60).until(
+            lambda w: w.find_element(By.TAG_NAME, "body").get_attribute("data-state") != "results"
+        )
+        assert web.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "detected"
+        expected = httpx.post(url + "/detect?threshold=-1", files={"file": (photo.name, photo.read_bytes())}).json()
+        drawn = web.execute_script("const c = document.getElementById('canvas'); return [c.width, c.height]")
+        assert drawn == [expected["width"], expected["height"]]  # the boxes are drawn on the photo itself
+        assert len(web.find_elements(By.CSS_SELECTOR, "#boxes li")) == len(expected["detections"]) > 0
+        web.save_screenshot(str(shots / "serve_detect.png"))
     finally:
         web.quit()

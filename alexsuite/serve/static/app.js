@@ -91,6 +91,7 @@ function drawBoxes(img, data) {
   const canvas = $("canvas");
   canvas.width = img.naturalWidth;
   canvas.height = img.naturalHeight;
+  canvas.style.width = Math.min(960, Math.max(img.naturalWidth, 480)) + "px"; // small photos shown larger
   const ctx = canvas.getContext("2d");
   ctx.drawImage(img, 0, 0);
   ctx.lineWidth = Math.max(2, img.naturalWidth / 300);
