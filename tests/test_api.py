@@ -203,10 +203,12 @@ def test_the_readme_example_runs(trained_run, trained_detector, index_dir, photo
 
 
 def test_no_color_and_unknown_options(trained_run, tmp_path):
-    env = {"NO_COLOR": "1"}
-    result = CliRunner().invoke(main, ["classify", str(tmp_path / "nope.png")], env=env, color=True)
-    assert result.exit_code == 2 and "\x1b[" not in result.output and "no such file" in result.output
-    coloured = CliRunner().invoke(main, ["classify", str(tmp_path / "nope.png")], color=True)
-    assert "\x1b[" in coloured.output
+    skipped = ["classify", str(tmp_path / "nope.png"), "--model", str(trained_run)]  # a yellow warning
+    failed = ["classify", str(tmp_path / "nope.png"), "--model", str(tmp_path / "no-run")]  # a red error
+    for args, says in ((skipped, "no such file"), (failed, "no such checkpoint")):
+        plain = CliRunner().invoke(main, args, env={"NO_COLOR": "1"}, color=True)
+        assert plain.exit_code == 2 and "\x1b[" not in plain.output and says in plain.output
+        coloured = CliRunner().invoke(main, args, color=True)
+        assert coloured.exit_code == 2 and "\x1b[" in coloured.output
     unknown = cli("classify", "--frobnicate")
     assert unknown.exit_code == 2 and "No such option" in unknown.output and "--frobnicate" in unknown.output
