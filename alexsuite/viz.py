@@ -92,7 +92,7 @@ def error_curves(
     plt.close(fig)
 
 
-def _thumbnail(path, size: int) -> Image.Image:
+def thumbnail(path, size: int) -> Image.Image:
     """A size x size tile of an image file or an HxWx3 array (letterboxed on white); a grey
     tile if unreadable."""
     from .data.decode import decode_image
@@ -125,7 +125,7 @@ def result_sheet(rows: list[tuple[str, list[tuple[str, str]]]], out, tile: int =
         cells = [(query, "query")] + list(results)
         for c, (path, caption) in enumerate(cells):
             x = gap + c * (tile + gap) + (gap * 2 if c else 0)  # a wider gap after the query
-            sheet.paste(_thumbnail(path, tile), (x, y))
+            sheet.paste(thumbnail(path, tile), (x, y))
             if c == 0:
                 draw.rectangle([x - 2, y - 2, x + tile + 1, y + tile + 1], outline=(220, 40, 40), width=2)
             draw.text((x + 2, y + tile + 2), caption[:22], fill=(0, 0, 0))

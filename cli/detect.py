@@ -10,7 +10,6 @@ import click
 
 from alexsuite.api import Detector
 from alexsuite.data.inputs import expand_paths
-from alexsuite.detection.detector import default_detector  # noqa: F401  (eval-detector's default too)
 from alexsuite.detection.inference import DetectSettings
 from alexsuite.detection.regions import MODES
 from alexsuite.evaluation.coco import coco_detections

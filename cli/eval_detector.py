@@ -7,13 +7,12 @@ import json
 import click
 
 from alexsuite.data.detection_sets import read_detection_set
-from alexsuite.detection.detector import load_detector
+from alexsuite.detection.detector import default_detector, load_detector
 from alexsuite.detection.evaluate import EvalDetectorSettings, evaluate_detector
 from alexsuite.detection.inference import DetectSettings
 from alexsuite.detection.regions import MODES
 from alexsuite.devices import resolve_device
 
-from .detect import default_detector
 from .main import main
 from .options import option
 from .progress import Bar

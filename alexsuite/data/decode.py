@@ -7,6 +7,7 @@ raises ImageDecodeError naming the file, so callers can skip-and-count or stop (
 from __future__ import annotations
 
 import contextlib
+import io
 import warnings
 from pathlib import Path
 
@@ -73,8 +74,6 @@ def decode_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.nda
     """An uploaded file's bytes as an HxWx3 uint8 RGB array, with decode_image's formats and
     checks; `max_pixels` (checked from the header, before any pixel is decoded) may be tighter
     than the files' cap. Errors name the upload `name`."""
-    import io
-
     with _opened(io.BytesIO(data), name) as img:
         if img.size[0] * img.size[1] > max_pixels:
             raise ImageDecodeError(name, f"image too large ({img.size[0]}x{img.size[1]}, over {max_pixels:,} pixels)")

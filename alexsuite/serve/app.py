@@ -19,12 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..data.decode import decode_bytes, decode_image
+from ..data.decode import decode_bytes
 from ..data.inputs import ImageInput
 from ..errors import AlexsuiteError, DataError
 from ..fileio import open_regular
 from ..version import __version__
-from .live import last_commit
 from .settings import ServeSettings, is_loopback
 
 log = logging.getLogger("alexsuite.serve")
@@ -123,13 +122,11 @@ def _media_type(path: Path) -> str:
 
 
 def thumbnail_bytes(path: str, size: int) -> bytes:
-    from PIL import Image, ImageOps
+    """The result sheets' tile (viz.thumbnail: letterboxed, small images enlarged crisply) as a JPEG."""
+    from .. import viz
 
-    img = Image.fromarray(decode_image(path, min_side=size))
-    small = max(img.size) < size
-    img = ImageOps.contain(img, (size, size), Image.Resampling.NEAREST if small else Image.Resampling.LANCZOS)
     out = io.BytesIO()
-    img.save(out, format="JPEG", quality=85)
+    viz.thumbnail(path, size).save(out, format="JPEG", quality=85)
     return out.getvalue()
 
 
@@ -223,4 +220,4 @@ class UnknownImage(DataError, LookupError):
     """An id with no indexed image: answered 404."""
 
 
-__all__ = ["UnknownImage", "create_app", "last_commit", "thumbnail_bytes"]
+__all__ = ["UnknownImage", "create_app", "thumbnail_bytes"]

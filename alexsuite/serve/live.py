@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
@@ -129,13 +128,3 @@ class LiveIndex:
     def _watch(self) -> None:
         while not self._stop.wait(self.poll):
             self.check()
-
-
-def wait_for(predicate, seconds: float, step: float = 0.05) -> bool:
-    """Poll `predicate` until it holds or `seconds` pass (tests and the benchmark)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()

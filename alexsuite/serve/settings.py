@@ -36,7 +36,8 @@ class ServeSettings:
     def check(self) -> ServeSettings:
         require(0 < self.port < 65536, f"--port {self.port}: give 1-65535")
         require(_finite_positive(self.max_upload_mb), "--max-upload-mb must be a number above 0")
-        require(self.max_pixels >= 1 and self.k >= 1 and self.max_k >= self.k, "--max-pixels, -k: 1 or more")
+        require(self.max_pixels >= 1, "--max-pixels must be 1 or more")
+        require(1 <= self.k <= self.max_k, f"-k must be from 1 to {self.max_k} (the most a request may ask for)")
         require(_finite_positive(self.reload_seconds), "--reload-seconds must be a number above 0")
         require(self.batch_ms >= 0 and math.isfinite(self.batch_ms) and self.max_batch >= 1, "--batch-ms >= 0")
         if not is_loopback(self.host) and not self.token and not self.insecure:
