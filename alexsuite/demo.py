@@ -30,7 +30,6 @@ from PIL import Image
 from . import viz
 from .data import fashion_mnist
 from .data.datasets import DEFAULT_DATASET
-from .data.decode import decode_image
 from .data.scenes import TEST_PHOTOS, TRAIN_PHOTOS, SceneSetSettings, make_scene_set
 from .detection.config import DetectorConfig
 from .detection.detector import load_detector
@@ -327,8 +326,8 @@ def _draw_detections(det, items, cfg: DemoConfig, out: Path) -> list[dict]:
     for item, r in zip(items, results):
         if r.error is not None:
             continue
-        src = f"detections/{Path(r.path).stem}.png"
-        viz.draw_detections(decode_image(r.path), r.detections, det.classes, out / src)
+        src = f"detections/{Path(r.image).stem}.png"
+        r.save(out / src)
         found = zip(r.detections.labels.tolist(), r.detections.scores.tolist())
         drawn.append(
             {"src": src, "truth": list(item.labels), "found": [f"{det.classes[int(c)]} {sc:.2f}" for c, sc in found]}

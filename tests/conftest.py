@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,26 @@ def trained_run(shapes_dir, tmp_path_factory) -> Path:
         run_dir=run_dir,
     )
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def val_photos(shapes_dir, tmp_path_factory) -> Path:
+    """A copy of the shapes' validation images (24 PNGs in class folders) that tests index and
+    query, never change."""
+    root = tmp_path_factory.mktemp("val-photos") / "photos"
+    shutil.copytree(shapes_dir / "val", root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def val_index(trained_run, val_photos) -> Path:
+    """val_photos indexed by trained_run (fc7, exact L2), read-only for the tests that use it."""
+    import alexsuite
+
+    root = val_photos.parent / "idx"
+    (report,) = alexsuite.Index(root, model=trained_run, device="cpu").add(val_photos, workers=0)
+    assert (report.added, report.total) == (24, 24)
+    return root
 
 
 def make_voc_scenes(root: Path, split: str, n: int, seed: int, size=(128, 104)) -> Path:

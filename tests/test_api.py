@@ -38,24 +38,8 @@ def model(trained_run):
     return alexsuite.Model(trained_run, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def photos(shapes_dir, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("api") / "photos"
-    shutil.copytree(shapes_dir / "val", root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def index_dir(model, photos, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("api-index") / "idx"
-    index = alexsuite.Index(root, model=model.source, device="cpu")
-    (report,) = index.add(photos, workers=0)
-    assert (report.added, report.total) == (24, 24)
-    return root
-
-
-def test_every_kind_of_image_gives_the_same_prediction(model, photos):
-    path = photos / "circle" / "circle_000.png"
+def test_every_kind_of_image_gives_the_same_prediction(model, val_photos):
+    path = val_photos / "circle" / "circle_000.png"
     pil = Image.open(path)
     rgb = np.array(pil.convert("RGB"))
     tensor = torch.from_numpy(rgb).permute(2, 0, 1)
@@ -69,21 +53,21 @@ def test_every_kind_of_image_gives_the_same_prediction(model, photos):
     assert 0 < sum(found[0].probs) <= 1.0 + 1e-6
 
 
-def test_predict_equals_classify_json_and_is_batched(model, photos):
-    api = [p.to_dict() for p in model.predict(photos, k=2, ten_crop=True)]
-    lines = json_lines(cli("classify", photos, "--model", model.source, "-k", 2, "--ten-crop", "--json"))
+def test_predict_equals_classify_json_and_is_batched(model, val_photos):
+    api = [p.to_dict() for p in model.predict(val_photos, k=2, ten_crop=True)]
+    lines = json_lines(cli("classify", val_photos, "--model", model.source, "-k", 2, "--ten-crop", "--json"))
     assert lines == api and len(lines) == 24
     calls = []
     hook = model.loaded.model.register_forward_hook(lambda *a: calls.append(1))
     try:
-        model.predict(photos, batch_size=10)
+        model.predict(val_photos, batch_size=10)
     finally:
         hook.remove()
     assert len(calls) == 3  # 24 images in batches of 10, not 24 forward passes
 
 
-def test_embed_is_one_row_per_image_and_batch_invariant(model, photos):
-    files = sorted(photos.rglob("*.png"))[:5]
+def test_embed_is_one_row_per_image_and_batch_invariant(model, val_photos):
+    files = sorted(val_photos.rglob("*.png"))[:5]
     together = model.embed(files)
     assert together.shape == (5, together.shape[1]) and together.dtype == np.float32
     alone = np.concatenate([model.embed(f) for f in files])
@@ -91,7 +75,7 @@ def test_embed_is_one_row_per_image_and_batch_invariant(model, photos):
     assert model.embed(files, layer="pool5").shape[0] == 5
 
 
-def test_bad_inputs_raise_the_cli_errors(model, photos, tmp_path):
+def test_bad_inputs_raise_the_cli_errors(model, val_photos, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     with pytest.raises(ImageDecodeError, match="no such file") as missing:
@@ -101,8 +85,8 @@ def test_bad_inputs_raise_the_cli_errors(model, photos, tmp_path):
     strip = model.predict(np.zeros((1, 100_000, 3), np.uint8))[0]  # scaled up, it would need gigabytes
     assert len(strip.labels) == 3  # all three classes of the shapes model
     with pytest.raises(ImageDecodeError, match="broken.jpg"):
-        model.predict([photos / "circle" / "circle_000.png", broken])
-    skipped = model.predict([photos / "circle" / "circle_000.png", broken], skip_unreadable=True)
+        model.predict([val_photos / "circle" / "circle_000.png", broken])
+    skipped = model.predict([val_photos / "circle" / "circle_000.png", broken], skip_unreadable=True)
     assert skipped[0].error is None and "broken.jpg" in skipped[1].error and not skipped[1].labels
     with pytest.raises(ImageDecodeError):
         model.embed(broken)
@@ -114,9 +98,9 @@ def test_bad_inputs_raise_the_cli_errors(model, photos, tmp_path):
         model.predict(broken, kk=3)
 
 
-def test_classify_cli_skips_and_counts(model, photos, tmp_path):
+def test_classify_cli_skips_and_counts(model, val_photos, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    shutil.copy(photos / "square" / "square_000.png", tmp_path / "good.png")
+    shutil.copy(val_photos / "square" / "square_000.png", tmp_path / "good.png")
     result = cli("classify", str(tmp_path / "*.png"), "--model", model.source, "-k", 1)
     assert result.exit_code == 0, result.output
     assert "good.png: square" in result.stdout or "good.png:" in result.stdout
@@ -124,12 +108,12 @@ def test_classify_cli_skips_and_counts(model, photos, tmp_path):
     assert cli("classify", tmp_path / "bad.png", "--model", model.source).exit_code == 2
 
 
-def test_index_search_equals_search_json(model, photos, index_dir):
-    index = alexsuite.Index(index_dir, device="cpu")
+def test_index_search_equals_search_json(model, val_photos, val_index):
+    index = alexsuite.Index(val_index, device="cpu")
     assert len(index) == 24
-    query = photos / "stripes" / "stripes_001.png"
-    api = [r.to_dict() for r in index.search([query, photos / "square"], k=4, ids=[0])]
-    lines = json_lines(cli("search", query, photos / "square", "--id", 0, "--index", index_dir, "-k", 4, "--json"))
+    query = val_photos / "stripes" / "stripes_001.png"
+    api = [r.to_dict() for r in index.search([query, val_photos / "square"], k=4, ids=[0])]
+    lines = json_lines(cli("search", query, val_photos / "square", "--id", 0, "--index", val_index, "-k", 4, "--json"))
     assert lines == api and len(lines) == 1 + 8 + 1
     assert all(h["path"] != str(query) for h in api[0]["results"])  # an indexed query is left out
     in_memory = index.search(np.asarray(Image.open(query).convert("RGB")), k=5)[0]
@@ -138,15 +122,15 @@ def test_index_search_equals_search_json(model, photos, index_dir):
     assert [h.path for h in in_memory.results[1:]] == [h["path"] for h in api[0]["results"][:4]]
     with pytest.raises(ImageDecodeError, match="no such file"):
         index.search("nope.png")
-    refused = cli("search", "nope.png", "--index", index_dir)  # the command names it before loading
+    refused = cli("search", "nope.png", "--index", val_index)  # the command names it before loading
     assert refused.exit_code == 2 and "nope.png: no such file or folder" in refused.output
     index.close()
 
 
-def test_index_add_files_and_folders(model, photos, tmp_path):
+def test_index_add_files_and_folders(model, val_photos, tmp_path):
     index = alexsuite.Index(tmp_path / "idx", model=model.source, device="cpu")
-    files = sorted((photos / "circle").glob("*.png"))[:3]
-    reports = index.add([photos / "square", *files], workers=0)
+    files = sorted((val_photos / "circle").glob("*.png"))[:3]
+    reports = index.add([val_photos / "square", *files], workers=0)
     assert [r.added for r in reports] == [8, 3]
     assert len(index) == 11
     labels = {h.label for h in index.search(files[0], k=10)[0].results}
@@ -155,7 +139,7 @@ def test_index_add_files_and_folders(model, photos, tmp_path):
     assert index.add(files, workers=0)[0].unchanged == 3
     with pytest.raises(DataError, match="no such file"):
         index.add(tmp_path / "nope")
-    rebuilt = index.add([photos / "square", photos / "stripes"], workers=0, rebuild=True)
+    rebuilt = index.add([val_photos / "square", val_photos / "stripes"], workers=0, rebuild=True)
     assert [r.added for r in rebuilt] == [8, 8] and len(index) == 16  # started afresh once, not per folder
 
 
@@ -179,19 +163,19 @@ def test_detect_equals_detect_json(trained_detector, voc_scenes, tmp_path):
     assert det.detect(tmp_path / "broken.jpg", workers=0, skip_unreadable=True)[0].error is not None
 
 
-def test_results_draw_pictures(model, photos, index_dir, tmp_path):
-    (p,) = model.predict(photos / "circle" / "circle_001.png", k=2)
+def test_results_draw_pictures(model, val_photos, val_index, tmp_path):
+    (p,) = model.predict(val_photos / "circle" / "circle_001.png", k=2)
     assert p.plot().width == 256
-    (hits,) = alexsuite.Index(index_dir, device="cpu").search(np.zeros((40, 40, 3), np.uint8), k=3)
+    (hits,) = alexsuite.Index(val_index, device="cpu").search(np.zeros((40, 40, 3), np.uint8), k=3)
     hits.save(tmp_path / "sheet.png")
     with Image.open(tmp_path / "sheet.png") as sheet:
         assert sheet.width > 4 * 128
 
 
-def test_the_readme_example_runs(trained_run, trained_detector, index_dir, photos, voc_scenes, tmp_path):
+def test_the_readme_example_runs(trained_run, trained_detector, val_index, val_photos, voc_scenes, tmp_path):
     photo = sorted((voc_scenes / "JPEGImages").glob("*.jpg"))[0]
-    image = photos / "circle" / "circle_000.png"
-    args = [trained_run, index_dir, trained_detector, image, photo, tmp_path / "out"]
+    image = val_photos / "circle" / "circle_000.png"
+    args = [trained_run, val_index, trained_detector, image, photo, tmp_path / "out"]
     done = subprocess.run(
         [sys.executable, ROOT / "examples" / "quickstart.py", *map(str, args)], capture_output=True, text=True
     )

@@ -23,7 +23,6 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import alexsuite
 from alexsuite.cli.main import main
 from alexsuite.errors import ConfigError
 from alexsuite.serve.app import create_app
@@ -37,27 +36,13 @@ def cli_json(*args) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
-@pytest.fixture(scope="module")
-def photos(shapes_dir, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("serve") / "photos"
-    shutil.copytree(shapes_dir / "val", root)
-    return root
+def settings(val_index, **kw) -> ServeSettings:
+    return ServeSettings(index=str(val_index), device="cpu", **kw)
 
 
 @pytest.fixture(scope="module")
-def index_dir(trained_run, photos) -> Path:
-    root = photos.parent / "idx"
-    alexsuite.Index(root, model=trained_run, device="cpu").add(photos, workers=0)
-    return root
-
-
-def settings(index_dir, **kw) -> ServeSettings:
-    return ServeSettings(index=str(index_dir), device="cpu", **kw)
-
-
-@pytest.fixture(scope="module")
-def client(index_dir, trained_detector):
-    service = Service(settings(index_dir, detector=str(trained_detector), max_pixels=1_000_000)).start()
+def client(val_index, trained_detector):
+    service = Service(settings(val_index, detector=str(trained_detector), max_pixels=1_000_000)).start()
     with TestClient(create_app(service, service.settings), base_url="http://localhost") as c:
         yield c
     service.stop()
@@ -83,9 +68,9 @@ def test_health_stats_and_the_page(client):
     assert "/search" in client.get("/openapi.json").json()["paths"]
 
 
-def test_search_answers_as_the_command_does(client, photos, index_dir):
-    query = photos / "stripes" / "stripes_001.png"
-    (cli,) = cli_json("search", query, "--index", index_dir, "-k", 4, "--json")
+def test_search_answers_as_the_command_does(client, val_photos, val_index):
+    query = val_photos / "stripes" / "stripes_001.png"
+    (cli,) = cli_json("search", query, "--index", val_index, "-k", 4, "--json")
     up = client.post("/search?k=5", files={"file": ("q.png", png(query), "image/png")})
     assert up.status_code == 200, up.text
     body = up.json()
@@ -93,11 +78,11 @@ def test_search_answers_as_the_command_does(client, photos, index_dir):
     assert body["results"][0]["path"] == str(query) and body["results"][0]["distance"] == pytest.approx(0, abs=1e-4)
     assert [h["path"] for h in body["results"][1:]] == [h["path"] for h in cli["results"]]  # an upload is no row
     own = body["results"][0]["id"]
-    (by_id,) = cli_json("search", "--id", own, "--index", index_dir, "-k", 4, "--json")
+    (by_id,) = cli_json("search", "--id", own, "--index", val_index, "-k", 4, "--json")
     assert client.get(f"/search?id={own}&k=4").json() == by_id
 
 
-def test_images_by_id_only(client, photos):
+def test_images_by_id_only(client, val_photos):
     hit = client.get("/search?id=0&k=1").json()["results"][0]
     assert client.get(f"/images/{hit['id']}").content == Path(hit["path"]).read_bytes()
     thumb = client.get(f"/thumbs/{hit['id']}")
@@ -136,8 +121,8 @@ def test_detect_answers_as_the_command_does(client, trained_detector, voc_scenes
     assert r.json() == {**cli, "image": photo.name}
 
 
-def test_token_and_host(index_dir):
-    service = Service(settings(index_dir, token="s3cret")).start()
+def test_token_and_host(val_index):
+    service = Service(settings(val_index, token="s3cret")).start()
     try:
         with TestClient(create_app(service, service.settings), base_url="http://localhost") as c:
             assert c.get("/health").status_code == 401 and "token" in c.get("/health").json()["error"]
@@ -150,14 +135,14 @@ def test_token_and_host(index_dir):
         ServeSettings(host="0.0.0.0").check()
     ServeSettings(host="0.0.0.0", insecure=True).check()
     ServeSettings(host="::1").check()
-    refused = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--index", str(index_dir)])
+    refused = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--index", str(val_index)])
     assert refused.exit_code == 2 and refused.output.count("\n") == 1 and "--token" in refused.output
 
 
-def test_concurrent_queries_share_forward_passes(index_dir, photos):
-    service = Service(settings(index_dir, batch_ms=200)).start()
+def test_concurrent_queries_share_forward_passes(val_index, val_photos):
+    service = Service(settings(val_index, batch_ms=200)).start()
     app = create_app(service, service.settings)
-    files = sorted(photos.rglob("*.png"))[:16]
+    files = sorted(val_photos.rglob("*.png"))[:16]
     calls = []
     hook = service.loaded.model.register_forward_hook(lambda *a: calls.append(1))
 
@@ -183,10 +168,10 @@ def free_port() -> int:
 
 
 @pytest.fixture()
-def server(index_dir, trained_detector, tmp_path):
+def server(val_index, trained_detector, tmp_path):
     """A real `alexsuite serve` process on a copy of the index (the tests add to it)."""
     index = tmp_path / "idx"
-    shutil.copytree(index_dir, index)
+    shutil.copytree(val_index, index)
     port = free_port()
     cmd = [sys.executable, "-m", "alexsuite.cli", "serve", "--index", str(index), "--port", str(port)]
     cmd += ["--detector", str(trained_detector)]
@@ -204,11 +189,11 @@ def server(index_dir, trained_detector, tmp_path):
     proc.wait(timeout=20)
 
 
-def test_a_real_server_follows_the_index_as_it_grows(server, photos, trained_run, tmp_path):
+def test_a_real_server_follows_the_index_as_it_grows(server, val_photos, trained_run, tmp_path):
     url, index = server
     more = tmp_path / "more"
     more.mkdir()
-    for f in sorted((photos / "circle").glob("*.png")):
+    for f in sorted((val_photos / "circle").glob("*.png")):
         mirrored = np.asarray(Image.open(f).convert("RGB"))[:, ::-1]  # new files, new vectors
         Image.fromarray(np.ascontiguousarray(mirrored)).save(more / f.name)
     query = png(more / "circle_000.png")
@@ -251,7 +236,7 @@ def chromium() -> tuple[str, str] | None:
 
 
 @pytest.mark.skipif(chromium() is None, reason="needs Debian's chromium and chromium-driver (.ci/run installs them)")
-def test_the_page_in_a_real_browser(server, photos, voc_scenes, tmp_path):
+def test_the_page_in_a_real_browser(server, val_photos, voc_scenes, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as DriverService
     from selenium.webdriver.common.by import By
@@ -266,7 +251,7 @@ def test_the_page_in_a_real_browser(server, photos, voc_scenes, tmp_path):
     web = webdriver.Chrome(service=DriverService(driver), options=options)
     try:
         web.get(url + "/")
-        query = photos / "square" / "square_003.png"
+        query = val_photos / "square" / "square_003.png"
         web.find_element(By.ID, "file").send_keys(str(query))
         WebDriverWait(web, 30).until(lambda w: w.find_element(By.TAG_NAME, "body").get_attribute("data-state"))
         assert web.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "results"

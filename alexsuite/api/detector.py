@@ -9,7 +9,7 @@ from ..data.inputs import as_inputs
 from ..detection.detector import default_detector, load_detector
 from ..detection.inference import DetectSettings, ImageDetections, run_detector
 from ..devices import resolve_device
-from ._common import settings_with
+from ._common import raise_first, settings_with
 
 
 class Detector:
@@ -53,6 +53,6 @@ class Detector:
         keeping proposals by image content; `on_proposals(n)`: progress while they are found."""
         opts = settings_with(DetectSettings, settings, overrides).check()
         for result in run_detector(self.det, as_inputs(images), opts, cache_dir=cache, on_proposals=on_proposals):
-            if result.error is not None and not skip_unreadable:
-                raise result.error
+            if not skip_unreadable:
+                raise_first([result.failure])
             yield result

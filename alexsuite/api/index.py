@@ -62,7 +62,7 @@ class Index:
         Index's own."""
         opts = settings_with(SearchSettings, settings, overrides)
         store = self._open()
-        inputs = as_inputs(images) if _given(images) else []
+        inputs = as_inputs(images)
         inputs += [ImageInput(str(p), path=p) for p in expand_queries([], store, ids)]
         if not inputs:
             raise DataError("give at least one query image, or an id")
@@ -153,7 +153,3 @@ def index_model(root: Path, model: str | None = None) -> str:
     if IndexStore.exists(root):
         return IndexStore.manifest_of(root)["model"]["source"]
     return str(default_model())
-
-
-def _given(images) -> bool:
-    return not (isinstance(images, (tuple, list)) and len(images) == 0)

@@ -51,14 +51,14 @@ class Model:
     ) -> list[Prediction]:
         """Top-k labels and probabilities per image (settings: ClassifySettings, e.g. k=5,
         ten_crop=True; its model and device are this Model's own). An unreadable image raises
-        its ImageDecodeError, or with skip_unreadable its Prediction carries `.error`.
+        its ImageDecodeError, or with skip_unreadable its Prediction carries it (`.failure`, `.error`).
         `progress(n)`: called as batches finish."""
         opts = settings_with(ClassifySettings, settings, overrides)
-        found, errors = predict(
+        found = predict(
             self.loaded.model, self.classes, as_inputs(images), self.loaded.preprocess, self.device, opts, progress
         )
         if not skip_unreadable:
-            raise_first(errors.get(i) for i in sorted(errors))
+            raise_first(p.failure for p in found)
         return found
 
     def embed(self, images, layer: str = DEFAULT_LAYER, batch_size: int = BATCH_SIZE, workers: int = 0) -> np.ndarray:

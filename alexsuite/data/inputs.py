@@ -60,6 +60,17 @@ class InputDataset:
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), i
 
 
+def failed_input(err: ImageDecodeError, inputs: list[ImageInput], open_positions) -> int | None:
+    """Which input an InputDataset failure belongs to: the first of `open_positions` (inputs not
+    answered yet) that the error names; batches keep the inputs' order, so a path given twice
+    is matched to the right one."""
+    return next((n for n in open_positions if str(_named(inputs[n])) == err.path), None)
+
+
+def _named(item: ImageInput):
+    return item.path if item.path is not None else item.name
+
+
 def expand_paths(args, what: str = "image", missing_ok: bool = False) -> list[Path]:
     """Files as given; folders as their image files (recursive, sorted); quoted globs
     (`'photos/*.jpg'`, `'**/*.png'`) as their matching image files. A name that is none of

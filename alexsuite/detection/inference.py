@@ -34,12 +34,12 @@ class ImageDetections:
     unregressed: Detections | None = None  # only when asked for (evaluation compares the two)
     proposals: torch.Tensor | None = field(default=None, repr=False)
     seconds: float = 0.0  # the network's time on this image
-    error: ImageDecodeError | None = None
+    failure: ImageDecodeError | None = field(default=None, repr=False)  # why it could not be read
     source: ImageInput | None = field(default=None, repr=False, compare=False)
 
     @property
-    def path(self) -> str:
-        return self.image
+    def error(self) -> str | None:
+        return None if self.failure is None else str(self.failure)
 
     def to_dict(self) -> dict:
         """Exactly what `alexsuite detect --json` prints for this image: boxes in 0-based pixel corners."""
@@ -54,8 +54,8 @@ class ImageDetections:
                 for b, s, c in found
             ],
         }
-        if self.error is not None:
-            out["error"] = str(self.error)
+        if self.failure is not None:
+            out["error"] = self.error
         return out
 
     def save(self, path) -> None:
@@ -126,12 +126,12 @@ def run_detector(
     )
     for item, props in zip(inputs, boxes):
         if isinstance(props, ImageDecodeError):
-            yield ImageDetections(item.name, error=props, source=item)
+            yield ImageDetections(item.name, failure=props, source=item)
             continue
         try:
             rgb = item.rgb()
         except ImageDecodeError as e:  # changed or removed since its proposals were made
-            yield ImageDetections(item.name, error=e, source=item)
+            yield ImageDetections(item.name, failure=e, source=item)
             continue
         yield _detect_one(det, item, rgb, props, opts, unregressed)
 

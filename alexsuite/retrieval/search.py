@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.decode import is_image_path
-from ..data.inputs import ImageInput, InputDataset, expand_paths
+from ..data.inputs import ImageInput, InputDataset, expand_paths, failed_input
 from ..embedding import embed_batches
 from ..errors import DataError, ImageDecodeError
 from ..settings import default_of, setting
@@ -59,9 +59,12 @@ class QueryResult:
 
     query: str
     results: list[Hit] = field(default_factory=list)
-    error: str | None = None
+    failure: ImageDecodeError | None = field(default=None, repr=False)  # why it could not be read
     source: ImageInput | None = field(default=None, repr=False, compare=False)
-    failure: Exception | None = field(default=None, repr=False, compare=False)  # what `error` says, raisable
+
+    @property
+    def error(self) -> str | None:
+        return None if self.failure is None else str(self.failure)
 
     def to_dict(self) -> dict:
         """Exactly what `alexsuite search --json` prints for this query."""
@@ -96,10 +99,6 @@ def expand_queries(queries, store: IndexStore, ids=()) -> list[Path]:
             )
         out.append(Path(row.path))
     return out
-
-
-def _is(item: ImageInput, err: ImageDecodeError) -> bool:
-    return str(item.path if item.path is not None else item.name) == err.path
 
 
 class Searcher:
@@ -139,7 +138,6 @@ class Searcher:
         for r, i in zip(results, inputs):
             if i.path is not None and not is_image_path(i.path):
                 r.failure = ImageDecodeError(i.path, "not an image file (by its extension)")
-                r.error = str(r.failure)
         todo = [n for n, r in enumerate(results) if r.error is None]
         dataset = InputDataset([inputs[n] for n in todo], self.loaded.preprocess.base_size)
         for batch in embed_batches(
@@ -152,13 +150,12 @@ class Searcher:
             workers,
             source=str(self.loaded.source),
         ):
-            for err in batch.failures:  # the first input of that path not answered yet (batches go in order)
-                n = next(
-                    (n for n in todo if results[n].error is None and not results[n].results and _is(inputs[n], err)),
-                    None,
+            for err in batch.failures:
+                n = failed_input(
+                    err, inputs, (n for n in todo if results[n].failure is None and not results[n].results)
                 )
                 if n is not None:
-                    results[n].error, results[n].failure = str(err), err
+                    results[n].failure = err
             if len(batch.positions):
                 which = [todo[int(p)] for p in batch.positions]
                 with guard():

@@ -197,8 +197,7 @@ def _error(status: int, message: str) -> JSONResponse:
 def _errors(app: FastAPI) -> None:
     @app.exception_handler(AlexsuiteError)
     async def user_error(request, exc: AlexsuiteError):
-        status = 404 if isinstance(exc, LookupError) else 503 if type(exc).__name__ == "Busy" else 400
-        return _error(status, str(exc))
+        return _error(getattr(exc, "http_status", 400), str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc: StarletteHTTPException):
@@ -216,8 +215,16 @@ def _errors(app: FastAPI) -> None:
         return _error(500, "internal error (the server's log has the details)")
 
 
-class UnknownImage(DataError, LookupError):
-    """An id with no indexed image: answered 404."""
+class UnknownImage(DataError):
+    """An id with no indexed image."""
+
+    http_status = 404
 
 
-__all__ = ["UnknownImage", "create_app", "thumbnail_bytes"]
+class Busy(AlexsuiteError):
+    """The batcher did not answer in time."""
+
+    http_status = 503
+
+
+__all__ = ["Busy", "UnknownImage", "create_app", "thumbnail_bytes"]

@@ -11,10 +11,10 @@ from pathlib import Path
 from ..api.index import index_model
 from ..data.inputs import ImageInput
 from ..devices import resolve_device
-from ..errors import AlexsuiteError, ConfigError, DataError
+from ..errors import ConfigError
 from ..models.checkpoint import load_model
 from ..retrieval.store import resolve_dir
-from .app import UnknownImage, thumbnail_bytes
+from .app import Busy, UnknownImage, thumbnail_bytes
 from .batching import Batcher
 from .live import LiveIndex, last_commit
 from .settings import ServeSettings
@@ -24,10 +24,6 @@ SEARCH_TIMEOUT = 60.0  # seconds a search may wait for the batcher before a 503
 # Search parameters a request may set, with their largest values: each costs time or memory in
 # proportion, and only those the index itself uses (so the index's own setting resets them).
 PARAM_LIMITS = {"nprobe": 65536, "efSearch": 32768, "k_factor_rf": 1024, "k_factor": 1024}
-
-
-class Busy(AlexsuiteError):
-    """The batcher did not answer in time: answered 503."""
 
 
 def check_params(params: str, default: str) -> None:
@@ -74,8 +70,8 @@ class Service:
             result = await asyncio.wait_for(asyncio.wrap_future(future), SEARCH_TIMEOUT)
         except TimeoutError:
             raise Busy(f"no answer within {SEARCH_TIMEOUT:.0f} s: the server is overloaded; try again") from None
-        if result.error:
-            raise DataError(result.error)
+        if result.failure is not None:
+            raise result.failure
         return result.to_dict()
 
     def row(self, id: int):

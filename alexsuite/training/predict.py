@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data import batching, transforms
-from ..data.inputs import ImageInput, InputDataset
+from ..data.inputs import ImageInput, InputDataset, failed_input
+from ..errors import ImageDecodeError
 from ..settings import finite, require, setting
 
 
@@ -41,8 +42,12 @@ class Prediction:
     image: str
     labels: list[str] = field(default_factory=list)
     probs: list[float] = field(default_factory=list)
-    error: str | None = None
+    failure: ImageDecodeError | None = field(default=None, repr=False)  # why it could not be read
     source: ImageInput | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def error(self) -> str | None:
+        return None if self.failure is None else str(self.failure)
 
     def to_dict(self) -> dict:
         """Exactly what `alexsuite classify --json` prints for this image."""
@@ -70,17 +75,18 @@ class Prediction:
 
 @torch.no_grad()
 def predict(model, classes: list[str], inputs: list[ImageInput], pre, device, opts: ClassifySettings, on_batch=None):
-    """A Prediction per input, in order; an unreadable input's carries its ImageDecodeError text
-    (as `.error`) and its exception (returned second, by position). `on_batch(n)`: progress."""
+    """A Prediction per input, in order; an unreadable input's carries its ImageDecodeError
+    (`.failure`, and as text `.error`). `on_batch(n)`: progress."""
     opts.check()
     model.eval()
     out = [Prediction(i.name, source=i) for i in inputs]
-    errors = {}
     dataset = InputDataset(inputs, pre.base_size)
     plan = batching.epoch_batches(len(dataset), opts.batch_size, 0, 0, shuffle=False, drop_last=False)
     for batch in batching.iterate(dataset, plan, workers=opts.workers):
         for err in batch.failures:
-            _mark_failed(out, errors, err)
+            n = failed_input(err, inputs, (n for n, p in enumerate(out) if p.failure is None and not p.labels))
+            if n is not None:
+                out[n].failure = err
         if len(batch.labels):
             probs = _probabilities(model, batch.images.to(device), pre, opts.ten_crop)
             top = probs.topk(min(opts.k, len(classes)), dim=1)
@@ -88,19 +94,10 @@ def predict(model, classes: list[str], inputs: list[ImageInput], pre, device, op
                 out[pos].labels, out[pos].probs = [classes[j] for j in c], p
         if on_batch:
             on_batch(len(batch.labels) + len(batch.failures))
-    return out, errors
+    return out
 
 
 def _probabilities(model, images: torch.Tensor, pre, ten_crop: bool) -> torch.Tensor:
     if ten_crop:  # the mean of the ten crops' softmax, one crop at a time (as evaluate does)
         return (sum(F.softmax(model(crop), 1) for crop in transforms.ten_crops(images, pre)) / 10).float().cpu()
     return F.softmax(model(transforms.center_crop(images, pre)), 1).float().cpu()
-
-
-def _mark_failed(out: list[Prediction], errors: dict, err) -> None:
-    """On the first input of that path (or in-memory name) not answered yet: batches go in order."""
-    for pos, p in enumerate(out):
-        source = p.source.path if p.source.path is not None else p.source.name
-        if str(source) == err.path and p.error is None and not p.labels:
-            p.error, errors[pos] = str(err), err
-            return
