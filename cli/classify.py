@@ -13,6 +13,7 @@ from alexsuite.training.predict import ClassifySettings
 
 from .main import main
 from .options import option
+from .outputs import warn
 from .progress import Bar
 
 
@@ -44,7 +45,7 @@ def classify_cmd(images, as_json, **settings):
     on stderr. Writes nothing.
     """
     opts = ClassifySettings(**settings)
-    paths = expand_paths(images, missing_ok=True)
+    paths = expand_paths(images, missing_ok=True, warn=warn)
     model = Model(opts.model, opts.device)
     bar = Bar(len(paths), "classify", enabled=not as_json and len(paths) > 1)
     found = model.predict(paths, opts, skip_unreadable=True, progress=bar)

@@ -17,7 +17,7 @@ from alexsuite.fileio import display_path, output_names
 
 from .main import main
 from .options import option
-from .outputs import output_folder
+from .outputs import output_folder, warn
 from .progress import Bar
 
 
@@ -91,7 +91,7 @@ def detect_cmd(images, detector, out, cache, as_json, fmt, coco_file, **settings
     coco = fmt == "coco"
     as_json = as_json or fmt is not None
     records = []
-    images = expand_paths(images, missing_ok=True)
+    images = expand_paths(images, missing_ok=True, warn=warn)
     detector = Detector(detector, opts.device)
     bar = Bar(len(images), "proposals", enabled=not as_json)
     network = Bar(len(images), f"detect ({opts.mode})", enabled=not as_json and len(images) > 1)

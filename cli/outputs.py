@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
+
 from alexsuite.errors import ConfigError
 from alexsuite.fileio import display_path
 
@@ -18,3 +20,8 @@ def output_folder(folder, option: str) -> Path:
             f"{option} {display_path(folder)}: cannot make this folder ({e.strerror}); give another"
         ) from None
     return folder
+
+
+def warn(message: str) -> None:
+    """A warning on stderr (stdout stays for results and --json)."""
+    click.secho(f"warning: {message}", fg="yellow", err=True)

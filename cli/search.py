@@ -14,7 +14,7 @@ from alexsuite.retrieval.search import SearchSettings
 
 from .main import main
 from .options import option
-from .outputs import output_folder
+from .outputs import output_folder, warn
 
 
 @main.command(name="search")
@@ -58,7 +58,7 @@ def search_cmd(queries, index_name, ids, as_json, sheet, **settings):
         raise click.UsageError("give at least one QUERY image or folder, or --id N")
     opts = SearchSettings(index=index_name, **settings)
     with Index(opts.index, opts.model, opts.device) as index:
-        results = index.search(expand_paths(queries), opts, ids=ids, skip_unreadable=True)
+        results = index.search(expand_paths(queries, warn=warn), opts, ids=ids, skip_unreadable=True)
     failed = [r for r in results if r.error]
     for r in failed:
         click.secho(f"warning: {r.error}", fg="yellow", err=True)

@@ -5,6 +5,7 @@ README's example script."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -105,6 +106,9 @@ def test_classify_cli_skips_and_counts(model, val_photos, tmp_path):
     assert result.exit_code == 0, result.output
     assert "good.png: square" in result.stdout or "good.png:" in result.stdout
     assert "1 classified, 1 skipped" in result.stderr
+    os.mkfifo(tmp_path / "pipe.png")  # in a folder: left out, and said so (never opened)
+    folder = cli("classify", tmp_path, "--model", model.source, "-k", 1)
+    assert folder.exit_code == 0 and "skipped 1 special file(s)" in folder.stderr and "pipe.png" in folder.stderr
     assert cli("classify", tmp_path / "bad.png", "--model", model.source).exit_code == 2
 
 

@@ -71,16 +71,20 @@ def _named(item: ImageInput):
     return item.path if item.path is not None else item.name
 
 
-def expand_paths(args, what: str = "image", missing_ok: bool = False) -> list[Path]:
+def expand_paths(args, what: str = "image", missing_ok: bool = False, warn=None) -> list[Path]:
     """Files as given; folders as their image files (recursive, sorted); quoted globs
     (`'photos/*.jpg'`, `'**/*.png'`) as their matching image files. A name that is none of
     these: DataError, or with `missing_ok` kept as a file (its reading then fails as that
-    image's error, skipped and counted like any unreadable image)."""
+    image's error, skipped and counted like any unreadable image). `warn(line)`: what a folder
+    walk left out (pipes, link loops, dangling links), as `index` reports it."""
     out: list[Path] = []
     for arg in args:
         p = Path(arg).expanduser()
         if p.is_dir():
-            found = scan_images(p).images
+            scan = scan_images(p)
+            for line in scan.problems() if warn else ():
+                warn(line)
+            found = scan.images
             if not found:
                 raise DataError(f"{arg}: no {what} files in this folder")
             out += found
