@@ -298,3 +298,17 @@ def to_gpu(index: faiss.Index, device_index: int = 0) -> faiss.Index:
     gpu = faiss.index_cpu_to_gpu(resources, device_index, index)
     gpu.referenced_resources = resources  # keep the resources alive as long as the index
     return gpu
+
+
+def reconstruct(index: faiss.Index, ids: np.ndarray) -> np.ndarray:
+    """The stored vectors of `ids` (float32 (n, d), in the index's input space: exact for Flat
+    and IVF-Flat, the codes' approximation for PQ/SQ). IVF indexes get a hash map from id to
+    list position first (kept in memory only, never written)."""
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and ivf.direct_map.type == faiss.DirectMap.NoMap:
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+    try:
+        return index.reconstruct_batch(ids) if len(ids) else np.empty((0, index.d), np.float32)
+    except RuntimeError as e:
+        raise ConfigError(f"this index cannot give back its vectors ({_faiss_reason(e)})") from None
