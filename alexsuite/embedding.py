@@ -11,20 +11,41 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .data import batching, transforms
 from .data.datasets import ArrayDataset, FolderDataset
 from .errors import CheckpointError, ConfigError
+from .models.pooling import POOLS
 
-LAYERS = ("fc7", "fc6", "pool5")
+LAYERS = ("fc7", "fc6", "pool5")  # of the central crop, as the network was trained
+# conv5 of the whole image at a larger size, pooled (Tolias 2016, Radenović 2018): for photos
+WHOLE_IMAGE_LAYERS = {"conv5-gem": "gem", "conv5-rmac": "rmac"}
+IMAGE_LAYERS = LAYERS + tuple(WHOLE_IMAGE_LAYERS)  # what describes an image in an index
 DEFAULT_LAYER = "fc7"  # AlexNet §6.1: fc7 as the image descriptor
 BATCH_SIZE = 128  # images per forward pass when embedding
+WHOLE_IMAGE_SCALE = 4  # whole-image input side, in crop sizes (4 x 28 = 112 px for alexnet-small)
 
 
-def file_dataset(paths, base_size: int) -> FolderDataset:
+def is_whole_image(layer: str) -> bool:
+    return layer in WHOLE_IMAGE_LAYERS
+
+
+def input_size(pre: transforms.Preprocess, layer: str) -> int:
+    """The side images are decoded to for `layer`: the base size (then centre-cropped), or for
+    a whole-image layer the whole image warped to WHOLE_IMAGE_SCALE crop sizes."""
+    return WHOLE_IMAGE_SCALE * pre.crop_size if is_whole_image(layer) else pre.base_size
+
+
+def file_dataset(paths, base_size: int, whole: bool = False) -> FolderDataset:
     """Files to embed. Each file's 'label' is its position in `paths`, so the files that
     survive decoding in a batch are matched back to their vectors."""
-    return FolderDataset(list(paths), torch.arange(len(paths)), [], "files", base_size)
+    return FolderDataset(list(paths), torch.arange(len(paths)), [], "files", base_size, whole=whole)
+
+
+def files_for(paths, pre: transforms.Preprocess, layer: str) -> FolderDataset:
+    """file_dataset decoded as `layer` needs."""
+    return file_dataset(paths, input_size(pre, layer), is_whole_image(layer))
 
 
 def array_dataset(images: torch.Tensor) -> ArrayDataset:
@@ -32,16 +53,37 @@ def array_dataset(images: torch.Tensor) -> ArrayDataset:
     return ArrayDataset(images, torch.arange(len(images)), [], "arrays")
 
 
-def check_layer(layer: str) -> str:
-    if layer not in LAYERS:
-        raise ConfigError(f"unknown layer {layer!r}: choose one of {', '.join(LAYERS)}")
+def check_layer(layer: str, allowed=IMAGE_LAYERS) -> str:
+    if layer not in allowed:
+        raise ConfigError(f"unknown layer {layer!r}: choose one of {', '.join(allowed)}")
     return layer
 
 
 def feature_dim(model, pre: transforms.Preprocess, layer: str) -> int:
     with torch.no_grad():
         x = torch.zeros(1, 3, pre.crop_size, pre.crop_size, device=next(model.parameters()).device)
-        return int(model.eval().features(x, layer).flatten(1).shape[1])
+        return int(describe(model.eval(), x, layer).shape[1])
+
+
+def describe(model, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """(B, D) vectors of normalised network inputs: a layer's activations, or a pooled conv5."""
+    if is_whole_image(layer):
+        pool = POOLS[WHOLE_IMAGE_LAYERS[layer]]
+        # summed with the mirror image's: a mirrored copy gets the same vector (benchmarks/dedup.py)
+        return F.normalize(pool(model.features(x, "conv5")) + pool(model.features(x.flip(3), "conv5")), dim=1)
+    return model.features(x, layer).flatten(1)
+
+
+def network_input(images: torch.Tensor, pre: transforms.Preprocess, layer: str) -> torch.Tensor:
+    """Decoded uint8 batches -> what the network takes: the centre crop, or the whole image at
+    input_size (arrays held at base size, e.g. Fashion-MNIST's, are scaled up to it)."""
+    if not is_whole_image(layer):
+        return transforms.center_crop(images, pre)
+    size = input_size(pre, layer)
+    x = transforms.normalize(images, pre)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x
 
 
 @dataclass
@@ -79,10 +121,10 @@ def embed_batches(
         if len(batch.labels) == 0:
             yield EmbeddedBatch(batch.labels, np.empty((0, 0), np.float32), batch.failures)
             continue
-        x = transforms.center_crop(batch.images.to(device, non_blocking=True), pre)
+        x = network_input(batch.images.to(device, non_blocking=True), pre, layer)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        vectors = model.features(x, layer).flatten(1).float().cpu().numpy()
+        vectors = describe(model, x, layer).float().cpu().numpy()
         if not np.isfinite(vectors).all():
             raise CheckpointError(
                 f"{source} gives {layer} vectors that are not finite numbers (nan or inf): its weights are broken, "
@@ -107,7 +149,7 @@ def embed_labelled(
     if isinstance(dataset, ArrayDataset):
         inputs = array_dataset(dataset.images)
     else:
-        inputs = file_dataset(dataset.paths, dataset.base_size)
+        inputs = files_for(dataset.paths, pre, layer)
     chunks, positions, failures = [], [], []
     for batch in embed_batches(model, inputs, pre, layer, device, batch_size, workers, source=model_name):
         failures += batch.failures

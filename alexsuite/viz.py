@@ -109,8 +109,8 @@ def thumbnail(path, size: int) -> Image.Image:
     return tile
 
 
-def result_sheet(rows: list[tuple[str, list[tuple[str, str]]]], out, tile: int = 128) -> None:
-    """One row per query: the query image, then its results, each captioned.
+def result_sheet(rows: list[tuple[str, list[tuple[str, str]]]], out, tile: int = 128, first: str = "query") -> None:
+    """One row per query: the query image (captioned `first`), then its results, each captioned.
     rows: [(query_path_or_pixels, [(result_path, caption), ...]), ...]."""
     from PIL import ImageDraw
 
@@ -122,7 +122,7 @@ def result_sheet(rows: list[tuple[str, list[tuple[str, str]]]], out, tile: int =
     draw = ImageDraw.Draw(sheet)
     for r, (query, results) in enumerate(rows):
         y = gap + r * (tile + caption_h + gap)
-        cells = [(query, "query")] + list(results)
+        cells = [(query, first)] + list(results)
         for c, (path, caption) in enumerate(cells):
             x = gap + c * (tile + gap) + (gap * 2 if c else 0)  # a wider gap after the query
             sheet.paste(thumbnail(path, tile), (x, y))
@@ -183,6 +183,14 @@ def search_sheet(results, out, tile: int = 128) -> bool:
     ]
     result_sheet(rows, out, tile)
     return len(found) > SHEET_ROWS or any(len(r.results) > SHEET_COLUMNS for r in found)
+
+
+def duplicates_sheet(group, out, tile: int = 128) -> bool:
+    """`alexsuite dedup --sheet`: one row, the kept image then its first SHEET_COLUMNS copies
+    with their cosine distances. Returns whether copies were left out."""
+    cells = [(d["path"], "same bytes" if d["exact"] else f"d={d['distance']:.3g}") for d in group.duplicates]
+    result_sheet([(group.keep, cells[:SHEET_COLUMNS])], out, tile, first="keep")
+    return len(cells) > SHEET_COLUMNS
 
 
 def draw_detections(image: np.ndarray, detections, classes: list[str], out) -> None:

@@ -7,7 +7,7 @@ import json
 import click
 
 from alexsuite.devices import resolve_device
-from alexsuite.embedding import LAYERS
+from alexsuite.embedding import IMAGE_LAYERS
 from alexsuite.models.checkpoint import default_model, load_model
 from alexsuite.retrieval.evaluate import RetrievalEvalSettings, evaluate_model_retrieval
 from alexsuite.retrieval.index import METRICS
@@ -21,7 +21,7 @@ from .progress import Bar
 @main.command(name="eval-retrieval")
 @click.argument("data", required=False, default=default_of(RetrievalEvalSettings, "data"))
 @option(RetrievalEvalSettings, "model")
-@option(RetrievalEvalSettings, "layer", type=click.Choice(LAYERS))
+@option(RetrievalEvalSettings, "layer", type=click.Choice(IMAGE_LAYERS))
 @option(RetrievalEvalSettings, "factory")
 @option(RetrievalEvalSettings, "metric", type=click.Choice(METRICS))
 @option(RetrievalEvalSettings, "pca", type=click.IntRange(min=1))

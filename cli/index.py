@@ -10,7 +10,7 @@ import click
 from alexsuite.api.index import add_to_index, index_model
 from alexsuite.devices import resolve_device
 from alexsuite.distributed import init_from_env, shutdown
-from alexsuite.embedding import LAYERS
+from alexsuite.embedding import IMAGE_LAYERS
 from alexsuite.models.checkpoint import load_model
 from alexsuite.retrieval.index import METRICS
 from alexsuite.retrieval.indexer import IndexOptions
@@ -31,7 +31,7 @@ from .progress import Bar
 )
 @option(IndexOptions, "model")
 @option(IndexOptions, "index", "--index", "index_name")
-@option(IndexOptions, "layer", type=click.Choice(LAYERS))
+@option(IndexOptions, "layer", type=click.Choice(IMAGE_LAYERS))
 @option(IndexOptions, "factory")
 @option(IndexOptions, "metric", type=click.Choice(METRICS))
 @option(IndexOptions, "pca", type=click.IntRange(min=1))

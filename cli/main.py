@@ -22,6 +22,7 @@ COMMANDS = {
     "classify": ("classify", "The top labels of each image, with their probabilities."),
     "index": ("index", "Embed images into a FAISS index (fc7 by default)."),
     "search": ("search", "The indexed images nearest to each query."),
+    "dedup": ("dedup", "Groups of copies and near-copies among images or in an index."),
     "eval-retrieval": ("eval_retrieval", "Retrieval mAP and precision@k of a model's features."),
     "proposals": ("proposals", "Selective-search region proposals for images."),
     "scenes": ("scenes", "Write a small Pascal VOC detection set from the bundled data."),

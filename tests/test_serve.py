@@ -82,6 +82,16 @@ def test_search_answers_as_the_command_does(client, val_photos, val_index):
     assert client.get(f"/search?id={own}&k=4").json() == by_id
 
 
+def test_duplicates_answer_as_the_command_does(client, val_index):
+    cli = cli_json("dedup", "--index", val_index, "--threshold", "0.05", "--json")
+    body = client.get("/duplicates?threshold=0.05").json()
+    assert body["groups"] == cli and body["total"] == len(cli)
+    assert client.get("/duplicates?threshold=0.05&limit=1").json()["groups"] == cli[:1]
+    assert client.get("/duplicates?threshold=0").json() == {"groups": [], "total": 0}
+    bad = client.get("/duplicates?threshold=7")
+    assert bad.status_code in (400, 422) and "error" in bad.json()
+
+
 def test_images_by_id_only(client, val_photos):
     hit = client.get("/search?id=0&k=1").json()["results"][0]
     assert client.get(f"/images/{hit['id']}").content == Path(hit["path"]).read_bytes()
@@ -281,5 +291,16 @@ def test_the_page_in_a_real_browser(server, val_photos, voc_scenes, tmp_path):
         assert drawn == [expected["width"], expected["height"]]  # the boxes are drawn on the photo itself
         assert len(web.find_elements(By.CSS_SELECTOR, "#boxes li")) == len(expected["detections"]) > 0
         web.save_screenshot(str(shots / "serve_detect.png"))
+
+        web.find_element(By.ID, "tab-duplicates").click()
+        web.find_element(By.ID, "dup-threshold").send_keys("0.5")
+        web.find_element(By.ID, "find-duplicates").click()
+        WebDriverWait(web, 60).until(
+            lambda w: w.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "duplicates"
+        )
+        expected = httpx.get(url + "/duplicates?threshold=0.5").json()["groups"]
+        rows = "return [...document.querySelectorAll('#groups .group')].map(g => g.querySelectorAll('.hit').length)"
+        assert web.execute_script(rows) == [1 + len(g["duplicates"]) for g in expected] and expected
+        web.save_screenshot(str(shots / "serve_duplicates.png"))
     finally:
         web.quit()

@@ -4,15 +4,17 @@ with the same incremental, atomic update as `alexsuite index`."""
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from ..data.inputs import ImageInput, as_inputs
+from ..data.inputs import ImageInput, as_inputs, expand_paths
 from ..devices import resolve_device
 from ..distributed import DistContext
 from ..errors import ConfigError, DataError
 from ..models.checkpoint import default_model, load_model
 from ..retrieval import index as faiss_index
+from ..retrieval.dedup import FLAT_UP_TO, DedupSettings, Group, find_duplicates
 from ..retrieval.indexer import IndexOptions, IndexReport, update_index
 from ..retrieval.search import QueryResult, Searcher, SearchSettings, expand_queries
 from ..retrieval.store import DEFAULT_INDEX, IndexStore, resolve_dir
@@ -90,6 +92,11 @@ class Index:
 
     def loaded_model(self, override=None):
         """The model the index was made with (loaded once), or `override`."""
+    def duplicates(self, settings: DedupSettings | None = None, **overrides) -> list[Group]:
+        """Groups of near-duplicate indexed images (settings: DedupSettings, e.g. threshold=0.05):
+        exact copies by content hash, near ones by cosine distance; largest group first."""
+        return find_duplicates(self._open(), settings_with(DedupSettings, settings, overrides))
+
         if override:
             return load_model(override, self.device)
         if self._loaded is None:
@@ -142,6 +149,36 @@ def add_to_index(
 
 def index_model(root: Path, model: str | None = None) -> str:
     """`model`, else the model that built this index (a --rebuild too: the same vectors made
+def duplicates_in(
+    paths, settings: DedupSettings | None = None, *, progress=None, warn=None, **overrides
+) -> list[Group]:
+    """Near-duplicate groups among image folders and files (see Index.duplicates): embedded into
+    a temporary index (settings.layer; HNSW32 above FLAT_UP_TO images, so no all-pairs search),
+    grouped, and the index deleted. With settings.index, that index's images instead."""
+    opts = settings_with(DedupSettings, settings, overrides).check()
+    if opts.index:
+        with Index(opts.index, opts.model, opts.device) as index:
+            return index.duplicates(opts)
+    images = expand_paths([paths] if isinstance(paths, (str, os.PathLike)) else paths, warn=warn)
+    if not images:
+        raise DataError("give folders or files of images to look for duplicates in")
+    factory = "Flat" if len(images) <= FLAT_UP_TO else "HNSW32"
+    with (
+        tempfile.TemporaryDirectory(prefix="alexsuite-dedup-") as tmp,
+        Index(Path(tmp) / "index", opts.model, opts.device) as index,
+    ):
+        index.add(
+            images,
+            layer=opts.layer,
+            metric="cosine",
+            factory=factory,
+            workers=opts.workers,
+            progress=progress,
+            warn=warn,
+        )
+        return index.duplicates(opts)
+
+
     again), else the newest training run."""
     if model:
         return model

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..data.inputs import ImageInput, InputDataset, as_inputs
 from ..devices import resolve_device
-from ..embedding import BATCH_SIZE, DEFAULT_LAYER, embed_batches
+from ..embedding import BATCH_SIZE, DEFAULT_LAYER, embed_batches, input_size, is_whole_image
 from ..models.checkpoint import LoadedModel, default_model, load_model
 from ..training.predict import ClassifySettings, Prediction, predict
 from ._common import raise_first, settings_with
@@ -62,11 +62,11 @@ class Model:
         return found
 
     def embed(self, images, layer: str = DEFAULT_LAYER, batch_size: int = BATCH_SIZE, workers: int = 0) -> np.ndarray:
-        """float32 (n, d) feature vectors (fc7, fc6 or pool5), one row per image, in order; an
-        unreadable image raises its ImageDecodeError."""
+        """float32 (n, d) feature vectors (fc7, fc6, pool5, conv5-gem or conv5-rmac), one row per
+        image, in order; an unreadable image raises its ImageDecodeError."""
         inputs: list[ImageInput] = as_inputs(images)
         out = None
-        dataset = InputDataset(inputs, self.loaded.preprocess.base_size)
+        dataset = InputDataset(inputs, input_size(self.loaded.preprocess, layer), is_whole_image(layer))
         for batch in embed_batches(
             self.loaded.model,
             dataset,

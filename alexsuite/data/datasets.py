@@ -15,7 +15,7 @@ import torch
 from ..errors import DataError, ImageDecodeError
 from ..fileio import display_path, open_regular
 from . import fashion_mnist
-from .decode import load_square
+from .decode import load_square, load_warped
 from .folders import scan_images
 
 
@@ -46,6 +46,7 @@ class FolderDataset:
     source: str
     base_size: int
     skipped_files: list[str] = field(default_factory=list)  # non-image files found while scanning
+    whole: bool = False  # decode the whole image warped to base_size, not its central square
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -53,7 +54,8 @@ class FolderDataset:
     def __getitem__(self, i: int):
         """(CHW uint8 tensor, label) or (None, ImageDecodeError) for a file that won't decode."""
         try:
-            arr = load_square(self.paths[i], self.base_size)
+            load = load_warped if self.whole else load_square
+            arr = load(self.paths[i], self.base_size)
         except ImageDecodeError as e:
             return None, e
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), int(self.labels[i])

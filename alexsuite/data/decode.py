@@ -175,6 +175,26 @@ def center_square(arr: np.ndarray, size: int) -> np.ndarray:
     return arr[top : top + size, left : left + size]
 
 
+def warp_whole(img: Image.Image, size: int) -> np.ndarray:
+    """The whole image scaled to size x size whatever its shape (R-CNN §2.1 warps regions the
+    same way), so nothing of it is cut off; a strip keeps its central part (MAX_ASPECT)."""
+    img = _central_part(img)
+    if min(img.size) == 0:
+        raise ValueError(f"empty image of size {img.size[0]}x{img.size[1]}")
+    scale = size / min(img.size)
+    resized = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0 if scale < 1 else None)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def load_warped(path, size: int) -> np.ndarray:
+    """A file as warp_whole's size x size RGB array, decoded at no more than it needs."""
+    img = open_rgb(path, min_side=size)
+    try:
+        return warp_whole(img, size)
+    except ValueError as e:
+        raise ImageDecodeError(path, str(e)) from None
+
+
 def load_square(path, size: int) -> np.ndarray:
     """AlexNet §2: rescale so the shorter side is `size`, then take the central square. The
     image is resized before it becomes an array, so a huge one is held once, not thrice."""

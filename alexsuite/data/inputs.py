@@ -11,9 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..errors import DataError, ImageDecodeError
-from .decode import _to_rgb, center_square, decode_image, is_image_path, load_square, resize_shorter_side
+from .decode import (
+    _to_rgb,
+    center_square,
+    decode_image,
+    is_image_path,
+    load_square,
+    load_warped,
+    resize_shorter_side,
+    warp_whole,
+)
 from .folders import scan_images
 
 GLOB_CHARS = frozenset("*?[")
@@ -37,13 +47,20 @@ class ImageInput:
             return load_square(self.path, size)
         return center_square(resize_shorter_side(self.pixels, size), size)
 
+    def warped(self, size: int) -> np.ndarray:
+        """The whole image warped to size x size (for whole-image descriptors)."""
+        if self.path is not None:
+            return load_warped(self.path, size)
+        return warp_whole(Image.fromarray(self.pixels), size)
+
 
 class InputDataset:
-    """ImageInputs at a model's base size, labelled by position (as embedding.file_dataset), so
-    the images that decode in a batch are matched back to their inputs."""
+    """ImageInputs at a model's base size (their central square, or with `whole` the whole
+    image warped), labelled by position (as embedding.file_dataset), so the images that decode
+    in a batch are matched back to their inputs."""
 
-    def __init__(self, inputs: list[ImageInput], base_size: int):
-        self.inputs, self.base_size = list(inputs), base_size
+    def __init__(self, inputs: list[ImageInput], base_size: int, whole: bool = False):
+        self.inputs, self.base_size, self.whole = list(inputs), base_size, whole
         self.labels = torch.arange(len(self.inputs))
 
     def __len__(self) -> int:
@@ -52,7 +69,8 @@ class InputDataset:
     def __getitem__(self, i: int):
         """(CHW uint8 tensor, position) or (None, ImageDecodeError)."""
         try:
-            arr = self.inputs[i].square(self.base_size)
+            item = self.inputs[i]
+            arr = item.warped(self.base_size) if self.whole else item.square(self.base_size)
         except ImageDecodeError as e:
             return None, e
         except (MemoryError, ValueError, OverflowError) as e:  # a shape Pillow cannot scale: this input only

@@ -25,7 +25,7 @@ import torch
 from ..boxes import Truth
 from ..data.detection_sets import DetectionSet, read_detection_set
 from ..devices import resolve_device
-from ..embedding import check_layer
+from ..embedding import LAYERS, check_layer
 from ..errors import ConfigError, DataError, DiskSpaceError, ImageDecodeError
 from ..evaluation.detection import proposal_recall
 from ..fileio import atomic_write_text, check_free_space, file_sha256
@@ -101,7 +101,7 @@ def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter
 
 def _open(cfg: DetectorConfig, out: Path, reporter: Reporter) -> _Run:
     """Check the settings, read the data and the backbone: nothing is written before this passes."""
-    check_layer(cfg.layer)
+    check_layer(cfg.layer, LAYERS)
     cfg.finetune.check()
     cfg.framing.check()
     cfg.proposals.check()

@@ -22,7 +22,11 @@ class RetrievalEvalSettings:
 
     data: str = setting(DEFAULT_DATASET, "A dataset name, or a folder with train/ and val/ class folders.")
     model: str | None = setting(None, "Run directory or checkpoint (default: the newest runs/train/ run).")
-    layer: str = setting(DEFAULT_LAYER, "Which activations describe an image: fc7, fc6 or pool5.", "AlexNet §6.1")
+    layer: str = setting(
+        DEFAULT_LAYER,
+        "Which activations describe an image: fc7, fc6, pool5, conv5-gem or conv5-rmac (see index --layer).",
+        "AlexNet §6.1",
+    )
     factory: str = setting(
         default_of(IndexSpec, "factory"), "FAISS index_factory string to evaluate.", "FAISS index factory"
     )

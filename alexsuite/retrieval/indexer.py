@@ -20,7 +20,7 @@ import torch.distributed as dist
 from ..data.decode import IMAGE_SUFFIXES
 from ..data.folders import listed_images, scan_images
 from ..distributed import DistContext
-from ..embedding import BATCH_SIZE, DEFAULT_LAYER, embed_batches, feature_dim, file_dataset
+from ..embedding import BATCH_SIZE, DEFAULT_LAYER, embed_batches, feature_dim, files_for
 from ..errors import AlexsuiteError, ConfigError, DataError
 from ..fileio import file_sha256
 from ..settings import default_of, finite, help_of, require, setting
@@ -57,7 +57,10 @@ class IndexOptions:
         "weights. Default: the model that built the index, else the newest runs/train/ run.",
     )
     layer: str | None = setting(
-        None, "Which activations describe an image: fc7, fc6 or pool5." + _KEEP.format(DEFAULT_LAYER), "AlexNet §6.1"
+        None,
+        "Which activations describe an image: fc7, fc6 or pool5 of the centre crop, or conv5-gem / conv5-rmac "
+        "(conv5 of the whole image, pooled: better for photos and near-copies)." + _KEEP.format(DEFAULT_LAYER),
+        "AlexNet §6.1",
     )
     factory: str | None = setting(None, help_of(IndexSpec, "factory") + _KEEP.format(default_of(IndexSpec, "factory")))
     metric: str | None = setting(None, help_of(IndexSpec, "metric") + _KEEP.format(default_of(IndexSpec, "metric")))
@@ -340,7 +343,7 @@ def _run(
     report = plan.report
     writer = _Writer(store, plan, device, warn) if store is not None else None
     bar = progress(len(plan.embed)) if progress and plan.embed else None
-    dataset = file_dataset(plan.embed, loaded.preprocess.base_size)
+    dataset = files_for(plan.embed, loaded.preprocess, plan.layer)
     last_commit = time.monotonic()
     try:
         for batch in embed_batches(

@@ -10,8 +10,8 @@ import numpy as np
 
 from ..data.decode import is_image_path
 from ..data.inputs import ImageInput, InputDataset, expand_paths, failed_input
-from ..embedding import embed_batches
-from ..errors import DataError, ImageDecodeError
+from ..embedding import embed_batches, input_size, is_whole_image
+from ..errors import ConfigError, DataError, ImageDecodeError
 from ..settings import default_of, setting
 from . import index as faiss_index
 from .store import DEFAULT_INDEX, IndexStore, check_model
@@ -139,12 +139,14 @@ class Searcher:
             if i.path is not None and not is_image_path(i.path):
                 r.failure = ImageDecodeError(i.path, "not an image file (by its extension)")
         todo = [n for n, r in enumerate(results) if r.error is None]
-        dataset = InputDataset([inputs[n] for n in todo], self.loaded.preprocess.base_size)
+        layer = self.store.manifest["layer"]
+        size, whole = input_size(self.loaded.preprocess, layer), is_whole_image(layer)
+        dataset = InputDataset([inputs[n] for n in todo], size, whole)
         for batch in embed_batches(
             self.loaded.model,
             dataset,
             self.loaded.preprocess,
-            self.store.manifest["layer"],
+            layer,
             self.device,
             batch_size,
             workers,

@@ -69,7 +69,12 @@ def create_app(service, settings: ServeSettings) -> FastAPI:
         id: int = Query(..., ge=0, le=MAX_ID), k: int | None = Query(None, ge=1), params: str | None = None
     ):
         image = await asyncio.get_running_loop().run_in_executor(None, service.indexed, id)  # waits on the lock
-        return await service.search(image, _k(k, settings), params)
+        return await service.search(_with_rerank(image, asked), _k(k, settings), params)
+
+    @app.get("/duplicates")
+    def duplicates(threshold: float | None = Query(None, ge=0, le=2), limit: int = Query(100, ge=1, le=10_000)) -> dict:
+        """Groups of copies and near-copies in the index (as `alexsuite dedup --index`)."""
+        return service.duplicates(threshold, limit)
 
     @app.post("/detect")
     async def detect(file: UploadFile = File(...), threshold: float | None = None, mode: str | None = None) -> dict:

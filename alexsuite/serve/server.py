@@ -13,6 +13,7 @@ from ..data.inputs import ImageInput
 from ..devices import resolve_device
 from ..errors import ConfigError
 from ..models.checkpoint import load_model
+from ..retrieval.dedup import DedupSettings, find_duplicates
 from ..retrieval.store import resolve_dir
 from .app import Busy, UnknownImage, thumbnail_bytes
 from .batching import Batcher
@@ -52,6 +53,7 @@ class Service:
 
             self.detector = Detector(settings.detector, settings.device)
         self._detecting = threading.Lock()
+        self._groups: dict = {}  # (index version, threshold) -> duplicate groups
 
     def start(self) -> Service:
         self.live.start()
@@ -91,6 +93,18 @@ class Service:
         with self._detecting:  # one at a time: memory, and selective search's process-wide C rand() seed
             (found,) = self.detector.detect(image, workers=0, **overrides)
         return found.to_dict()
+
+    def duplicates(self, threshold: float | None, limit: int) -> dict:
+        """Near-duplicate groups of the served index (as `alexsuite dedup --index`), largest first;
+        found once per index version and threshold, then answered from memory."""
+        with self.live.snapshot() as snap:
+            key = (snap.sig, threshold)
+            if key not in self._groups:
+                found = find_duplicates(snap.store, DedupSettings(threshold=threshold))
+                kept = [(k, v) for k, v in self._groups.items() if k[0] == snap.sig][-7:]  # at most 8 answers held
+                self._groups = dict(kept) | {key: found}
+            groups = self._groups[key]
+        return {"groups": [g.to_dict() for g in groups[:limit]], "total": len(groups)}
 
     def thumbnail(self, id: int, size: int) -> bytes:
         row = self.row(id)

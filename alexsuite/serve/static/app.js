@@ -111,6 +111,42 @@ function drawBoxes(img, data) {
   document.body.dataset.state = "detected";
 }
 
+function tile(id, caption, path) {
+  const card = document.createElement("div");
+  card.className = "hit";
+  card.title = path;
+  card.innerHTML = `<img src="${withToken("thumbs/" + Number(id))}" alt=""><div class="meta"><span></span></div>` +
+    `<div class="path"></div>`;
+  card.querySelector(".meta span").textContent = caption;
+  card.querySelector(".path").textContent = path.split("/").pop();
+  return card;
+}
+
+async function findDuplicates() {
+  const threshold = $("dup-threshold").value;
+  $("dup-status").textContent = "looking…";
+  try {
+    const data = await call("duplicates" + (threshold === "" ? "" : `?threshold=${Number(threshold)}`));
+    const groups = $("groups");
+    groups.innerHTML = "";
+    for (const g of data.groups) {
+      const row = document.createElement("div");
+      row.className = "group grid";
+      row.appendChild(tile(g.keep_id, "keep", g.keep)).classList.add("keep");
+      for (const d of g.duplicates) {
+        row.appendChild(tile(d.id, d.exact ? "same bytes" : Number(d.distance).toFixed(4), d.path));
+      }
+      groups.appendChild(row);
+    }
+    const shown = data.total > data.groups.length ? `, first ${data.groups.length} shown` : "";
+    $("dup-status").textContent = `${data.total} group${data.total === 1 ? "" : "s"}${shown}`;
+    $("dup-status").className = "muted";
+    document.body.dataset.state = "duplicates";
+  } catch (e) {
+    fail("dup-status", e);
+  }
+}
+
 function dropZone(zone, input, handle) {
   input.addEventListener("change", () => input.files[0] && handle(input.files[0]));
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
@@ -130,6 +166,7 @@ for (const tab of document.querySelectorAll(".tab")) {
 }
 dropZone($("drop"), $("file"), searchFile);
 dropZone($("detect-drop"), $("detect-file"), detectFile);
+$("find-duplicates").addEventListener("click", findDuplicates);
 call("stats").then((s) => {
   $("stats").textContent = `${s.images.toLocaleString()} images · ${s.factory} · model ${s.model.fingerprint}`;
   if (!s.detector) $("tab-detect").classList.add("hidden");
