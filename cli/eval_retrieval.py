@@ -28,6 +28,8 @@ from .progress import Bar
 @option(RetrievalEvalSettings, "whiten", "--whiten/--no-whiten")
 @option(RetrievalEvalSettings, "params")
 @option(RetrievalEvalSettings, "ks", "-k", type=click.IntRange(min=1), multiple=True)
+@option(RetrievalEvalSettings, "rerank")
+@option(RetrievalEvalSettings, "dba")
 @option(RetrievalEvalSettings, "device")
 @option(RetrievalEvalSettings, "batch_size", type=click.IntRange(min=1))
 @option(RetrievalEvalSettings, "workers", type=click.IntRange(min=0))
@@ -43,8 +45,10 @@ def eval_retrieval_cmd(data, as_json, **settings):
       alexsuite eval-retrieval                                   # bundled Fashion-MNIST subset
       alexsuite eval-retrieval fashion-mnist --model runs/train/exp --metric cosine --json
       alexsuite eval-retrieval photos/ --factory ITQ256,LSHt     # photos/train + photos/val
+      alexsuite eval-retrieval --metric cosine --dba n=5 --rerank aqe:n=5,alpha=3   # re-ranking
 
-    Prints mAP and precision@k (or one JSON object); builds its index in memory, writes nothing.
+    Prints mAP, precision@k and queries per second (or one JSON object); builds its index in
+    memory, writes nothing.
     """
     opts = RetrievalEvalSettings(data=data, **settings)
     dev = resolve_device(opts.device)
@@ -62,7 +66,9 @@ def eval_retrieval_cmd(data, as_json, **settings):
         click.echo(json.dumps(result))
         return
     precisions = "  ".join(f"P@{k} {result[f'precision@{k}']:.4f}" for k in sorted(set(opts.ks)))
+    rerank = "".join(f", {name} {result[name]}" for name in ("dba", "rerank") if result[name] != "none")
     click.echo(
-        f"{data}: mAP {result['mAP']:.4f}  {precisions}  ({result['queries']:,} queries, "
-        f"{result['database']:,} database images, {opts.layer}, {result['factory']}, {opts.metric})"
+        f"{data}: mAP {result['mAP']:.4f}  {precisions}  {result['queries_per_second']:,.0f} queries/s  "
+        f"({result['queries']:,} queries, {result['database']:,} database images, {opts.layer}, "
+        f"{result['factory']}, {opts.metric}{rerank})"
     )

@@ -36,6 +36,7 @@ from .progress import Bar
 @option(IndexOptions, "metric", type=click.Choice(METRICS))
 @option(IndexOptions, "pca", type=click.IntRange(min=1))
 @option(IndexOptions, "whiten", "--whiten/--no-whiten")
+@option(IndexOptions, "dba")
 @option(IndexOptions, "prune")
 @option(IndexOptions, "rebuild")
 @option(IndexOptions, "device")
@@ -50,11 +51,12 @@ def index_cmd(images, files_from, index_name, as_json, **settings):
     lists, into a FAISS index.
 
     Running it again embeds only new or changed files; ids stay stable. Settings left
-    out (--layer, --factory, --metric, --pca) keep what the index was built with. Writes the index
-    directory, which holds index.faiss, meta.sqlite (id, path, size, mtime, sha256, class label
-    = first folder under IMAGES) and manifest.json (model fingerprint, layer,
-    preprocessing, factory); it refuses vectors from any other model. Work is committed
-    every minute, so an interrupted run resumes.
+    out (--layer, --factory, --metric, --pca, --dba) keep what the index was built with.
+    Writes the index directory, which holds index.faiss, meta.sqlite (id, path, size, mtime,
+    sha256, class label = first folder under IMAGES) and manifest.json (model fingerprint,
+    layer, preprocessing, factory, dba), and with --dba raw.faiss (the embedded vectors); it
+    refuses vectors from any other model. Work is committed every minute, so an interrupted
+    run resumes.
 
     \b
     Examples:
@@ -63,6 +65,7 @@ def index_cmd(images, files_from, index_name, as_json, **settings):
       find photos -name '*.jpg' -newer last.txt | alexsuite index --files-from -
       alexsuite index photos/ --index shop --factory HNSW32 --metric cosine
       alexsuite index photos/ --index big --factory IVF1024,PQ64 --pca 256
+      alexsuite index photos/ --index dba --metric cosine --dba n=5,alpha=3   # augmented vectors
       torchrun --nproc-per-node 4 -m alexsuite.cli index photos/ --device cuda
     """
     opts = IndexOptions(index=index_name, **settings)
@@ -112,8 +115,9 @@ def _print_report(images: str, report, store_dir, as_json: bool) -> None:
         click.echo(json.dumps(asdict(report)))
         return
     speed = f", {report.images_per_s:.0f} img/s" if report.added + report.updated else ""
+    augmented = f", {report.augmented:,} neighbours' --dba vectors redone" if report.augmented else ""
     click.echo(
         f"{store_dir}: {report.total:,} images ({report.added:,} added, {report.updated:,} updated, "
-        f"{report.unchanged + report.touched:,} unchanged, {report.removed:,} removed) "
+        f"{report.unchanged + report.touched:,} unchanged, {report.removed:,} removed{augmented}) "
         f"in {report.seconds:.1f}s{speed}"
     )

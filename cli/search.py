@@ -26,6 +26,7 @@ from .outputs import output_folder, warn
 )
 @option(SearchSettings, "model")
 @option(SearchSettings, "params")
+@option(SearchSettings, "rerank")
 @click.option(
     "--json",
     "as_json",
@@ -43,7 +44,8 @@ def search_cmd(queries, index_name, ids, as_json, sheet, **settings):
 
     Distances are Euclidean between feature vectors (or 1 - cosine similarity for
     --metric cosine indexes). A query that is itself in the index is left out of its
-    own results. Many queries in one call share the start-up cost.
+    own results. Many queries in one call share the start-up cost. With --rerank aqe the
+    distances are those of the expanded query.
 
     \b
     Examples:
@@ -51,6 +53,7 @@ def search_cmd(queries, index_name, ids, as_json, sheet, **settings):
       alexsuite search query.jpg                          # table of the 10 nearest
       alexsuite search queries/ -k 5 --sheet sheet.png    # picture grid with distances
       alexsuite search --id 42 --json                     # JSON Lines, one object per query
+      alexsuite search query.jpg --rerank aqe:n=5,alpha=3 # query expansion: search twice
 
     Prints a table per query (or JSON Lines); writes only the --sheet picture.
     """

@@ -16,6 +16,7 @@ from ..models.checkpoint import default_model, load_model
 from ..retrieval import index as faiss_index
 from ..retrieval.dedup import FLAT_UP_TO, DedupSettings, Group, find_duplicates
 from ..retrieval.indexer import IndexOptions, IndexReport, update_index
+from ..retrieval.rerank import parse_rerank
 from ..retrieval.search import QueryResult, Searcher, SearchSettings, expand_queries
 from ..retrieval.store import DEFAULT_INDEX, IndexStore, resolve_dir
 from ._common import raise_first, settings_with
@@ -60,9 +61,10 @@ class Index:
     ) -> list[SearchResult]:
         """The k nearest indexed images to each query image (see Model.predict for what images
         may be) and to each indexed image named by id; an indexed file is left out of its own
-        results. settings: SearchSettings (k, params, workers); its index/model/device are this
-        Index's own."""
+        results. settings: SearchSettings (k, params, workers, rerank, e.g. rerank="aqe:n=5,alpha=3");
+        its index/model/device are this Index's own."""
         opts = settings_with(SearchSettings, settings, overrides)
+        rerank = parse_rerank(opts.rerank)  # a bad string fails before any image is read
         store = self._open()
         inputs = as_inputs(images)
         inputs += [ImageInput(str(p), path=p) for p in expand_queries([], store, ids)]
@@ -71,7 +73,7 @@ class Index:
         searcher = self._searcher()
         # the FAISS index is shared: set this call's parameters (or the index's own) every time
         faiss_index.set_search_params(searcher.index, store.spec.search_params if opts.params is None else opts.params)
-        results = searcher.search_inputs(inputs, opts.k, workers=opts.workers)
+        results = searcher.search_inputs(inputs, opts.k, workers=opts.workers, rerank=rerank)
         if not skip_unreadable:
             raise_first(r.failure for r in results)
         return results
@@ -90,13 +92,13 @@ class Index:
         loaded = self.loaded_model(opts.model)
         return add_to_index(self.root, loaded, folders, files, opts, self.device, progress, warn)
 
-    def loaded_model(self, override=None):
-        """The model the index was made with (loaded once), or `override`."""
     def duplicates(self, settings: DedupSettings | None = None, **overrides) -> list[Group]:
         """Groups of near-duplicate indexed images (settings: DedupSettings, e.g. threshold=0.05):
         exact copies by content hash, near ones by cosine distance; largest group first."""
         return find_duplicates(self._open(), settings_with(DedupSettings, settings, overrides))
 
+    def loaded_model(self, override=None):
+        """The model the index was made with (loaded once), or `override`."""
         if override:
             return load_model(override, self.device)
         if self._loaded is None:
@@ -147,8 +149,6 @@ def add_to_index(
     return reports
 
 
-def index_model(root: Path, model: str | None = None) -> str:
-    """`model`, else the model that built this index (a --rebuild too: the same vectors made
 def duplicates_in(
     paths, settings: DedupSettings | None = None, *, progress=None, warn=None, **overrides
 ) -> list[Group]:
@@ -179,6 +179,8 @@ def duplicates_in(
         return index.duplicates(opts)
 
 
+def index_model(root: Path, model: str | None = None) -> str:
+    """`model`, else the model that built this index (a --rebuild too: the same vectors made
     again), else the newest training run."""
     if model:
         return model

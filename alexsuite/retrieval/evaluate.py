@@ -1,5 +1,6 @@
 """Retrieval quality of a model's features, the standard protocol (evaluation/retrieval.py holds
-the metric): build an index over one split and rank it for every image of another."""
+the metric): build an index over one split and rank it for every image of another, optionally
+with the database augmented (DBA) and the queries expanded (aQE) as rerank.py does."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import numpy as np
 from ..data.datasets import DEFAULT_DATASET, resolve_classification
 from ..embedding import DEFAULT_LAYER, embed_labelled, feature_dim
 from ..evaluation.retrieval import average_precision
-from ..settings import default_of, help_of, setting
+from ..settings import default_of, field_of, help_of, setting
 from . import index as faiss_index
 from .index import IndexSpec
+from .rerank import Rerank, augment_arrays, expand_arrays, parse_dba, parse_rerank
+from .search import SearchSettings
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,15 @@ class RetrievalEvalSettings:
     whiten: bool = setting(default_of(IndexSpec, "whiten"), help_of(IndexSpec, "whiten"))
     params: str | None = setting(None, "FAISS search parameters, e.g. nprobe=32.")
     ks: tuple[int, ...] = setting((1, 10, 100), "Report precision@k (repeatable).")
+    rerank: str = setting(
+        default_of(SearchSettings, "rerank"), field_of(SearchSettings, "rerank").metadata["help"], "Radenović 2018"
+    )
+    dba: str = setting(
+        "none",
+        "Augment the database first, e.g. n=5,alpha=3: each database vector becomes the weighted mean of "
+        "itself and its n nearest database neighbours, as `alexsuite index --dba` stores them. none: off.",
+        "Radenović 2018",
+    )
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     batch_size: int = setting(256, "Images per forward pass.")
     workers: int = setting(2, "Decoding processes.")
@@ -50,35 +62,65 @@ def evaluate_retrieval(
     chunk: int = 250,
     params: str | None = None,
     device=None,
+    rerank: str | Rerank = "none",
+    dba=None,
 ) -> dict:
-    """Build `spec`'s index over the database (trained on it when needed), rank the whole
-    database for every query, and return mAP and precision@k."""
+    """Build `spec`'s index over the database (augmented first with `dba`, e.g. "n=5,alpha=3";
+    trained on it when needed), rank the whole database for every query (expanded first with
+    `rerank`, e.g. "aqe:n=5,alpha=3"), and return mAP and precision@k, and the queries per second
+    of one batched top-k search of all queries, re-ranking included."""
+    rerank, dba = parse_rerank(rerank), parse_dba(dba)
     t0 = time.perf_counter()
+    db = augment_arrays(db_vectors, dba, spec.metric) if dba else db_vectors
     index = faiss_index.create(spec)
-    advice = faiss_index.train(index, db_vectors, spec, device)
-    faiss_index.add(index, db_vectors, np.arange(len(db_vectors), dtype=np.int64), spec)
+    advice = faiss_index.train(index, db, spec, device)
+    faiss_index.add(index, db, np.arange(len(db), dtype=np.int64), spec)
     faiss_index.set_search_params(index, faiss_index.default_search_params(spec.factory) if params is None else params)
     build_s = time.perf_counter() - t0
-    aps, precisions = [], {k: [] for k in ks}
+    qps = _queries_per_second(index, db, q_vectors, max(ks), spec, rerank)
     t0 = time.perf_counter()
-    for start in range(0, len(q_vectors), chunk):
-        _, ids = faiss_index.search(index, q_vectors[start : start + chunk], len(db_vectors), spec)
-        ap, prec = average_precision(ids, db_labels, q_labels[start : start + chunk], ks)
-        aps.append(ap)
-        for k in ks:
-            precisions[k].append(prec[k])
+    ap, precision = _rank(index, db, q_vectors, db_labels, q_labels, spec, rerank, ks, chunk)
     return {
         "factory": spec.full_factory,
         "metric": spec.metric,
         "dim": spec.dim,
+        "rerank": str(rerank),
+        "dba": str(dba) if dba else "none",
         "queries": int(len(q_vectors)),
         "database": int(len(db_vectors)),
-        "mAP": float(np.concatenate(aps).mean()) if aps else 0.0,
-        **{f"precision@{k}": float(np.concatenate(precisions[k]).mean()) if aps else 0.0 for k in ks},
+        "mAP": ap,
+        **{f"precision@{k}": precision[k] for k in ks},
+        "queries_per_second": round(qps, 1),
         "build_seconds": round(build_s, 3),
         "rank_seconds": round(time.perf_counter() - t0, 3),
         "warnings": advice,
     }
+
+
+def _rank(index, db, queries, db_labels, q_labels, spec, rerank: Rerank, ks, chunk: int) -> tuple[float, dict]:
+    """mAP and mean precision@k over the whole database's ranking, `chunk` queries at a time."""
+    aps, precisions = [], {k: [] for k in ks}
+    for start in range(0, len(queries), chunk):
+        q = queries[start : start + chunk]
+        q = expand_arrays(index, db, q, rerank, spec.metric) if rerank.on else q
+        _, ids = faiss_index.search(index, q, len(db), spec)
+        ap, prec = average_precision(ids, db_labels, q_labels[start : start + chunk], ks)
+        aps.append(ap)
+        for k in ks:
+            precisions[k].append(prec[k])
+    if not aps:
+        return 0.0, {k: 0.0 for k in ks}
+    return float(np.concatenate(aps).mean()), {k: float(np.concatenate(precisions[k]).mean()) for k in ks}
+
+
+def _queries_per_second(index, db, queries, k: int, spec, rerank: Rerank) -> float:
+    """All queries in one batch: the top-k search, with re-ranking's search and expansion."""
+    if not len(queries):
+        return 0.0
+    t0 = time.perf_counter()
+    q = expand_arrays(index, db, queries, rerank, spec.metric) if rerank.on else queries
+    faiss_index.search(index, q, k, spec)
+    return len(queries) / max(time.perf_counter() - t0, 1e-9)
 
 
 def evaluate_model_retrieval(
@@ -88,6 +130,7 @@ def evaluate_model_retrieval(
     its test (or val/) split as the queries with `loaded` (a LoadedModel), then
     evaluate_retrieval. `progress(total, name)` returns a callable taking a number of images
     done, with .close()."""
+    rerank, dba = parse_rerank(opts.rerank), parse_dba(opts.dba)  # bad settings fail before any embedding
     dim = feature_dim(loaded.model, loaded.preprocess, opts.layer)
     faiss_index.create(IndexSpec(dim, opts.factory, opts.metric, opts.pca, opts.whiten))  # a bad spec fails now
     database, queries = resolve_classification(opts.data, loaded.preprocess.base_size, command="eval-retrieval")
@@ -111,7 +154,8 @@ def evaluate_model_retrieval(
             warn(f"skipped {len(vectors[name][2])} unreadable {name} image(s), e.g. {vectors[name][2][0]}")
     (db, db_labels, _), (q, q_labels, _) = vectors["database"], vectors["queries"]
     spec = IndexSpec(db.shape[1], opts.factory, opts.metric, opts.pca, opts.whiten)
+    ks = tuple(sorted(set(opts.ks)))
     result = evaluate_retrieval(
-        db, db_labels, q, q_labels, spec, tuple(sorted(set(opts.ks))), params=opts.params, device=device
+        db, db_labels, q, q_labels, spec, ks, params=opts.params, device=device, rerank=rerank, dba=dba
     )
     return {"model": str(loaded.source), "layer": opts.layer, "data": opts.data, **result}

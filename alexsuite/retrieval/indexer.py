@@ -25,9 +25,11 @@ from ..errors import AlexsuiteError, ConfigError, DataError
 from ..fileio import file_sha256
 from ..settings import default_of, finite, help_of, require, setting
 from . import index as faiss_index
+from . import rerank
 from .index import IndexSpec
 from .store import (
     DEFAULT_INDEX,
+    RAW_FILE,
     IndexStore,
     check_index_folder,
     check_model,
@@ -68,6 +70,14 @@ class IndexOptions:
     whiten: bool | None = setting(
         None, help_of(IndexSpec, "whiten") + (" [default: whiten]" if default_of(IndexSpec, "whiten") else "")
     )
+    dba: str | None = setting(
+        None,
+        "Database-side augmentation, e.g. n=5,alpha=3: each stored vector becomes the weighted mean of "
+        "itself and its n nearest indexed neighbours (weights cosine^alpha), re-normalised for cosine; "
+        "queries are not changed. The embedded vectors are kept in raw.faiss (a full-precision copy), so "
+        "an update recomputes only the neighbourhoods it changes. none: off." + _KEEP.format("none"),
+        "Radenović 2018",
+    )
     batch_size: int = setting(BATCH_SIZE, "Images per forward pass.")
     workers: int = setting(2, "Decoding processes.")
     prune: bool = setting(False, "Remove indexed images under IMAGES whose files are gone.")
@@ -91,6 +101,7 @@ class IndexReport:
     failed: int = 0  # unreadable images, skipped
     non_images: int = 0
     linked: int = 0  # reached through a link, and indexed already under their own path
+    augmented: int = 0  # images already indexed whose --dba vector an addition or removal changed
     total: int = 0  # images in the index afterwards
     seconds: float = 0.0
     images_per_s: float = 0.0
@@ -256,17 +267,7 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
             store.save_index()
             warn(f"removed {dropped} vector(s) left by an interrupted run")
     else:
-        layer, factory = opts.layer or DEFAULT_LAYER, opts.factory or default_of(IndexSpec, "factory")
-        spec = IndexSpec(
-            feature_dim(loaded.model, loaded.preprocess, layer),
-            factory,
-            opts.metric or default_of(IndexSpec, "metric"),
-            opts.pca,
-            default_of(IndexSpec, "whiten") if opts.whiten is None else opts.whiten,
-            faiss_index.default_search_params(factory),
-        )
-        faiss_index.create(spec)  # fail on a bad factory before any work is done
-        store = IndexStore.create(store_dir, model_record(loaded), layer, loaded.preprocess.to_dict(), spec)
+        store = _create(store_dir, loaded, opts)
     listed = files is not None
     scan = listed_images(files) if listed else scan_images(root)
     files, report.non_images = scan.images, len(scan.others)
@@ -288,12 +289,44 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
     return plan, store
 
 
+def _create(store_dir: Path, loaded, opts: IndexOptions) -> IndexStore:
+    """A new index's manifest, after its settings are checked (before any work is done)."""
+    layer, factory = opts.layer or DEFAULT_LAYER, opts.factory or default_of(IndexSpec, "factory")
+    spec = IndexSpec(
+        feature_dim(loaded.model, loaded.preprocess, layer),
+        factory,
+        opts.metric or default_of(IndexSpec, "metric"),
+        opts.pca,
+        default_of(IndexSpec, "whiten") if opts.whiten is None else opts.whiten,
+        faiss_index.default_search_params(factory),
+    )
+    dba = rerank.parse_dba(opts.dba)
+    (store_dir / RAW_FILE).unlink(missing_ok=True)  # left by a first commit that never finished
+    empty = faiss_index.create(spec)  # fails on a bad factory
+    if dba and not faiss_index.remove(empty, [0]):
+        raise ConfigError(
+            f"--dba with --factory {factory}: this index cannot replace a stored vector, as an update's "
+            "augmentation must; use Flat, IVF or PQ factories, or leave out --dba"
+        )
+    return IndexStore.create(store_dir, model_record(loaded), layer, loaded.preprocess.to_dict(), spec, dba)
+
+
+def _augmented(store: IndexStore) -> rerank.Augmented:
+    """The raw vectors and radii a --dba index's writer keeps up to date."""
+    raw = store.read_raw()
+    raw = raw if raw is not None else rerank.raw_index(store.spec.dim, store.spec.metric)
+    return rerank.Augmented(raw, store.radii(), store.dba, store.row_ids())
+
+
 def _lost_vectors(store: IndexStore, root: Path, warn) -> frozenset:
     """Ids of rows without a vector in index.faiss. Those under `root` are embedded again by
     this run; others are named, with the command that mends them."""
     if store.index is None or not store.count():
         return frozenset()
     held = set(faiss_index.stored_ids(store.index).tolist())
+    if store.dba:  # a DBA vector is made from the raw one: without it the image is embedded again
+        raw = store.read_raw()
+        held &= set(faiss_index.stored_ids(raw).tolist()) if raw is not None else set()
     lost = frozenset(r for (r,) in store.db.execute("SELECT id FROM images") if r not in held)
     elsewhere = len(lost) - len([r for r in store.rows_under(root).values() if r.id in lost])
     if elsewhere:
@@ -313,6 +346,7 @@ def _check_same_settings(store: IndexStore, opts: IndexOptions) -> None:
         "metric": opts.metric,
         "pca": opts.pca,
         "whiten": opts.whiten,
+        "dba": None if opts.dba is None else str(rerank.parse_dba(opts.dba) or "none"),
     }
     have = {
         "layer": store.manifest["layer"],
@@ -320,6 +354,7 @@ def _check_same_settings(store: IndexStore, opts: IndexOptions) -> None:
         "metric": store.spec.metric,
         "pca": store.spec.pca,
         "whiten": store.spec.whiten,
+        "dba": str(store.dba or "none"),
     }
     diff = [f"--{k} {have[k]} (asked {asked[k]})" for k in asked if asked[k] is not None and asked[k] != have[k]]
     if diff:
@@ -398,6 +433,7 @@ class _Writer:
         self.pending_removals = list(plan.remove)
         self.pending_touch = list(plan.touch)
         self.train_size = min(TRAIN_CAP, TRAIN_BYTES // (4 * store.spec.dim))
+        self.dba = _augmented(store) if store.dba else None
 
     def stage(self, positions: np.ndarray, vectors: np.ndarray) -> None:
         if len(positions):
@@ -415,7 +451,7 @@ class _Writer:
         3. remove the deleted rows' vectors and replace index.faiss again (until then they
            are vectors without rows, skipped by searches and dropped by the next writer)."""
         store, report = self.store, self.plan.report
-        if not (self.files or self.pending_removals or self.pending_touch):
+        if not (self.files or self.pending_removals or self.pending_touch or (self.dba and self.dba.stale)):
             return
         rows, keep = [], []
         for i, p in enumerate(self.files):
@@ -427,15 +463,13 @@ class _Writer:
         ids = np.arange(self.next_id, self.next_id + len(rows), dtype=np.int64)
         replaced = [self.plan.replace[r[0]] for r in rows if r[0] in self.plan.replace]
         deleted = replaced + self.pending_removals
-        if vectors is not None:
-            if not self.index.is_trained:
-                for advice in faiss_index.train(self.index, vectors[: self.train_size], store.spec, self.device):
-                    self.warn(advice)
-            faiss_index.add(self.index, vectors, ids, store.spec)
-        if self.index.is_trained and vectors is not None:
-            store.index = self.index
-            store.save_index()  # step 1
+        if vectors is not None and not self.index.is_trained:
+            for advice in faiss_index.train(self.index, vectors[: self.train_size], store.spec, self.device):
+                self.warn(advice)
+        radii = self._add(vectors, ids, deleted)  # step 1
         with store.db:  # step 2
+            if radii is not None:
+                store.set_radii(*radii, deleted)
             store.db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in deleted])
             store.db.executemany(
                 "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)", [(int(i), *r) for i, r in zip(ids, rows)]
@@ -449,6 +483,31 @@ class _Writer:
         report.added += len(rows) - len(replaced)
         self.next_id += len(rows)
         self.vectors, self.files, self.pending_removals, self.pending_touch = [], [], [], []
+
+    def _add(self, vectors, ids: np.ndarray, deleted: list) -> tuple | None:
+        """Step 1: the new vectors into index.faiss, saved. Under --dba they go in augmented, with
+        the stored ones whose neighbourhood this commit changes replaced, raw.faiss saved first;
+        returns (ids, radii) of the augmented vectors for SQLite."""
+        store = self.store
+        if self.dba is None:
+            if vectors is not None:
+                faiss_index.add(self.index, vectors, ids, store.spec)
+                store.index = self.index
+                store.save_index()
+            return None
+        if not self.index.is_trained:
+            return None  # nothing was ever added
+        raw = faiss_index.prepare(vectors, store.spec) if vectors is not None else np.empty((0, store.spec.dim))
+        todo, augmented, radii = self.dba.update(raw, ids, deleted)
+        changed = np.setdiff1d(todo, ids)
+        faiss_index.remove(self.index, changed)
+        if len(todo):
+            faiss_index.add(self.index, augmented, todo, store.spec)
+        store.save_raw(self.dba.raw)
+        store.index = self.index
+        store.save_index()
+        self.plan.report.augmented += len(changed)
+        return todo, radii
 
     def _label(self, p: Path) -> str | None:
         return (p.parent.name or None) if self.plan.listed else label_of(p, self.plan.root)

@@ -14,6 +14,7 @@ from ..embedding import embed_batches, input_size, is_whole_image
 from ..errors import ConfigError, DataError, ImageDecodeError
 from ..settings import default_of, setting
 from . import index as faiss_index
+from .rerank import Rerank, mean_of_neighbours
 from .store import DEFAULT_INDEX, IndexStore, check_model
 
 GPU_MAX_K = 2048  # FAISS GPU indexes return at most this many neighbours; beyond, search on the CPU copy
@@ -33,6 +34,14 @@ class SearchSettings:
     )
     device: str = setting("auto", "auto, cpu or cuda[:N] (a GPU copy of the index where FAISS has one).")
     workers: int = setting(0, "Decoding processes for many queries.")
+    rerank: str = setting(
+        "none",
+        "Query expansion, e.g. aqe:n=5,alpha=3: search once, replace the query by the weighted mean of "
+        "itself (weight 1) and its top n results (weights cosine^alpha; alpha 0: plain average), "
+        "re-normalised for cosine indexes, and search again; about twice the search time. l2 indexes "
+        "weigh by the cosine too and search the mean in their own space. none: off.",
+        "Radenović 2018; Chum 2007",
+    )
 
 
 @dataclass
@@ -130,10 +139,13 @@ class Searcher:
         workers: int = default_of(SearchSettings, "workers"),
         exclude_self: bool = True,
         guard=contextlib.nullcontext,
+        rerank: Rerank | list[Rerank] = Rerank(),
     ) -> list[QueryResult]:
         """One QueryResult per input, in order; unreadable queries carry an error, not results.
         An indexed file is left out of its own results. `guard()`: a context held around each
-        batch's FAISS search and row lookups, not its forward pass (the server's lock)."""
+        batch's FAISS search and row lookups, not its forward pass (the server's lock).
+        `rerank`: one for all inputs, or one per input."""
+        reranks = list(rerank) if isinstance(rerank, (list, tuple)) else [rerank] * len(inputs)
         results = [QueryResult(i.name, source=i) for i in inputs]
         for r, i in zip(results, inputs):
             if i.path is not None and not is_image_path(i.path):
@@ -162,9 +174,19 @@ class Searcher:
                 which = [todo[int(p)] for p in batch.positions]
                 with guard():
                     self_ids = [self._own_id(inputs[n].path) if exclude_self else None for n in which]
-                    for n, hits in zip(which, self.search_vectors(batch.vectors, k, self_ids)):
+                    found = self._search_each(batch.vectors, k, self_ids, [reranks[n] for n in which])
+                    for n, hits in zip(which, found):
                         results[n].results = hits
         return results
+
+    def _search_each(self, vectors: np.ndarray, k: int, exclude: list, reranks: list) -> list[list[Hit]]:
+        """search_vectors once per distinct re-ranking the queries ask for (usually one)."""
+        out: list = [None] * len(vectors)
+        for rerank in dict.fromkeys(reranks):
+            rows = [i for i, r in enumerate(reranks) if r == rerank]
+            for i, hits in zip(rows, self.search_vectors(vectors[rows], k, [exclude[i] for i in rows], rerank)):
+                out[i] = hits
+        return out
 
     def _own_id(self, path: Path | None) -> int | None:
         if path is None:
@@ -172,7 +194,32 @@ class Searcher:
         row = self.store.row_by_path(path.expanduser().resolve())
         return row.id if row else None
 
-    def search_vectors(self, vectors: np.ndarray, k: int, exclude=None) -> list[list[Hit]]:
+    def search_vectors(self, vectors: np.ndarray, k: int, exclude=None, rerank: Rerank = Rerank()) -> list[list[Hit]]:
+        """Top-k per vector (`exclude`: an id per vector to leave out, its own), after query
+        expansion when `rerank` asks for it."""
+        if rerank.on:
+            vectors = self._expanded(vectors, rerank, exclude)
+        return self._nearest(vectors, k, exclude)
+
+    def _expanded(self, vectors: np.ndarray, rerank: Rerank, exclude) -> np.ndarray:
+        """aQE: each query replaced by the weighted mean of itself and its top n results' stored
+        (searchable) vectors [source: Radenović 2018]; the query's own image is no result of it."""
+        first = self._nearest(vectors, rerank.n, exclude)
+        ids = np.full((len(vectors), rerank.n), -1, np.int64)
+        for q, hits in enumerate(first):
+            ids[q, : len(hits)] = [h.id for h in hits]
+        return mean_of_neighbours(vectors, ids, self._stored, rerank.alpha, self.store.spec.metric)
+
+    def _stored(self, ids: np.ndarray) -> np.ndarray:
+        try:
+            return faiss_index.reconstruct(self.store.index, ids)
+        except ConfigError:
+            raise ConfigError(
+                f"--rerank: this {self.store.spec.full_factory} index cannot give back its vectors for query "
+                "expansion; use --rerank none, or an index built with another --factory (Flat, IVF, HNSW, PQ)"
+            ) from None
+
+    def _nearest(self, vectors: np.ndarray, k: int, exclude=None) -> list[list[Hit]]:
         """Top-k per vector. Over-fetches by the number of vectors without a row (removed
         from an index type that cannot delete, or left by a killed writer) and drops them."""
         extra = self.store.dead_vectors() + 1  # +1: the query itself, when it is indexed

@@ -1,4 +1,5 @@
-"""An index directory on disk: index.faiss + meta.sqlite + manifest.json (+ .lock).
+"""An index directory on disk: index.faiss + meta.sqlite + manifest.json (+ .lock; + raw.faiss
+for an index with database-side augmentation).
 
 - manifest.json says how the vectors were made (model fingerprint, layer, preprocessing) and
   how they are indexed (IndexSpec); it is written once, atomically, when the index is created.
@@ -8,6 +9,9 @@
   commits, so a crash at any moment leaves at worst vectors without rows, which searches skip
   and the next writer removes. The previous index stays usable; the next run resumes.
 - One writer at a time holds an exclusive lock on .lock; readers never lock (SQLite WAL).
+- With --dba, index.faiss holds the augmented vectors; raw.faiss keeps the embedded ones (exact,
+  an id-mapped flat index) and the `dba` table each one's n-th neighbour distance, so an update
+  recomputes only the neighbourhoods it changes. Only writers read them (rerank.Augmented).
 """
 
 from __future__ import annotations
@@ -34,9 +38,11 @@ from ..errors import AlexsuiteError, CheckpointError, ConfigError, DataError, Di
 from ..fileio import atomic_write_bytes, atomic_write_text, display_path
 from ..version import __version__
 from . import index as faiss_index
+from .rerank import Dba
 
 FORMAT = "alexsuite-index/1"
 INDEX_FILE, META_FILE, MANIFEST_FILE, LOCK_FILE = "index.faiss", "meta.sqlite", "manifest.json", ".lock"
+RAW_FILE = "raw.faiss"  # the embedded vectors of an index whose searchable ones are augmented (--dba)
 DEFAULT_ROOT = Path("indexes")
 DEFAULT_INDEX = "default"  # the name an index gets when none is given: indexes/default
 
@@ -53,6 +59,15 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE INDEX IF NOT EXISTS images_sha256 ON images (sha256);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+DBA_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dba (
+    id     INTEGER PRIMARY KEY,     -- the vector's id, in raw.faiss and index.faiss
+    radius REAL NOT NULL            -- distance to its n-th nearest raw neighbour (inf: fewer than n)
+);
+"""
+
+
+_UNREAD = object()  # raw.faiss not read yet (None: read, and absent)
 
 
 class IndexBusyError(AlexsuiteError):
@@ -75,7 +90,7 @@ def resolve_dir(name_or_path: str | os.PathLike) -> Path:
     return root
 
 
-INDEX_NAMES = {INDEX_FILE, META_FILE, META_FILE + "-wal", META_FILE + "-shm", MANIFEST_FILE, LOCK_FILE}
+INDEX_NAMES = {INDEX_FILE, META_FILE, META_FILE + "-wal", META_FILE + "-shm", MANIFEST_FILE, LOCK_FILE, RAW_FILE}
 
 
 def check_index_folder(root: Path, rebuild: bool, images: str = "IMAGES") -> None:
@@ -120,6 +135,8 @@ class IndexStore:
         self.db = db
         self.index = index
         self.spec = faiss_index.IndexSpec.from_dict(manifest["spec"], f"{root / MANIFEST_FILE}: spec")
+        self.dba = Dba.from_manifest(manifest.get("dba"), f"{root / MANIFEST_FILE}: dba")
+        self._raw = _UNREAD
 
     # ---- opening -------------------------------------------------------------------------
     @staticmethod
@@ -132,7 +149,9 @@ class IndexStore:
         return _read_manifest(root)
 
     @classmethod
-    def create(cls, root: Path, model: dict, layer: str, preprocess: dict, spec: faiss_index.IndexSpec) -> IndexStore:
+    def create(
+        cls, root: Path, model: dict, layer: str, preprocess: dict, spec: faiss_index.IndexSpec, dba: Dba | None = None
+    ) -> IndexStore:
         """Write the manifest of a new, empty index (caller holds the lock)."""
         root.mkdir(parents=True, exist_ok=True)
         manifest = {
@@ -144,9 +163,13 @@ class IndexStore:
             "layer": layer,
             "preprocess": preprocess,
             "spec": spec.to_dict(),
+            "dba": dba.to_dict() if dba else None,
         }
         atomic_write_text(root / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
-        return cls(root, manifest, _connect(root, write=True, create=True), None)
+        db = _connect(root, write=True, create=True)
+        if dba:
+            db.executescript(DBA_SCHEMA)
+        return cls(root, manifest, db, None)
 
     @classmethod
     def open_read(cls, root: Path) -> IndexStore:
@@ -157,7 +180,10 @@ class IndexStore:
     @classmethod
     def open_write(cls, root: Path) -> IndexStore:
         """Open for adding to it (caller holds the lock)."""
-        return cls._open(root, write=True)
+        store = cls._open(root, write=True)
+        if store.dba:
+            store.db.executescript(DBA_SCHEMA)
+        return store
 
     @classmethod
     def _open(cls, root: Path, write: bool) -> IndexStore:
@@ -191,6 +217,28 @@ class IndexStore:
                 f"{path}: {problem}; rebuild with `alexsuite index IMAGES --index {self.root} --rebuild`"
             ) from None
         return index
+
+    def read_raw(self) -> faiss.Index | None:
+        """raw.faiss, read once (None if absent: nothing committed, or lost, and then embedded again)."""
+        if self._raw is _UNREAD:
+            self._raw = self._load_raw()
+        return self._raw
+
+    def _load_raw(self) -> faiss.Index | None:
+        path = self.root / RAW_FILE
+        if not path.exists():
+            return None
+        try:
+            raw = faiss.read_index(str(path))
+        except RuntimeError:
+            raw = None
+        fits = raw is not None and isinstance(faiss.downcast_index(raw), faiss.IndexIDMap2)
+        if not fits or raw.d != self.spec.dim or raw.metric_type != self.spec.faiss_metric:
+            raise DataError(
+                f"{path}: not the raw vectors of this index; rebuild with `alexsuite index IMAGES --index {self.root} "
+                "--rebuild`"
+            )
+        return raw
 
     def close(self) -> None:
         self.db.close()
@@ -231,6 +279,18 @@ class IndexStore:
         """Inside the writer's transaction."""
         self.db.execute("INSERT OR REPLACE INTO counters VALUES ('next_id', ?)", (value,))
 
+    def row_ids(self) -> np.ndarray:
+        return np.array([r for (r,) in self.db.execute("SELECT id FROM images ORDER BY id")], np.int64)
+
+    def radii(self) -> dict[int, float]:
+        """Each DBA vector's n-th neighbour distance, by id."""
+        return dict(self.db.execute("SELECT id, radius FROM dba"))
+
+    def set_radii(self, ids, radii, deleted) -> None:
+        """Inside the writer's transaction, with the rows they belong to."""
+        self.db.executemany("DELETE FROM dba WHERE id = ?", [(int(i),) for i in deleted])
+        self.db.executemany("INSERT OR REPLACE INTO dba VALUES (?, ?)", zip(map(int, ids), map(float, radii)))
+
     def dead_vectors(self) -> int:
         """Vectors in the index without a row (removed but not removable, or a writer died)."""
         return max(0, (self.index.ntotal if self.index is not None else 0) - self.count())
@@ -240,6 +300,10 @@ class IndexStore:
         atomic_write_bytes(
             self.root / INDEX_FILE, lambda f: faiss.write_index(self.index, faiss.PyCallbackIOWriter(f.write))
         )
+
+    def save_raw(self, raw: faiss.Index) -> None:
+        atomic_write_bytes(self.root / RAW_FILE, lambda f: faiss.write_index(raw, faiss.PyCallbackIOWriter(f.write)))
+        self._raw = raw
 
     def drop_orphans(self) -> int:
         """Remove vectors whose rows never committed (a writer was killed between the two)."""

@@ -10,6 +10,7 @@ import hmac
 import io
 import logging
 import os
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from ..data.decode import decode_bytes
 from ..data.inputs import ImageInput
 from ..errors import AlexsuiteError, DataError
 from ..fileio import open_regular
+from ..retrieval.rerank import Rerank, parse_rerank
 from ..version import __version__
+from .live import Reranked
 from .settings import ServeSettings, is_loopback
 
 log = logging.getLogger("alexsuite.serve")
@@ -59,15 +62,23 @@ def create_app(service, settings: ServeSettings) -> FastAPI:
 
     @app.post("/search")
     async def search_upload(
-        file: UploadFile = File(...), k: int | None = Query(None, ge=1), params: str | None = None
+        file: UploadFile = File(...),
+        k: int | None = Query(None, ge=1),
+        params: str | None = None,
+        rerank: str | None = None,
     ) -> dict:
+        asked = _rerank(rerank, settings)  # a bad rerank fails before the upload is decoded
         image = await _upload(file, settings)
-        return await service.search(image, _k(k, settings), params)
+        return await service.search(_with_rerank(image, asked), _k(k, settings), params)
 
     @app.get("/search")
     async def search_id(
-        id: int = Query(..., ge=0, le=MAX_ID), k: int | None = Query(None, ge=1), params: str | None = None
+        id: int = Query(..., ge=0, le=MAX_ID),
+        k: int | None = Query(None, ge=1),
+        params: str | None = None,
+        rerank: str | None = None,
     ):
+        asked = _rerank(rerank, settings)
         image = await asyncio.get_running_loop().run_in_executor(None, service.indexed, id)  # waits on the lock
         return await service.search(_with_rerank(image, asked), _k(k, settings), params)
 
@@ -110,6 +121,18 @@ def _k(k: int | None, settings: ServeSettings) -> int:
     if k > settings.max_k:
         raise HTTPException(400, f"k={k}: at most {settings.max_k}")
     return k
+
+
+def _rerank(text: str | None, settings: ServeSettings) -> Rerank:
+    """A request's `rerank` (as `alexsuite search --rerank`), its n within the server's max_k."""
+    asked = parse_rerank(text)
+    if asked.on and asked.n > settings.max_k:
+        raise HTTPException(400, f"rerank n={asked.n}: at most {settings.max_k}")
+    return asked
+
+
+def _with_rerank(image: ImageInput, rerank: Rerank) -> ImageInput:
+    return Reranked(**{f.name: getattr(image, f.name) for f in fields(image)}, rerank=rerank) if rerank.on else image
 
 
 async def _upload(file: UploadFile, settings: ServeSettings) -> ImageInput:

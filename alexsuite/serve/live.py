@@ -11,9 +11,12 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import contextmanager, nullcontext, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.inputs import ImageInput
 from ..retrieval import index as faiss_index
+from ..retrieval.rerank import Rerank
 from ..retrieval.search import Searcher
 from ..retrieval.store import INDEX_FILE, MANIFEST_FILE, META_FILE, IndexStore
 
@@ -38,13 +41,29 @@ def last_commit(root: Path) -> float | None:
     return max(times) if times else None
 
 
+@dataclass(frozen=True)
+class Reranked(ImageInput):
+    """A query with the re-ranking its request asked for (`rerank=aqe:...`): it travels with the
+    image through the batcher, so queries that share a forward pass may each ask their own."""
+
+    rerank: Rerank = Rerank()
+
+
+class ServedSearcher(Searcher):
+    """The server's Searcher: each query is re-ranked as its own request asked (Reranked)."""
+
+    def search_inputs(self, inputs, *args, **kwargs):
+        kwargs.setdefault("rerank", [getattr(i, "rerank", Rerank()) for i in inputs])
+        return super().search_inputs(inputs, *args, **kwargs)
+
+
 class Snapshot:
     """One opened state of the index: its store (SQLite rows) and a Searcher per FAISS params."""
 
     def __init__(self, root: Path, loaded, device):
         self.sig = signature(root)
         self.store = IndexStore.open_read(root)
-        self.search = Searcher(self.store, loaded, device)
+        self.search = ServedSearcher(self.store, loaded, device)
         self.users, self.retired = 0, False
         self.lock = threading.Lock()  # one SQLite connection and one FAISS index: one user at a time
 
