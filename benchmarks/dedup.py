@@ -2,6 +2,8 @@
 
     python benchmarks/dedup.py [--models runs/demo/train/best.pt,runs/bench/fashion-mnist/last.pt]
 
+Needs `apt-get install opencv-doc` (the photos) and `pip install -e '.[bench]'` (imagehash, scikit-image).
+
 Photos: the real photos on hand (OpenCV's samples from the opencv-doc package, scikit-image's
 data, the bundled ones), one of each (a thumbnail comparison drops the same photo shipped
 twice). Each photo gets seven known near-copies: rescaled (30-70%), re-compressed (JPEG
@@ -248,7 +250,7 @@ def main():
         path = write_result(
             args.result,
             {
-                "protocol": __doc__.split("\n\n")[1].replace("\n", " ").strip(),
+                "protocol": next(p for p in __doc__.split("\n\n") if p.startswith("Photos")).replace("\n", " "),
                 "photos": len(sources),
                 "images_per_set": n,
                 "rows": rows,
