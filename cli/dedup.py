@@ -59,7 +59,7 @@ def dedup_cmd(images, index_name, as_json, sheet, remove_list, **settings):
 
     \b
     Examples:
-      alexsuite dedup runs/demo/images/test                  # table of groups
+      alexsuite dedup runs/demo/scenes/JPEGImages            # scenes made from the same photo
       alexsuite dedup photos/ --list-to-remove copies.txt    # then review copies.txt
       alexsuite dedup photos/ --sheet groups/ --json > groups.jsonl
       alexsuite dedup --index runs/demo/index --threshold 0.01
