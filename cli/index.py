@@ -12,9 +12,9 @@ from alexsuite.devices import resolve_device
 from alexsuite.distributed import init_from_env, shutdown
 from alexsuite.embedding import IMAGE_LAYERS
 from alexsuite.models.checkpoint import load_model
+from alexsuite.retrieval.backend import locate
 from alexsuite.retrieval.index import METRICS
 from alexsuite.retrieval.indexer import IndexOptions
-from alexsuite.retrieval.store import resolve_dir
 
 from .main import main
 from .options import option
@@ -36,6 +36,7 @@ from .progress import Bar
 @option(IndexOptions, "metric", type=click.Choice(METRICS))
 @option(IndexOptions, "pca", type=click.IntRange(min=1))
 @option(IndexOptions, "whiten", "--whiten/--no-whiten")
+@option(IndexOptions, "on_disk", "--on-disk/--in-memory")
 @option(IndexOptions, "dba")
 @option(IndexOptions, "prune")
 @option(IndexOptions, "rebuild")
@@ -72,7 +73,7 @@ def index_cmd(images, files_from, index_name, as_json, **settings):
     listed = [line.rstrip("\r\n") for line in files_from if line.strip()] if files_from else []
     if not images and not listed:
         raise click.UsageError("give IMAGES folders, or --files-from LIST")
-    store_dir = resolve_dir(opts.index)
+    store_dir = locate(opts.index)
     ctx, dev = init_from_env(resolve_device(opts.device))
     try:
         loaded = load_model(index_model(store_dir, opts.model), dev)

@@ -13,17 +13,19 @@ from ..devices import resolve_device
 from ..distributed import DistContext
 from ..errors import ConfigError, DataError
 from ..models.checkpoint import default_model, load_model
-from ..retrieval import index as faiss_index
+from ..retrieval import backend
+from ..retrieval.backend import Store
 from ..retrieval.dedup import FLAT_UP_TO, DedupSettings, Group, find_duplicates
 from ..retrieval.indexer import IndexOptions, IndexReport, update_index
 from ..retrieval.rerank import parse_rerank
 from ..retrieval.search import QueryResult, Searcher, SearchSettings, expand_queries
-from ..retrieval.store import DEFAULT_INDEX, IndexStore, resolve_dir
+from ..retrieval.store import DEFAULT_INDEX
 from ._common import raise_first, settings_with
 
 
 class Index:
-    """An index directory (a name kept under indexes/, or a path with a /). Opened read-only for
+    """An index directory (a name kept under indexes/, or a path with a /) or a Milvus collection
+    (milvus://HOST:PORT/COLLECTION, milvus-lite:PATH.db/COLLECTION). Opened read-only for
     searching; `add` takes the writer's lock for the time of the update only.
 
     >>> index = Index("runs/demo/index")                          # doctest: +SKIP
@@ -31,7 +33,7 @@ class Index:
     """
 
     def __init__(self, name: str | os.PathLike = DEFAULT_INDEX, model=None, device: str = "auto"):
-        self.root = resolve_dir(name)
+        self.root = backend.locate(name)
         self.device = resolve_device(device)
         self._model, self._loaded, self._store, self._searcher_open = model, None, None, None
 
@@ -71,8 +73,7 @@ class Index:
         if not inputs:
             raise DataError("give at least one query image, or an id")
         searcher = self._searcher()
-        # the FAISS index is shared: set this call's parameters (or the index's own) every time
-        faiss_index.set_search_params(searcher.index, store.spec.search_params if opts.params is None else opts.params)
+        searcher.set_params(opts.params)  # the index is shared: this call's parameters (or its own) every time
         results = searcher.search_inputs(inputs, opts.k, workers=opts.workers, rerank=rerank)
         if not skip_unreadable:
             raise_first(r.failure for r in results)
@@ -105,9 +106,9 @@ class Index:
             self._loaded = load_model(index_model(self.root, self._model), self.device)
         return self._loaded
 
-    def _open(self) -> IndexStore:
+    def _open(self) -> Store:
         if self._store is None:
-            self._store = IndexStore.open_read(self.root)
+            self._store = backend.open_read(self.root)
         return self._store
 
     def _searcher(self) -> Searcher:
@@ -179,16 +180,17 @@ def duplicates_in(
         return index.duplicates(opts)
 
 
-def index_model(root: Path, model: str | None = None) -> str:
+def index_model(root: Path | str, model: str | None = None) -> str:
     """`model`, else the model that built this index (a --rebuild too: the same vectors made
     again), else the newest training run."""
     if model:
         return model
-    if not IndexStore.exists(root) and any((root / n).exists() for n in ("meta.sqlite", "index.faiss")):
+    damaged = isinstance(root, Path) and any((root / n).exists() for n in ("meta.sqlite", "index.faiss"))
+    if damaged and not backend.exists(root):
         raise ConfigError(
             f"--index {root}: its manifest is gone, and with it the model's name: rebuild it with "
             "--rebuild, and pass --model"
         )
-    if IndexStore.exists(root):
-        return IndexStore.manifest_of(root)["model"]["source"]
+    if backend.exists(root):
+        return backend.manifest_of(root)["model"]["source"]
     return str(default_model())

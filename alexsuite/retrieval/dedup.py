@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..settings import finite, require, setting
-from . import index as faiss_index
-from .store import IndexStore
+from .backend import Store
 
 CHUNK = 1024  # stored vectors searched per FAISS call (and (CHUNK, k, d) floats compared)
 
@@ -92,14 +91,14 @@ class Group:
         return viz.duplicates_sheet(self, path)
 
 
-def find_duplicates(store: IndexStore, opts: DedupSettings = DedupSettings()) -> list[Group]:
+def find_duplicates(store: Store, opts: DedupSettings = DedupSettings()) -> list[Group]:
     """Groups of two or more indexed images, largest group first."""
     opts.check()
     threshold = opts.threshold_for(store.manifest["layer"])
-    rows = {r[0]: r for r in store.db.execute("SELECT id, path, size, sha256 FROM images")}
+    rows = {i: (r.id, r.path, r.size, r.sha256) for i, r in store.all_rows().items()}
     near = _exact_pairs(rows)
-    if threshold > 0 and store.index is not None and store.index.ntotal:
-        faiss_index.set_search_params(store.index, store.spec.search_params)  # e.g. efSearch: recall over speed
+    if threshold > 0 and not store.is_empty():
+        store.use()  # the index's own search parameters, e.g. efSearch: recall over speed
         for a, links in _near_pairs(store, set(rows), threshold, opts.neighbours).items():
             near.setdefault(a, {}).update({b: d for b, d in links.items() if b not in near.get(a, {})})
     groups = [_group(rows, keep, members) for keep, members in star_groups(rows, near)]
@@ -119,16 +118,16 @@ def _exact_pairs(rows: dict) -> dict[int, dict[int, float]]:
     return links
 
 
-def _near_pairs(store: IndexStore, known: set, threshold: float, neighbours: int) -> dict[int, dict[int, float]]:
+def _near_pairs(store: Store, known: set, threshold: float, neighbours: int) -> dict[int, dict[int, float]]:
     """Each image's neighbours within the threshold (both directions), by cosine distance of
     the stored vectors; a vector without a row (removed, or left by a killed writer) is skipped."""
-    ids = np.array(sorted(set(faiss_index.stored_ids(store.index).tolist()) & known), np.int64)
-    k = min(neighbours + 1 + store.dead_vectors(), store.index.ntotal)  # +1: each image finds itself
+    ids = np.array(sorted(set(store.stored_ids().tolist()) & known), np.int64)
+    k = min(neighbours + 1, len(ids))  # +1: each image finds itself
     links: dict[int, dict[int, float]] = {}
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
-        vectors = faiss_index.reconstruct(store.index, chunk)
-        _, found = faiss_index.search(store.index, vectors, k, store.spec)
+        vectors = store.reconstruct(chunk)
+        _, found = store.search(vectors, k)
         distances = _cosine_distances(store, _unit(vectors), found)
         found[(found == chunk[:, None]) | ~np.isin(found, ids) | (distances > threshold)] = -1
         for row, col in zip(*np.nonzero(found >= 0)):
@@ -138,10 +137,10 @@ def _near_pairs(store: IndexStore, known: set, threshold: float, neighbours: int
     return links
 
 
-def _cosine_distances(store: IndexStore, unit: np.ndarray, found: np.ndarray) -> np.ndarray:
+def _cosine_distances(store: Store, unit: np.ndarray, found: np.ndarray) -> np.ndarray:
     """1 - cos between each query (row of `unit`) and each image it found ((Q, k); inf where none)."""
     near = np.unique(found[found >= 0])
-    others = _unit(faiss_index.reconstruct(store.index, near))
+    others = _unit(store.reconstruct(near))
     where = np.searchsorted(near, np.where(found >= 0, found, near[0] if len(near) else 0))
     out = 1.0 - np.einsum("qkd,qd->qk", others[where], unit) if len(near) else np.ones(found.shape)
     return np.where(found >= 0, out, np.inf)

@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..settings import from_dict, require, setting
 
 METRICS = ("l2", "cosine")
+GPU_MAX_K = 2048  # FAISS GPU indexes return at most this many neighbours; beyond, search on the CPU copy
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,12 @@ class IndexSpec:
     pca: int | None = setting(None, "Reduce vectors to N dimensions with PCA first.")
     whiten: bool = setting(True, "With --pca: whiten the components (PCAW).", "Jégou & Chum 2012")
     search_params: str = setting("", "FAISS ParameterSpace string applied at search, e.g. nprobe=16.")
+    on_disk: bool = setting(
+        False,
+        "IVF factories: keep the inverted lists in a memory-mapped file beside index.faiss, so searching "
+        "needs memory for the coarse quantizer and the lists it probes, not for every vector.",
+        "FAISS wiki, Indexes that do not fit in RAM",
+    )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +52,12 @@ class IndexSpec:
         spec = from_dict(cls, d, where)
         require(spec.dim >= 1 and (spec.pca is None or spec.pca >= 1), f"{where}: dim {spec.dim}, pca {spec.pca}: odd")
         require(spec.metric in METRICS, f"{where}: metric {spec.metric!r}: not one of {', '.join(METRICS)}")
+        require(not spec.on_disk or spec.is_ivf, f"{where}: on_disk with {spec.factory}: only IVF indexes keep lists")
         return spec
+
+    @property
+    def is_ivf(self) -> bool:
+        return any(p.startswith("IVF") for p in self.factory.split(","))
 
     @property
     def full_factory(self) -> str:
@@ -104,6 +116,11 @@ def create(spec: IndexSpec) -> faiss.Index:
     if spec.pca is not None and not 0 < spec.pca <= spec.dim:
         raise ConfigError(f"--pca {spec.pca}: must be between 1 and the feature size {spec.dim}")
     _check_factory_numbers(spec.factory)
+    if spec.on_disk and not spec.is_ivf:
+        raise ConfigError(
+            f"--on-disk keeps an IVF index's inverted lists on disk; --factory {spec.factory} has none: "
+            "use an IVF factory (e.g. IVF4096,Flat or IVF4096,PQ32), or leave out --on-disk"
+        )
     if "IDMap" in spec.factory:
         raise ConfigError(f"--factory {spec.factory!r}: leave out IDMap, alexsuite adds the id map itself")
     try:

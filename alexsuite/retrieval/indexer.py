@@ -9,11 +9,11 @@ its slice of every batch and process 0, the only writer, gathers and commits the
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import faiss
 import numpy as np
 import torch.distributed as dist
 
@@ -24,21 +24,11 @@ from ..embedding import BATCH_SIZE, DEFAULT_LAYER, embed_batches, feature_dim, f
 from ..errors import AlexsuiteError, ConfigError, DataError
 from ..fileio import file_sha256
 from ..settings import default_of, finite, help_of, require, setting
+from . import backend, ondisk, rerank
 from . import index as faiss_index
-from . import rerank
+from .backend import Store, is_milvus
 from .index import IndexSpec
-from .store import (
-    DEFAULT_INDEX,
-    RAW_FILE,
-    IndexStore,
-    check_index_folder,
-    check_model,
-    model_record,
-    staging_dir,
-    swap_in,
-    write_errors,
-    writer_lock,
-)
+from .store import DEFAULT_INDEX, RAW_FILE, IndexStore, check_index_folder, check_model, model_record
 
 TRAIN_CAP = 200_000  # vectors to train an IVF/PQ/PCA index on (FAISS samples <= 256 per centroid)
 TRAIN_BYTES = 2 * 2**30  # ... held in memory at most (4096-d fc7: 131,072 vectors)
@@ -52,7 +42,12 @@ class IndexOptions:
     """How `alexsuite index` updates an index. The index settings left at None keep what the
     index was built with; a new index takes IndexSpec's defaults and fc7."""
 
-    index: str = setting(DEFAULT_INDEX, "A name (kept under indexes/) or a path containing a / to an index directory.")
+    index: str = setting(
+        DEFAULT_INDEX,
+        "A name (kept under indexes/), a path containing a / to an index directory, or a Milvus collection: "
+        "milvus://HOST:PORT/COLLECTION (a server or cluster; token from $MILVUS_TOKEN) or "
+        "milvus-lite:PATH.db/COLLECTION (embedded, no server).",
+    )
     model: str | None = setting(
         None,
         "Run directory or checkpoint from `alexsuite train`, or torchvision AlexNet "
@@ -69,6 +64,13 @@ class IndexOptions:
     pca: int | None = setting(None, help_of(IndexSpec, "pca"))
     whiten: bool | None = setting(
         None, help_of(IndexSpec, "whiten") + (" [default: whiten]" if default_of(IndexSpec, "whiten") else "")
+    )
+    on_disk: bool | None = setting(
+        None,
+        help_of(IndexSpec, "on_disk")
+        + " Under torchrun each process writes a shard of the lists, merged by process 0."
+        + _KEEP.format("in memory"),
+        "FAISS wiki, Indexes that do not fit in RAM",
     )
     dba: str | None = setting(
         None,
@@ -125,16 +127,19 @@ class Plan:
     report: IndexReport
     stat: dict = field(default_factory=dict)  # path -> (size, mtime_ns) when planned
     listed: bool = False  # files from a list: each labelled by its own folder, and nothing is "gone"
+    shard_from: int | None = None  # torchrun + --on-disk: positions from here go to per-process shards
+    spec: IndexSpec | None = None  # the index's, for the shards
+    shard_dir: Path | None = None  # where the shards are written (the index folder)
 
 
-def _indexed_elsewhere(store: IndexStore, path: Path) -> bool:
+def _indexed_elsewhere(store: Store, path: Path) -> bool:
     """A file reached through a link whose real path is a row already: one file, one row."""
     real = os.path.realpath(path)
     return real != str(path) and store.row_by_path(Path(real)) is not None
 
 
 def plan_update(
-    store: IndexStore,
+    store: Store,
     root: Path,
     files: list[Path],
     prune: bool,
@@ -186,7 +191,7 @@ def plan_update(
 
 
 def update_index(
-    store_dir: Path,
+    store_dir: Path | str,
     loaded,
     images: Path,
     opts: IndexOptions,
@@ -213,18 +218,20 @@ def update_index(
         if isinstance(shared, str):
             raise AlexsuiteError(f"process 0 stopped: {shared}")
         plan = Plan(root, shared["layer"], [Path(p) for p in shared["files"]], {}, [], [], report)
+        plan.shard_from, plan.shard_dir = shared["shard_from"], shared["shard_dir"] and Path(shared["shard_dir"])
+        plan.spec = IndexSpec.from_dict(shared["spec"]) if shared["spec"] else None
         _run(plan, None, loaded, opts, device, None, ctx, start)
         return report
     sent = []  # [True] once the other processes have their plan
     try:
-        check_index_folder(store_dir, opts.rebuild, str(root))
-        with write_errors(store_dir, report), writer_lock(store_dir, opts.wait):
+        if not is_milvus(store_dir):
+            check_index_folder(store_dir, opts.rebuild, str(root))
+        with backend.write_errors(store_dir, report), backend.writer_lock(store_dir, opts.wait):
             if opts.rebuild:  # built beside the old index and swapped in when done: a kill leaves the old one
-                staging = staging_dir(store_dir)
-                shutil.rmtree(staging, ignore_errors=True)
-                with writer_lock(staging):
+                staging = backend.staging(store_dir)
+                with backend.writer_lock(staging):
                     _update(staging, loaded, root, opts, report, device, progress, ctx, start, warn, sent, files)
-                swap_in(staging, store_dir)
+                backend.swap_in(staging, store_dir)
             else:
                 _update(store_dir, loaded, root, opts, report, device, progress, ctx, start, warn, sent, files)
     except Exception as e:
@@ -234,11 +241,17 @@ def update_index(
     return report
 
 
-def _update(store_dir: Path, loaded, root: Path, opts, report, device, progress, ctx, start, warn, sent, files) -> None:
+def _update(store_dir, loaded, root: Path, opts, report, device, progress, ctx, start, warn, sent, files) -> None:
     """Plan, share the plan with the other processes, embed and commit (caller holds the lock)."""
     plan, store = _prepare(store_dir, loaded, root, opts, report, warn, files)
     try:
-        _broadcast(ctx, {"layer": plan.layer, "files": [str(p) for p in plan.embed]})
+        if ctx.enabled and isinstance(store, IndexStore) and store.spec.on_disk:
+            trained = store.index is not None and store.index.is_trained
+            plan.shard_from = 0 if trained else min(len(plan.embed), _train_size(store.spec))
+            plan.spec, plan.shard_dir = store.spec, store.root
+        shared = {"layer": plan.layer, "files": [str(p) for p in plan.embed], "shard_from": plan.shard_from}
+        shared |= {"spec": plan.spec and plan.spec.to_dict(), "shard_dir": plan.shard_dir and str(plan.shard_dir)}
+        _broadcast(ctx, shared)
         sent.append(True)
         _run(plan, store, loaded, opts, device, progress, ctx, start, warn)
     finally:
@@ -253,19 +266,16 @@ def _broadcast(ctx: DistContext, payload):
     return box[0]
 
 
-def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: IndexReport, warn, files=None):
-    store = IndexStore.open_write(store_dir) if IndexStore.exists(store_dir) else None
-    if store is not None and store.index is None and not store.count():
+def _prepare(store_dir: Path | str, loaded, root: Path, opts: IndexOptions, report: IndexReport, warn, files=None):
+    store = backend.open_write(store_dir) if backend.exists(store_dir) else None
+    if store is not None and store.is_empty() and not store.count():
         store.close()  # nothing was ever committed (e.g. training failed): new settings may apply
         store = None
     if store is not None:
         store.check_vectors_present(str(root))
         check_model(store.manifest, loaded)
         _check_same_settings(store, opts)
-        dropped = store.drop_orphans()
-        if dropped:
-            store.save_index()
-            warn(f"removed {dropped} vector(s) left by an interrupted run")
+        _drop_orphans(store, warn)
     else:
         store = _create(store_dir, loaded, opts)
     listed = files is not None
@@ -282,14 +292,21 @@ def _prepare(store_dir: Path, loaded, root: Path, opts: IndexOptions, report: In
         raise DataError(f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     report.scanned = len(files)
     plan = plan_update(store, root, files, opts.prune, report, _lost_vectors(store, root, warn), listed)
-    if not (store.index if store.index is not None else faiss_index.create(store.spec)).is_trained:
+    if isinstance(store, IndexStore) and not (store.index or faiss_index.create(store.spec)).is_trained:
         # A training sample should look like the whole folder, not its first subfolders.
         order = np.random.default_rng(0).permutation(len(plan.embed))
         plan.embed = [plan.embed[i] for i in order]
     return plan, store
 
 
-def _create(store_dir: Path, loaded, opts: IndexOptions) -> IndexStore:
+def _drop_orphans(store: Store, warn) -> None:
+    """FAISS: vectors whose rows never committed (a Milvus entity holds both, so has none)."""
+    if isinstance(store, IndexStore) and store.drop_orphans():
+        store.save_index()
+        warn("removed vector(s) left by an interrupted run")
+
+
+def _create(store_dir: Path | str, loaded, opts: IndexOptions) -> Store:
     """A new index's manifest, after its settings are checked (before any work is done)."""
     layer, factory = opts.layer or DEFAULT_LAYER, opts.factory or default_of(IndexSpec, "factory")
     spec = IndexSpec(
@@ -299,8 +316,13 @@ def _create(store_dir: Path, loaded, opts: IndexOptions) -> IndexStore:
         opts.pca,
         default_of(IndexSpec, "whiten") if opts.whiten is None else opts.whiten,
         faiss_index.default_search_params(factory),
+        bool(opts.on_disk),
     )
     dba = rerank.parse_dba(opts.dba)
+    if dba and spec.on_disk:
+        raise ConfigError("--dba rewrites stored vectors in place, which --on-disk lists never are: choose one")
+    if is_milvus(store_dir):
+        return backend.create(store_dir, model_record(loaded), layer, loaded.preprocess.to_dict(), spec, dba)
     (store_dir / RAW_FILE).unlink(missing_ok=True)  # left by a first commit that never finished
     empty = faiss_index.create(spec)  # fails on a bad factory
     if dba and not faiss_index.remove(empty, [0]):
@@ -308,7 +330,7 @@ def _create(store_dir: Path, loaded, opts: IndexOptions) -> IndexStore:
             f"--dba with --factory {factory}: this index cannot replace a stored vector, as an update's "
             "augmentation must; use Flat, IVF or PQ factories, or leave out --dba"
         )
-    return IndexStore.create(store_dir, model_record(loaded), layer, loaded.preprocess.to_dict(), spec, dba)
+    return backend.create(store_dir, model_record(loaded), layer, loaded.preprocess.to_dict(), spec, dba)
 
 
 def _augmented(store: IndexStore) -> rerank.Augmented:
@@ -318,10 +340,10 @@ def _augmented(store: IndexStore) -> rerank.Augmented:
     return rerank.Augmented(raw, store.radii(), store.dba, store.row_ids())
 
 
-def _lost_vectors(store: IndexStore, root: Path, warn) -> frozenset:
+def _lost_vectors(store: Store, root: Path, warn) -> frozenset:
     """Ids of rows without a vector in index.faiss. Those under `root` are embedded again by
     this run; others are named, with the command that mends them."""
-    if store.index is None or not store.count():
+    if not isinstance(store, IndexStore) or store.index is None or not store.count():
         return frozenset()
     held = set(faiss_index.stored_ids(store.index).tolist())
     if store.dba:  # a DBA vector is made from the raw one: without it the image is embedded again
@@ -337,7 +359,7 @@ def _lost_vectors(store: IndexStore, root: Path, warn) -> frozenset:
     return lost
 
 
-def _check_same_settings(store: IndexStore, opts: IndexOptions) -> None:
+def _check_same_settings(store: Store, opts: IndexOptions) -> None:
     """Adding to an index keeps its layer and spec: options left out mean 'as built'; one that
     asks for something else is an error, not a surprise."""
     asked = {
@@ -346,6 +368,7 @@ def _check_same_settings(store: IndexStore, opts: IndexOptions) -> None:
         "metric": opts.metric,
         "pca": opts.pca,
         "whiten": opts.whiten,
+        "on_disk": opts.on_disk,
         "dba": None if opts.dba is None else str(rerank.parse_dba(opts.dba) or "none"),
     }
     have = {
@@ -354,9 +377,14 @@ def _check_same_settings(store: IndexStore, opts: IndexOptions) -> None:
         "metric": store.spec.metric,
         "pca": store.spec.pca,
         "whiten": store.spec.whiten,
+        "on_disk": store.spec.on_disk,
         "dba": str(store.dba or "none"),
     }
-    diff = [f"--{k} {have[k]} (asked {asked[k]})" for k in asked if asked[k] is not None and asked[k] != have[k]]
+    diff = [
+        f"--{k.replace('_', '-')} {have[k]} (asked {asked[k]})"
+        for k in asked
+        if asked[k] is not None and asked[k] != have[k]
+    ]
     if diff:
         raise ConfigError(
             f"{store.root} was built with {', '.join(diff)}; keep those settings, "
@@ -366,7 +394,7 @@ def _check_same_settings(store: IndexStore, opts: IndexOptions) -> None:
 
 def _run(
     plan: Plan,
-    store: IndexStore | None,
+    store: Store | None,
     loaded,
     opts: IndexOptions,
     device,
@@ -375,43 +403,21 @@ def _run(
     start: float,
     warn=lambda message: None,
 ) -> None:
+    """Embed the plan's files and commit them. Under torchrun with --on-disk, the files after the
+    training sample go to per-process shards that process 0 merges (no process gathers them all)."""
     report = plan.report
-    writer = _Writer(store, plan, device, warn) if store is not None else None
+    writer = (
+        None
+        if store is None
+        else (_Writer if isinstance(store, IndexStore) else _MilvusWriter)(store, plan, device, warn)
+    )
     bar = progress(len(plan.embed)) if progress and plan.embed else None
-    dataset = files_for(plan.embed, loaded.preprocess, plan.layer)
-    last_commit = time.monotonic()
+    head = plan.shard_from if plan.shard_from is not None else len(plan.embed)
     try:
-        for batch in embed_batches(
-            loaded.model,
-            dataset,
-            loaded.preprocess,
-            plan.layer,
-            device,
-            opts.batch_size,
-            opts.workers,
-            opts.strict,
-            ctx.rank,
-            ctx.world,
-            source=str(loaded.source),
-        ):
-            parts = [(batch.positions.numpy(), batch.vectors, [str(e) for e in batch.failures])]
-            if ctx.enabled:
-                gathered = [None] * ctx.world
-                dist.all_gather_object(gathered, parts[0])
-                parts = gathered
-            if writer is None:
-                continue
-            for positions, vectors, failures in parts:
-                report.failed += len(failures)
-                report.failed_examples += failures[: 3 - len(report.failed_examples)]
-                writer.stage(positions, vectors)
-                if bar:
-                    bar(len(positions) + len(failures))
-            if time.monotonic() - last_commit >= opts.commit_seconds and writer.ready():
-                writer.commit()
-                last_commit = time.monotonic()
+        _embed_gathered(plan, range(head), writer, loaded, opts, device, ctx, bar)
+        if head < len(plan.embed):
+            _embed_sharded(plan, range(head, len(plan.embed)), writer, loaded, opts, device, ctx, bar)
         if writer is not None:
-            writer.commit()
             report.total = store.count()
     finally:
         if bar:
@@ -419,6 +425,86 @@ def _run(
     report.seconds = time.time() - start
     embedded = report.added + report.updated
     report.images_per_s = embedded / report.seconds if report.seconds else 0.0
+
+
+def _batches(plan: Plan, which: range, loaded, opts: IndexOptions, device, ctx: DistContext):
+    """(positions in plan.embed, vectors, failures) of this process's slice of `which`."""
+    dataset = files_for([plan.embed[i] for i in which], loaded.preprocess, plan.layer)
+    for batch in embed_batches(
+        loaded.model,
+        dataset,
+        loaded.preprocess,
+        plan.layer,
+        device,
+        opts.batch_size,
+        opts.workers,
+        opts.strict,
+        ctx.rank,
+        ctx.world,
+        source=str(loaded.source),
+    ):
+        yield batch.positions.numpy() + which.start, batch.vectors, [str(e) for e in batch.failures]
+
+
+def _gather(ctx: DistContext, part) -> list:
+    if not ctx.enabled:
+        return [part]
+    gathered = [None] * ctx.world
+    dist.all_gather_object(gathered, part)
+    return gathered
+
+
+def _count(report: IndexReport, failures: list, done: int, bar) -> None:
+    report.failed += len(failures)
+    report.failed_examples += failures[: 3 - len(report.failed_examples)]
+    if bar:
+        bar(done + len(failures))
+
+
+def _embed_gathered(plan: Plan, which: range, writer, loaded, opts, device, ctx: DistContext, bar) -> None:
+    """Every vector sent to process 0, which commits every `commit_seconds` and at the end."""
+    last_commit = time.monotonic()
+    for part in _batches(plan, which, loaded, opts, device, ctx):
+        parts = _gather(ctx, part)
+        if writer is None:
+            continue
+        for positions, vectors, failures in parts:
+            writer.stage(positions, vectors)
+            _count(plan.report, failures, len(positions), bar)
+        if time.monotonic() - last_commit >= opts.commit_seconds and writer.ready():
+            writer.commit()
+            last_commit = time.monotonic()
+    if writer is not None:
+        writer.commit()
+
+
+def _embed_sharded(plan: Plan, which: range, writer, loaded, opts, device, ctx: DistContext, bar) -> None:
+    """Each process adds its vectors to its own shard of the trained index (ids: a base that
+    process 0 reserved, plus the position); only positions and failures travel. Shards are
+    written beside the index and merged by process 0 into a new list file, then the rows commit."""
+    start = _broadcast(ctx, writer.shard_start(which) if writer is not None else None)
+    if isinstance(start, str):
+        raise DataError(start)
+    base, trained = start
+    shard = faiss.deserialize_index(trained)
+    done = []
+    for positions, vectors, failures in _batches(plan, which, loaded, opts, device, ctx):
+        if len(positions):
+            shard.add_with_ids(faiss_index.prepare(vectors, plan.spec), base + positions - which.start)
+        for got, lost in _gather(ctx, (positions, failures)):
+            done.append(got)
+            _count(plan.report, lost, len(got), bar)
+    shard_file = plan.shard_dir / f".shard-{ctx.rank}.faiss"
+    ondisk.write_shard(shard, shard_file)
+    ctx.barrier()
+    if writer is not None:
+        files = [plan.shard_dir / f".shard-{r}.faiss" for r in range(ctx.world)]
+        writer.commit_shards(files, np.sort(np.concatenate(done)) if done else np.empty(0, np.int64), base, which)
+    ctx.barrier()  # no process leaves before the merge: torchrun ends the group when the first one does
+
+
+def _train_size(spec: IndexSpec) -> int:
+    return min(TRAIN_CAP, TRAIN_BYTES // (4 * spec.dim))
 
 
 class _Writer:
@@ -432,7 +518,7 @@ class _Writer:
         self.files: list[Path] = []
         self.pending_removals = list(plan.remove)
         self.pending_touch = list(plan.touch)
-        self.train_size = min(TRAIN_CAP, TRAIN_BYTES // (4 * store.spec.dim))
+        self.train_size = _train_size(store.spec)
         self.dba = _augmented(store) if store.dba else None
 
     def stage(self, positions: np.ndarray, vectors: np.ndarray) -> None:
@@ -476,7 +562,7 @@ class _Writer:
             )
             store.db.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?", self.pending_touch)
             store.set_next_id(self.next_id + len(rows))
-        if deleted and faiss_index.remove(self.index, deleted) and self.index.is_trained:
+        if deleted and store.remove_vectors(self.index, deleted) and self.index.is_trained:
             store.index = self.index
             store.save_index()  # step 3
         report.updated += len(replaced)
@@ -491,7 +577,7 @@ class _Writer:
         store = self.store
         if self.dba is None:
             if vectors is not None:
-                faiss_index.add(self.index, vectors, ids, store.spec)
+                store.add_vectors(self.index, vectors, ids)
                 store.index = self.index
                 store.save_index()
             return None
@@ -509,6 +595,44 @@ class _Writer:
         self.plan.report.augmented += len(changed)
         return todo, radii
 
+    def shard_start(self, which: range) -> tuple | str:
+        """(first id of the shards' files, the trained index without vectors, serialised), or
+        why there is none."""
+        if not self.index.is_trained:
+            return "no image of the training sample could be read, so the index could not be trained"
+        base, self.next_id = self.next_id, self.next_id + len(which)
+        return base, faiss.serialize_index(ondisk.empty_copy(self.index))
+
+    def commit_shards(self, files: list[Path], positions: np.ndarray, base: int, which: range) -> None:
+        """The shards merged into a new list file with what the index holds (less replaced and
+        unreadable files' vectors), index.faiss replaced, then the rows committed."""
+        store, report = self.store, self.plan.report
+        rows, ids, dropped = [], [], []
+        for position in positions:
+            row, vector_id = self._row(self.plan.embed[position]), base + int(position) - which.start
+            if row is None:
+                dropped.append(vector_id)  # changed or gone since it was embedded: its vector goes too
+            else:
+                rows.append(row)
+                ids.append(vector_id)
+        replaced = [self.plan.replace[r[0]] for r in rows if r[0] in self.plan.replace]
+        deleted = replaced + self.pending_removals
+        ondisk.rewrite(self.index, store.root, [ondisk.read_shard(f) for f in files], deleted + dropped)
+        store.index = self.index
+        store.save_index()
+        for f in files:
+            f.unlink(missing_ok=True)
+        with store.db:
+            store.db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in deleted])
+            store.db.executemany(
+                "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)", [(int(i), *r) for i, r in zip(ids, rows)]
+            )
+            store.db.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?", self.pending_touch)
+            store.set_next_id(self.next_id)
+        report.updated += len(replaced)
+        report.added += len(rows) - len(replaced)
+        self.pending_removals, self.pending_touch = [], []
+
     def _label(self, p: Path) -> str | None:
         return (p.parent.name or None) if self.plan.listed else label_of(p, self.plan.root)
 
@@ -525,3 +649,41 @@ class _Writer:
             examples = self.plan.report.failed_examples
             examples += [f"{p}: {e.strerror or e}"][: 3 - len(examples)]
             return None
+
+
+class _MilvusWriter(_Writer):
+    """Stages embedded vectors and upserts each image as one entity (vector and row together),
+    keyed by id: a changed file keeps its id, a new one gets an id reserved (and persisted) before
+    use. Every step can be repeated, so a kill at any moment leaves neither a duplicate nor a
+    missing row once the next run has re-embedded what did not land."""
+
+    def __init__(self, store: Store, plan: Plan, device, warn):
+        self.store, self.plan, self.device, self.warn = store, plan, device, warn
+        self.vectors, self.files = [], []
+        self.pending_removals, self.pending_touch = list(plan.remove), list(plan.touch)
+
+    def ready(self) -> bool:
+        return True  # Milvus builds its index itself, from what has been inserted
+
+    def commit(self) -> None:
+        store, report = self.store, self.plan.report
+        rows, keep = [], []
+        for i, p in enumerate(self.files):
+            row = self._row(p)
+            if row is not None:
+                rows.append(row)
+                keep.append(i)
+        fresh = [r for r in rows if r[0] not in self.plan.replace]
+        first = store.reserve_ids(len(fresh)) if fresh else 0
+        new_ids = iter(range(first, first + len(fresh)))
+        ids = [self.plan.replace[r[0]] if r[0] in self.plan.replace else next(new_ids) for r in rows]
+        if rows:
+            store.upsert(np.array(ids, np.int64), np.concatenate(self.vectors)[keep], rows)
+        if self.pending_removals:
+            store.remove(self.pending_removals)
+        if self.pending_touch:
+            store.touch(self.pending_touch)
+        store.flush()
+        report.updated += len(rows) - len(fresh)
+        report.added += len(fresh)
+        self.vectors, self.files, self.pending_removals, self.pending_touch = [], [], [], []

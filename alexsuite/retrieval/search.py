@@ -13,11 +13,9 @@ from ..data.inputs import ImageInput, InputDataset, expand_paths, failed_input
 from ..embedding import embed_batches, input_size, is_whole_image
 from ..errors import ConfigError, DataError, ImageDecodeError
 from ..settings import default_of, setting
-from . import index as faiss_index
+from .backend import Store
 from .rerank import Rerank, mean_of_neighbours
-from .store import DEFAULT_INDEX, IndexStore, check_model
-
-GPU_MAX_K = 2048  # FAISS GPU indexes return at most this many neighbours; beyond, search on the CPU copy
+from .store import DEFAULT_INDEX, check_model
 
 
 @dataclass(frozen=True)
@@ -25,7 +23,11 @@ class SearchSettings:
     """How `alexsuite search` looks images up."""
 
     k: int = setting(10, "Results per query.")
-    index: str = setting(DEFAULT_INDEX, "Index name (kept under indexes/) or a path containing a /.")
+    index: str = setting(
+        DEFAULT_INDEX,
+        "Index name (kept under indexes/), a path containing a /, or a Milvus collection: "
+        "milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db/COLLECTION.",
+    )
     model: str | None = setting(None, "Default: the model recorded in the index (any other is refused).")
     params: str | None = setting(
         None,
@@ -95,7 +97,7 @@ class QueryResult:
         return viz.to_pil(self.save)
 
 
-def expand_queries(queries, store: IndexStore, ids=()) -> list[Path]:
+def expand_queries(queries, store: Store, ids=()) -> list[Path]:
     """Files as given, folders as their image files (recursive), quoted globs as their
     matches, --id as the indexed file."""
     out = expand_paths(queries)
@@ -111,21 +113,22 @@ def expand_queries(queries, store: IndexStore, ids=()) -> list[Path]:
 
 
 class Searcher:
-    """An open index plus the model that made it, ready for many queries."""
+    """An open index (any store: FAISS folder or Milvus collection) plus the model that made it,
+    ready for many queries."""
 
-    def __init__(self, store: IndexStore, loaded, device, params: str | None = None):
+    def __init__(self, store: Store, loaded, device, params: str | None = None):
         check_model(store.manifest, loaded)
         store.check_vectors_present()
-        if store.index is None or store.count() == 0:
+        if store.is_empty():
             raise DataError(
                 f"{store.root}: the index is empty; add images with `alexsuite index IMAGES --index {store.root}`"
             )
         self.store, self.loaded, self.device = store, loaded, device
-        self.index = store.index
-        faiss_index.set_search_params(self.index, store.spec.search_params if params is None else params)
-        if getattr(device, "type", "") == "cuda" and faiss_index.gpu_available():
-            with contextlib.suppress(RuntimeError):  # FAISS has no GPU version of this index type (e.g. HNSW)
-                self.index = faiss_index.to_gpu(self.index, device.index or 0)
+        store.use(params, device)
+
+    def set_params(self, params: str | None) -> None:
+        """Search parameters for the queries that follow (None: the index's own)."""
+        self.store.use(params, self.device)
 
     def search_files(self, paths: list[Path], k: int = default_of(SearchSettings, "k"), **kw) -> list[QueryResult]:
         """One QueryResult per path, in order (see search_inputs)."""
@@ -212,7 +215,7 @@ class Searcher:
 
     def _stored(self, ids: np.ndarray) -> np.ndarray:
         try:
-            return faiss_index.reconstruct(self.store.index, ids)
+            return self.store.reconstruct(ids)
         except ConfigError:
             raise ConfigError(
                 f"--rerank: this {self.store.spec.full_factory} index cannot give back its vectors for query "
@@ -220,11 +223,8 @@ class Searcher:
             ) from None
 
     def _nearest(self, vectors: np.ndarray, k: int, exclude=None) -> list[list[Hit]]:
-        """Top-k per vector. Over-fetches by the number of vectors without a row (removed
-        from an index type that cannot delete, or left by a killed writer) and drops them."""
-        extra = self.store.dead_vectors() + 1  # +1: the query itself, when it is indexed
-        index = self.index if k + extra <= GPU_MAX_K else self.store.index
-        distances, ids = faiss_index.search(index, vectors, k + extra, self.store.spec)
+        """Top-k per vector; ids without a row (see Store.search) are skipped."""
+        distances, ids = self.store.search(vectors, k + 1)  # +1: the query itself, when it is indexed
         rows = self.store.rows_by_id(np.unique(ids[ids >= 0]))
         out = []
         for qi in range(len(vectors)):

@@ -38,6 +38,7 @@ from ..errors import AlexsuiteError, CheckpointError, ConfigError, DataError, Di
 from ..fileio import atomic_write_bytes, atomic_write_text, display_path
 from ..version import __version__
 from . import index as faiss_index
+from . import ondisk
 from .rerank import Dba
 
 FORMAT = "alexsuite-index/1"
@@ -101,7 +102,9 @@ def check_index_folder(root: Path, rebuild: bool, images: str = "IMAGES") -> Non
     if not root.is_dir():
         return
     foreign = sorted(
-        n for n in os.listdir(root) if n not in INDEX_NAMES and not (n.startswith(".") and n.endswith(".tmp"))
+        n
+        for n in os.listdir(root)
+        if n not in INDEX_NAMES and not (n.startswith(".") and n.endswith(".tmp")) and not _is_lists_file(n)
     )
     if foreign:
         raise ConfigError(
@@ -114,6 +117,11 @@ def check_index_folder(root: Path, rebuild: bool, images: str = "IMAGES") -> Non
             f"{display_path(root)}: {MANIFEST_FILE} is missing though the index's other files are there; rebuild it "
             f"with `alexsuite index {images} --index {root} --rebuild --model MODEL`"
         )
+
+
+def _is_lists_file(name: str) -> bool:
+    """--on-disk's inverted lists, and the shards torchrun's processes write before the merge."""
+    return (name.startswith("lists-") and name.endswith(".ivfdata")) or name.startswith(".shard-")
 
 
 @dataclass
@@ -137,6 +145,7 @@ class IndexStore:
         self.spec = faiss_index.IndexSpec.from_dict(manifest["spec"], f"{root / MANIFEST_FILE}: spec")
         self.dba = Dba.from_manifest(manifest.get("dba"), f"{root / MANIFEST_FILE}: dba")
         self._raw = _UNREAD
+        self._gpu = None  # a GPU copy of the index for searching (faiss-gpu and --device cuda)
 
     # ---- opening -------------------------------------------------------------------------
     @staticmethod
@@ -208,10 +217,14 @@ class IndexStore:
         if not path.exists():
             return None  # created, nothing committed yet
         try:
-            index = faiss.read_index(str(path))
-        except RuntimeError:
-            index = None
+            index = ondisk.read(path)  # --on-disk: its lists mapped read-only from this folder
+        except RuntimeError as e:
+            index, missing = None, "ivfdata" in str(e)
+        else:
+            missing = False
         problem = "corrupt FAISS index file" if index is None else faiss_index.unfit(index, self.spec)
+        if missing:
+            problem = "its inverted-lists file (lists-*.ivfdata) is missing, truncated or unreadable"
         if problem:
             raise DataError(
                 f"{path}: {problem}; rebuild with `alexsuite index IMAGES --index {self.root} --rebuild`"
@@ -291,15 +304,63 @@ class IndexStore:
         self.db.executemany("DELETE FROM dba WHERE id = ?", [(int(i),) for i in deleted])
         self.db.executemany("INSERT OR REPLACE INTO dba VALUES (?, ?)", zip(map(int, ids), map(float, radii)))
 
+    def all_rows(self) -> dict[int, Row]:
+        return {r[0]: Row(*r[:6]) for r in self.db.execute("SELECT * FROM images")}
+
+    def is_empty(self) -> bool:
+        return self.index is None or self.count() == 0
+
+    def stored_ids(self) -> np.ndarray:
+        return faiss_index.stored_ids(self.index) if self.index is not None else np.empty(0, np.int64)
+
+    def reconstruct(self, ids) -> np.ndarray:
+        return faiss_index.reconstruct(self.index, ids)
+
+    # ---- searching ---------------------------------------------------------------------------
+    def use(self, params: str | None = None, device=None) -> None:
+        """Search parameters (None: the index's own) and, with faiss-gpu and a CUDA device, a GPU
+        copy of the index for the searches that follow."""
+        params = self.spec.search_params if params is None else params
+        faiss_index.set_search_params(self.index, params)
+        if getattr(device, "type", "") == "cuda" and faiss_index.gpu_available() and self._gpu is None:
+            with contextlib.suppress(RuntimeError):  # FAISS has no GPU version of this index type (e.g. HNSW)
+                self._gpu = faiss_index.to_gpu(self.index, device.index or 0)
+        elif self._gpu is not None:
+            with contextlib.suppress(AlexsuiteError):  # a parameter only the CPU index has
+                faiss_index.set_search_params(self._gpu, params)
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Over-fetches by the number of vectors without a row (removed from an index type that
+        cannot delete, or left by a killed writer), which callers skip."""
+        k = k + self.dead_vectors()
+        index = self._gpu if self._gpu is not None and k <= faiss_index.GPU_MAX_K else self.index
+        return faiss_index.search(index, vectors, k, self.spec)
+
     def dead_vectors(self) -> int:
         """Vectors in the index without a row (removed but not removable, or a writer died)."""
         return max(0, (self.index.ntotal if self.index is not None else 0) - self.count())
 
     # ---- writing (caller holds the lock) ------------------------------------------------------
+    def add_vectors(self, index: faiss.Index, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Into memory, or with --on-disk into a new list file (the one in use is never changed)."""
+        if self.spec.on_disk:
+            ondisk.add(index, faiss_index.prepare(vectors, self.spec), ids, self.root)
+        else:
+            faiss_index.add(index, vectors, ids, self.spec)
+
+    def remove_vectors(self, index: faiss.Index, ids) -> bool:
+        """False where this index type cannot remove (HNSW): searches then skip the ids."""
+        if self.spec.on_disk and index.is_trained:
+            ondisk.rewrite(index, self.root, remove=ids)
+            return True
+        return faiss_index.remove(index, ids)
+
     def save_index(self) -> None:
         atomic_write_bytes(
             self.root / INDEX_FILE, lambda f: faiss.write_index(self.index, faiss.PyCallbackIOWriter(f.write))
         )
+        if self.spec.on_disk:
+            ondisk.remove_unreferenced(self.root, ondisk.lists_file(self.index))
 
     def save_raw(self, raw: faiss.Index) -> None:
         atomic_write_bytes(self.root / RAW_FILE, lambda f: faiss.write_index(raw, faiss.PyCallbackIOWriter(f.write)))
@@ -312,7 +373,7 @@ class IndexStore:
         held = faiss_index.stored_ids(self.index)
         known = {r[0] for r in self.db.execute("SELECT id FROM images")}
         orphans = [int(i) for i in held if int(i) not in known]
-        if orphans and faiss_index.remove(self.index, orphans):
+        if orphans and self.remove_vectors(self.index, orphans):
             return len(orphans)
         return 0
 

@@ -15,14 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.inputs import ImageInput
-from ..retrieval import index as faiss_index
+from ..retrieval.backend import is_milvus, open_read
 from ..retrieval.rerank import Rerank
 from ..retrieval.search import Searcher
-from ..retrieval.store import INDEX_FILE, MANIFEST_FILE, META_FILE, IndexStore
+from ..retrieval.store import INDEX_FILE, MANIFEST_FILE, META_FILE
 
 
-def signature(root: Path) -> tuple:
-    """What changes when a writer commits or a --rebuild swaps the folder."""
+def signature(root: Path | str) -> tuple:
+    """What changes when a writer commits or a --rebuild swaps the folder. A Milvus collection is
+    searched live by the engine: nothing to reopen."""
+    if is_milvus(root):
+        return ()
     out = []
     for p in (root, root / INDEX_FILE, root / MANIFEST_FILE):
         try:
@@ -33,7 +36,9 @@ def signature(root: Path) -> tuple:
     return tuple(out)
 
 
-def last_commit(root: Path) -> float | None:
+def last_commit(root: Path | str) -> float | None:
+    if is_milvus(root):
+        return None
     times = []
     for name in (INDEX_FILE, META_FILE, META_FILE + "-wal"):
         with suppress(OSError):
@@ -60,9 +65,9 @@ class ServedSearcher(Searcher):
 class Snapshot:
     """One opened state of the index: its store (SQLite rows) and a Searcher per FAISS params."""
 
-    def __init__(self, root: Path, loaded, device):
+    def __init__(self, root: Path | str, loaded, device):
         self.sig = signature(root)
-        self.store = IndexStore.open_read(root)
+        self.store = open_read(root)
         self.search = ServedSearcher(self.store, loaded, device)
         self.users, self.retired = 0, False
         self.lock = threading.Lock()  # one SQLite connection and one FAISS index: one user at a time
@@ -72,7 +77,7 @@ class Snapshot:
         """The lock, with `params` (default: the index's own) set on the FAISS index every query
         shares: set again for each use, so one request's nprobe never reaches the next one's."""
         with self.lock:
-            faiss_index.set_search_params(self.search.index, self.default_params if params is None else params)
+            self.search.set_params(self.default_params if params is None else params)
             yield self.search
 
     @property
@@ -86,7 +91,7 @@ class Snapshot:
 class LiveIndex:
     """The current Snapshot, swapped for a new one when the index's files change."""
 
-    def __init__(self, root: Path, loaded, device, poll_seconds: float = 0.5, warn=print):
+    def __init__(self, root: Path | str, loaded, device, poll_seconds: float = 0.5, warn=print):
         self.root, self.loaded, self.device, self.poll, self.warn = root, loaded, device, poll_seconds, warn
         self.current = Snapshot(root, loaded, device)
         self.reloads = 0

@@ -13,8 +13,8 @@ from ..data.inputs import ImageInput
 from ..devices import resolve_device
 from ..errors import ConfigError
 from ..models.checkpoint import load_model
+from ..retrieval.backend import locate
 from ..retrieval.dedup import DedupSettings, find_duplicates
-from ..retrieval.store import resolve_dir
 from .app import Busy, UnknownImage, thumbnail_bytes
 from .batching import Batcher
 from .live import LiveIndex, last_commit
@@ -43,7 +43,7 @@ class Service:
         settings.check()
         self.settings = settings
         self.device = resolve_device(settings.device)
-        self.root = resolve_dir(settings.index)
+        self.root = locate(settings.index)
         self.loaded = load_model(index_model(self.root, settings.model), self.device)
         self.live = LiveIndex(self.root, self.loaded, self.device, settings.reload_seconds, warn)
         self.batcher = Batcher(self.live, settings.max_batch, settings.batch_ms)
@@ -81,7 +81,7 @@ class Service:
         with self.live.snapshot() as snap:
             row = snap.store.rows_by_id([id]).get(id)
         if row is None:
-            raise UnknownImage(f"no image with id {id} in {self.root.name}")
+            raise UnknownImage(f"no image with id {id} in {getattr(self.root, 'name', self.root)}")
         return row
 
     def indexed(self, id: int) -> ImageInput:
