@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev,coco,export,serve]'
+	$(BIN)/python -m pip install -q -e '.[dev,coco,export,serve,milvus]'
 	touch $@
 
 demo: setup

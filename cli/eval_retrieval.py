@@ -30,6 +30,7 @@ from .progress import Bar
 @option(RetrievalEvalSettings, "ks", "-k", type=click.IntRange(min=1), multiple=True)
 @option(RetrievalEvalSettings, "rerank")
 @option(RetrievalEvalSettings, "dba")
+@option(RetrievalEvalSettings, "index")
 @option(RetrievalEvalSettings, "device")
 @option(RetrievalEvalSettings, "batch_size", type=click.IntRange(min=1))
 @option(RetrievalEvalSettings, "workers", type=click.IntRange(min=0))
@@ -46,9 +47,10 @@ def eval_retrieval_cmd(data, as_json, **settings):
       alexsuite eval-retrieval fashion-mnist --model runs/train/exp --metric cosine --json
       alexsuite eval-retrieval photos/ --factory ITQ256,LSHt     # photos/train + photos/val
       alexsuite eval-retrieval --metric cosine --dba n=5 --rerank aqe:n=5,alpha=3   # re-ranking
+      alexsuite eval-retrieval --factory HNSW32 --index milvus-lite:runs/eval.db/fm   # in Milvus Lite
 
     Prints mAP, precision@k and queries per second (or one JSON object); builds its index in
-    memory, writes nothing.
+    memory and writes nothing, or with --index replaces that Milvus collection.
     """
     opts = RetrievalEvalSettings(data=data, **settings)
     dev = resolve_device(opts.device)

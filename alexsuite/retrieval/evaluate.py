@@ -11,6 +11,7 @@ import numpy as np
 
 from ..data.datasets import DEFAULT_DATASET, resolve_classification
 from ..embedding import DEFAULT_LAYER, embed_labelled, feature_dim
+from ..errors import ConfigError
 from ..evaluation.retrieval import average_precision
 from ..settings import default_of, field_of, help_of, setting
 from . import index as faiss_index
@@ -47,6 +48,12 @@ class RetrievalEvalSettings:
         "itself and its n nearest database neighbours, as `alexsuite index --dba` stores them. none: off.",
         "Radenović 2018",
     )
+    index: str | None = setting(
+        None,
+        "Evaluate in a Milvus collection instead of an in-memory FAISS index: milvus://HOST:PORT/COLLECTION or "
+        "milvus-lite:PATH.db/COLLECTION (replaced by the database's vectors; --factory maps as for `index`). "
+        "mAP then ranks each query's top 16,384, Milvus's limit.",
+    )
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     batch_size: int = setting(256, "Images per forward pass.")
     workers: int = setting(2, "Decoding processes.")
@@ -64,12 +71,15 @@ def evaluate_retrieval(
     device=None,
     rerank: str | Rerank = "none",
     dba=None,
+    store: str | None = None,
 ) -> dict:
     """Build `spec`'s index over the database (augmented first with `dba`, e.g. "n=5,alpha=3";
     trained on it when needed), rank the whole database for every query (expanded first with
     `rerank`, e.g. "aqe:n=5,alpha=3"), and return mAP and precision@k, and the queries per second
     of one batched top-k search of all queries, re-ranking included."""
     rerank, dba = parse_rerank(rerank), parse_dba(dba)
+    if store:
+        return _evaluate_in_milvus(db_vectors, db_labels, q_vectors, q_labels, spec, ks, chunk, params, store, rerank)
     t0 = time.perf_counter()
     db = augment_arrays(db_vectors, dba, spec.metric) if dba else db_vectors
     index = faiss_index.create(spec)
@@ -94,6 +104,55 @@ def evaluate_retrieval(
         "build_seconds": round(build_s, 3),
         "rank_seconds": round(time.perf_counter() - t0, 3),
         "warnings": advice,
+    }
+
+
+def _evaluate_in_milvus(db, db_labels, queries, q_labels, spec, ks, chunk, params, address, rerank) -> dict:
+    """evaluate_retrieval's measurements, the database in a Milvus collection (replaced)."""
+    from .milvus_store import TOPK_MAX, MilvusStore
+
+    if rerank.on:
+        raise ConfigError("--rerank with a Milvus --index: re-ranking is measured on FAISS; leave out --index")
+    t0 = time.perf_counter()
+    MilvusStore.drop(address)
+    model = {"source": "eval-retrieval", "fingerprint": "none", "arch": "none"}
+    store = MilvusStore.create(address, model, "eval-retrieval", {}, spec)
+    try:
+        for start in range(0, len(db), 10_000):
+            part = np.arange(start, min(start + 10_000, len(db)))
+            rows = [(f"database/{i}", 0, 0, "", str(db_labels[i]), 0.0) for i in part]
+            store.upsert(part, db[part], rows)
+        store.flush()
+        store.use(params)
+        build_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        store.search(queries, max(ks))
+        qps = len(queries) / max(time.perf_counter() - t0, 1e-9)
+        t0 = time.perf_counter()
+        aps, precisions = [], {k: [] for k in ks}
+        for start in range(0, len(queries), chunk):
+            _, ids = store.search(queries[start : start + chunk], min(len(db), TOPK_MAX))
+            ap, prec = average_precision(ids, db_labels, q_labels[start : start + chunk], ks)
+            aps.append(ap)
+            for k in ks:
+                precisions[k].append(prec[k])
+    finally:
+        store.close()
+    return {
+        "index": address,
+        "factory": spec.factory,
+        "metric": spec.metric,
+        "dim": spec.dim,
+        "queries": int(len(queries)),
+        "database": int(len(db)),
+        "mAP": float(np.concatenate(aps).mean()) if aps else 0.0,
+        **{f"precision@{k}": float(np.concatenate(precisions[k]).mean()) if aps else 0.0 for k in ks},
+        "queries_per_second": round(qps, 1),
+        "build_seconds": round(build_s, 3),
+        "rank_seconds": round(time.perf_counter() - t0, 3),
+        "rerank": "none",
+        "dba": "none",
+        "warnings": [],
     }
 
 
@@ -131,6 +190,14 @@ def evaluate_model_retrieval(
     evaluate_retrieval. `progress(total, name)` returns a callable taking a number of images
     done, with .close()."""
     rerank, dba = parse_rerank(opts.rerank), parse_dba(opts.dba)  # bad settings fail before any embedding
+    if opts.index and (rerank.on or dba or opts.pca):
+        raise ConfigError(
+            "--rerank, --dba and --pca are measured on FAISS indexes: leave them out with a Milvus --index"
+        )
+    if opts.index:
+        from .milvus_store import milvus_index, parse_address
+
+        milvus_index(IndexSpec(8, opts.factory, opts.metric), parse_address(opts.index)[0])  # fails before embedding
     dim = feature_dim(loaded.model, loaded.preprocess, opts.layer)
     faiss_index.create(IndexSpec(dim, opts.factory, opts.metric, opts.pca, opts.whiten))  # a bad spec fails now
     database, queries = resolve_classification(opts.data, loaded.preprocess.base_size, command="eval-retrieval")
@@ -156,6 +223,16 @@ def evaluate_model_retrieval(
     spec = IndexSpec(db.shape[1], opts.factory, opts.metric, opts.pca, opts.whiten)
     ks = tuple(sorted(set(opts.ks)))
     result = evaluate_retrieval(
-        db, db_labels, q, q_labels, spec, ks, params=opts.params, device=device, rerank=rerank, dba=dba
+        db,
+        db_labels,
+        q,
+        q_labels,
+        spec,
+        ks,
+        params=opts.params,
+        device=device,
+        rerank=rerank,
+        dba=dba,
+        store=opts.index,
     )
     return {"model": str(loaded.source), "layer": opts.layer, "data": opts.data, **result}
