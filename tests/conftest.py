@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +155,29 @@ def trained_detector(voc_scenes, trained_run, tmp_path_factory) -> Path:
     )
     train_detector(cfg, out)
     return out
+
+
+@contextmanager
+def serving(*args):
+    """A real `alexsuite serve` process with these arguments on a free port, its URL once /health
+    answers; terminated afterwards."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "alexsuite.cli", "serve", *map(str, args), "--port", str(port), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+            assert proc.poll() is None, proc.stderr.read()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

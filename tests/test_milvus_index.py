@@ -4,11 +4,9 @@ a FAISS index, incremental updates with stable ids, and kill -9 at any moment of
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import httpx
 import numpy as np
@@ -18,6 +16,7 @@ from PIL import Image
 import alexsuite
 from alexsuite.errors import CheckpointError, ConfigError
 from alexsuite.models.checkpoint import load_model, save_checkpoint
+from tests.conftest import serving
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
@@ -147,23 +146,7 @@ def test_a_real_server_on_a_milvus_lite_index(trained_run, photos, tmp_path):
     _cli("index", str(photos), "--index", address, "--model", str(trained_run), "--workers", "0", "--device", "cpu")
     query = sorted(photos.rglob("*.png"))[0]
     (cli,) = [json.loads(line) for line in _cli("search", str(query), "--index", address, "--json").stdout.splitlines()]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "alexsuite.cli", "serve", "--index", address, "--port", str(port), "--device", "cpu"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-            assert proc.poll() is None, proc.stderr.read()
+    with serving("--index", address) as url:
         assert httpx.get(url + "/stats").json()["images"] == 24
         with open(query, "rb") as f:
             body = httpx.post(url + "/search?k=10", files={"file": ("q.png", f.read(), "image/png")}).json()
@@ -172,6 +155,3 @@ def test_a_real_server_on_a_milvus_lite_index(trained_run, photos, tmp_path):
         own = body["results"][0]["id"]
         assert httpx.get(f"{url}/images/{own}").content == query.read_bytes()
         assert httpx.get(url + "/duplicates?threshold=0").json() == {"groups": [], "total": 0}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from alexsuite.errors import ConfigError
 from alexsuite.serve.app import create_app
 from alexsuite.serve.server import Service
 from alexsuite.serve.settings import ServeSettings
+from tests.conftest import serving
 
 
 def cli_json(*args) -> list[dict]:
@@ -171,32 +171,13 @@ def test_concurrent_queries_share_forward_passes(val_index, val_photos):
     assert len(calls) < len(files) and service.batcher.largest > 1
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def server(val_index, trained_detector, tmp_path):
     """A real `alexsuite serve` process on a copy of the index (the tests add to it)."""
     index = tmp_path / "idx"
     shutil.copytree(val_index, index)
-    port = free_port()
-    cmd = [sys.executable, "-m", "alexsuite.cli", "serve", "--index", str(index), "--port", str(port)]
-    cmd += ["--detector", str(trained_detector)]
-    proc = subprocess.Popen([*cmd, "--device", "cpu"], stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-        assert proc.poll() is None, proc.stderr.read()
-    yield url, index
-    proc.terminate()
-    proc.wait(timeout=20)
+    with serving("--index", index, "--detector", trained_detector) as url:
+        yield url, index
 
 
 def test_a_real_server_follows_the_index_as_it_grows(server, val_photos, trained_run, tmp_path):

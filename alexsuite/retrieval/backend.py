@@ -61,6 +61,15 @@ def is_milvus(name: str | os.PathLike) -> bool:
     return str(name).startswith(MILVUS_SCHEMES)
 
 
+def _milvus(where):
+    """MilvusStore when `where` is a Milvus address (pymilvus is imported only then), else None."""
+    if isinstance(where, str) and is_milvus(where):
+        from .milvus_store import MilvusStore
+
+        return MilvusStore
+    return None
+
+
 def locate(name: str | os.PathLike) -> Path | str:
     """An index folder (a bare name means indexes/NAME), or a Milvus address kept as text."""
     if is_milvus(name):
@@ -72,68 +81,50 @@ def locate(name: str | os.PathLike) -> Path | str:
 
 
 def exists(where: Path | str) -> bool:
-    if isinstance(where, str) and is_milvus(where):
-        from .milvus_store import MilvusStore
-
-        return MilvusStore.exists(where)
-    return IndexStore.exists(Path(where))
+    milvus = _milvus(where)
+    return milvus.exists(where) if milvus else IndexStore.exists(Path(where))
 
 
 def manifest_of(where: Path | str) -> dict:
-    if isinstance(where, str) and is_milvus(where):
-        from .milvus_store import MilvusStore
-
-        return MilvusStore.manifest_of(where)
-    return IndexStore.manifest_of(Path(where))
+    milvus = _milvus(where)
+    return milvus.manifest_of(where) if milvus else IndexStore.manifest_of(Path(where))
 
 
 def open_read(where: Path | str) -> Store:
     """Open for searching (read-only)."""
-    if isinstance(where, str) and is_milvus(where):
-        from .milvus_store import MilvusStore
-
-        return MilvusStore.open_read(where)
-    return IndexStore.open_read(Path(where))
+    milvus = _milvus(where)
+    return milvus.open_read(where) if milvus else IndexStore.open_read(Path(where))
 
 
 # ---- writing (the indexer) ----------------------------------------------------------------------
 def open_write(where: Path | str) -> Store:
-    if isinstance(where, str) and is_milvus(where):
-        from .milvus_store import MilvusStore
-
-        return MilvusStore.open_write(where)
-    return IndexStore.open_write(Path(where))
+    milvus = _milvus(where)
+    return milvus.open_write(where) if milvus else IndexStore.open_write(Path(where))
 
 
 def create(where: Path | str, model: dict, layer: str, preprocess: dict, spec: IndexSpec, dba=None) -> Store:
     """A new, empty index's manifest written (replacing an empty one left by a failed first run)."""
-    if isinstance(where, str) and is_milvus(where):
-        from .milvus_store import MilvusStore
-
-        if dba or spec.on_disk or spec.pca:
-            asked = "--dba" if dba else "--on-disk" if spec.on_disk else "--pca"
-            raise ConfigError(f"{asked} is for FAISS indexes; Milvus collections keep vectors as given: leave it out")
-        MilvusStore.drop(where)
-        return MilvusStore.create(where, model, layer, preprocess, spec)
-    return IndexStore.create(Path(where), model, layer, preprocess, spec, dba)
+    milvus = _milvus(where)
+    if not milvus:
+        return IndexStore.create(Path(where), model, layer, preprocess, spec, dba)
+    if dba or spec.on_disk or spec.pca:
+        asked = "--dba" if dba else "--on-disk" if spec.on_disk else "--pca"
+        raise ConfigError(f"{asked} is for FAISS indexes; Milvus collections keep vectors as given: leave it out")
+    return milvus.create(where, model, layer, preprocess, spec)
 
 
 def writer_lock(where: Path | str, wait: float = 0.0):
     """One writer at a time (see each store's writer_lock)."""
-    if isinstance(where, str) and is_milvus(where):
-        from .milvus_store import MilvusStore
-
-        return MilvusStore.writer_lock(where, wait)
-    return store_module.writer_lock(Path(where), wait)
+    milvus = _milvus(where)
+    return milvus.writer_lock(where, wait) if milvus else store_module.writer_lock(Path(where), wait)
 
 
 def staging(where: Path | str) -> Path | str:
     """Where a --rebuild is made before it replaces the index (emptied first)."""
-    if isinstance(where, str) and is_milvus(where):
-        from .milvus_store import MilvusStore
-
-        place = MilvusStore.staging(where)
-        MilvusStore.drop(place)
+    milvus = _milvus(where)
+    if milvus:
+        place = milvus.staging(where)
+        milvus.drop(place)
         return place
     place = store_module.staging_dir(Path(where))
     shutil.rmtree(place, ignore_errors=True)
@@ -141,15 +132,10 @@ def staging(where: Path | str) -> Path | str:
 
 
 def swap_in(built: Path | str, where: Path | str) -> None:
-    if isinstance(where, str) and is_milvus(where):
-        from .milvus_store import MilvusStore
-
-        return MilvusStore.swap_in(built, where)
-    return store_module.swap_in(Path(built), Path(where))
+    milvus = _milvus(where)
+    return milvus.swap_in(built, where) if milvus else store_module.swap_in(Path(built), Path(where))
 
 
 def write_errors(where: Path | str, report=None):
     """Disk-full and permission errors as one line (a Milvus store reports its own)."""
-    if isinstance(where, str) and is_milvus(where):
-        return contextlib.nullcontext()
-    return store_module.write_errors(Path(where), report)
+    return contextlib.nullcontext() if _milvus(where) else store_module.write_errors(Path(where), report)

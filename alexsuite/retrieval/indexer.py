@@ -539,12 +539,7 @@ class _Writer:
         store, report = self.store, self.plan.report
         if not (self.files or self.pending_removals or self.pending_touch or (self.dba and self.dba.stale)):
             return
-        rows, keep = [], []
-        for i, p in enumerate(self.files):
-            row = self._row(p)
-            if row is not None:
-                rows.append(row)
-                keep.append(i)
+        rows, keep = self._staged_rows()
         vectors = np.concatenate(self.vectors)[keep] if keep else None
         ids = np.arange(self.next_id, self.next_id + len(rows), dtype=np.int64)
         replaced = [self.plan.replace[r[0]] for r in rows if r[0] in self.plan.replace]
@@ -633,6 +628,16 @@ class _Writer:
         report.added += len(rows) - len(replaced)
         self.pending_removals, self.pending_touch = [], []
 
+    def _staged_rows(self) -> tuple[list, list]:
+        """The rows of the staged files still as planned, and their places among the staged vectors."""
+        rows, keep = [], []
+        for i, p in enumerate(self.files):
+            row = self._row(p)
+            if row is not None:
+                rows.append(row)
+                keep.append(i)
+        return rows, keep
+
     def _label(self, p: Path) -> str | None:
         return (p.parent.name or None) if self.plan.listed else label_of(p, self.plan.root)
 
@@ -667,12 +672,7 @@ class _MilvusWriter(_Writer):
 
     def commit(self) -> None:
         store, report = self.store, self.plan.report
-        rows, keep = [], []
-        for i, p in enumerate(self.files):
-            row = self._row(p)
-            if row is not None:
-                rows.append(row)
-                keep.append(i)
+        rows, keep = self._staged_rows()
         fresh = [r for r in rows if r[0] not in self.plan.replace]
         first = store.reserve_ids(len(fresh)) if fresh else 0
         new_ids = iter(range(first, first + len(fresh)))

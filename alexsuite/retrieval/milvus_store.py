@@ -49,7 +49,7 @@ from ..fileio import display_path
 from ..version import __version__
 from . import index as faiss_index
 from .index import IndexSpec
-from .store import IndexBusyError, Row, _lock, _open_lock_file
+from .store import IndexBusyError, Row, _lock, _open_lock_file, check_manifest
 
 try:
     import pymilvus
@@ -327,19 +327,7 @@ def _manifest(client, name: str):
 
 def _checked(manifest, address: str) -> dict:
     """As store._read_manifest checks manifest.json."""
-    where = f"{address} ({_meta(parse_address(address)[2])})"
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise DataError(f"{where}: index format {found!r}, this alexsuite reads {FORMAT}")
-    model = manifest.get("model")
-    fields_ok = isinstance(model, dict) and all(
-        isinstance(model.get(k), str) for k in ("source", "fingerprint", "arch")
-    )
-    if not fields_ok or not isinstance(manifest.get("layer"), str) or not isinstance(manifest.get("spec"), dict):
-        raise DataError(
-            f"{where}: a damaged manifest (model, layer or spec missing); rebuild with --rebuild and --model"
-        )
-    return manifest
+    return check_manifest(manifest, f"{address} ({_meta(parse_address(address)[2])})", FORMAT)
 
 
 def _absent(address: str) -> DataError:

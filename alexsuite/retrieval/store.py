@@ -442,16 +442,21 @@ def _read_manifest(root: Path) -> dict:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: unreadable manifest ({e}); rebuild with --rebuild") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    return check_manifest(manifest, path, FORMAT)
+
+
+def check_manifest(manifest, where, fmt: str) -> dict:
+    """A manifest of format `fmt` with the fields every reader needs, or one line naming the fix."""
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
         found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise DataError(f"{path}: index format {found!r}, this alexsuite reads {FORMAT}")
+        raise DataError(f"{where}: index format {found!r}, this alexsuite reads {fmt}")
     model = manifest.get("model")
     fields_ok = isinstance(model, dict) and all(
         isinstance(model.get(k), str) for k in ("source", "fingerprint", "arch")
     )
     if not fields_ok or not isinstance(manifest.get("layer"), str) or not isinstance(manifest.get("spec"), dict):
         raise DataError(
-            f"{path}: a damaged manifest (model, layer or spec missing); rebuild with --rebuild and --model"
+            f"{where}: a damaged manifest (model, layer or spec missing); rebuild with --rebuild and --model"
         )
     return manifest
 
