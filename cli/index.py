@@ -49,15 +49,17 @@ from .progress import Bar
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the counts per folder (and list).")
 def index_cmd(images, files_from, index_name, as_json, **settings):
     """Embed every image under each IMAGES folder (recursively), and each file --files-from
-    lists, into a FAISS index.
+    lists, into a FAISS index (or a Milvus collection: --index milvus://HOST:PORT/COLLECTION,
+    milvus-lite:PATH.db/COLLECTION).
 
     Running it again embeds only new or changed files; ids stay stable. Settings left
     out (--layer, --factory, --metric, --pca, --dba) keep what the index was built with.
     Writes the index directory, which holds index.faiss, meta.sqlite (id, path, size, mtime,
     sha256, class label = first folder under IMAGES) and manifest.json (model fingerprint,
-    layer, preprocessing, factory, dba), and with --dba raw.faiss (the embedded vectors); it
-    refuses vectors from any other model. Work is committed every minute, so an interrupted
-    run resumes.
+    layer, preprocessing, factory, dba), with --dba raw.faiss (the embedded vectors) and with
+    --on-disk lists-*.ivfdata (the inverted lists, memory-mapped); a Milvus collection holds
+    the same rows with their vectors. It refuses vectors from any other model. Work is
+    committed every minute, so an interrupted run resumes.
 
     \b
     Examples:
@@ -67,6 +69,9 @@ def index_cmd(images, files_from, index_name, as_json, **settings):
       alexsuite index photos/ --index shop --factory HNSW32 --metric cosine
       alexsuite index photos/ --index big --factory IVF1024,PQ64 --pca 256
       alexsuite index photos/ --index dba --metric cosine --dba n=5,alpha=3   # augmented vectors
+      alexsuite index photos/ --index big --factory IVF4096,Flat --on-disk    # lists memory-mapped
+      alexsuite index photos/ --index milvus-lite:runs/m.db/shop --factory HNSW32   # embedded Milvus
+      alexsuite index photos/ --index milvus://milvus.example.com:19530/shop        # a Milvus server
       torchrun --nproc-per-node 4 -m alexsuite.cli index photos/ --device cuda
     """
     opts = IndexOptions(index=index_name, **settings)

@@ -54,6 +54,7 @@ def search_cmd(queries, index_name, ids, as_json, sheet, **settings):
       alexsuite search queries/ -k 5 --sheet sheet.png    # picture grid with distances
       alexsuite search --id 42 --json                     # JSON Lines, one object per query
       alexsuite search query.jpg --rerank aqe:n=5,alpha=3 # query expansion: search twice
+      alexsuite search query.jpg --index milvus-lite:runs/m.db/shop   # a Milvus collection
 
     Prints a table per query (or JSON Lines); writes only the --sheet picture.
     """

@@ -39,7 +39,9 @@ class DedupSettings:
         "benchmarks/dedup.py",
     )
     neighbours: int = setting(20, "Nearest images looked at per image (bounds the work: no all-pairs step).")
-    index: str | None = setting(None, "Find duplicates among an existing index's images (name or path).")
+    index: str | None = setting(
+        None, "Find duplicates among an existing index's images (name, path or Milvus collection, as `index --index`)."
+    )
     layer: str = setting(
         "conv5-rmac",
         "Descriptor for the temporary index of FOLDERS: conv5 of the whole image (conv5-rmac, conv5-gem; "

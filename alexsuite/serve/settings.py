@@ -15,7 +15,11 @@ LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 @dataclass(frozen=True)
 class ServeSettings:
-    index: str | None = setting(DEFAULT_INDEX, "Index name (kept under indexes/) or a path with a /.")
+    index: str | None = setting(
+        DEFAULT_INDEX,
+        "Index name (kept under indexes/), a path with a /, or a Milvus collection (milvus://HOST:PORT/COLLECTION, "
+        "milvus-lite:PATH.db/COLLECTION).",
+    )
     detector: str | None = setting(None, "Detector directory: also serve POST /detect and the page's detect tab.")
     model: str | None = setting(None, "Default: the model recorded in the index.")
     host: str = setting("127.0.0.1", "Address to listen on. Anything but loopback needs --token or --insecure.")
