@@ -51,6 +51,8 @@ from . import index as faiss_index
 from .index import IndexSpec
 from .store import IndexBusyError, Row, _lock, _open_lock_file, check_manifest
 
+# gRPC logs at INFO that it skips its fork handlers each time the decoding workers start: noise
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 try:
     import pymilvus
     from pymilvus import DataType, MilvusClient, MilvusException
