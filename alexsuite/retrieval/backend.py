@@ -80,26 +80,29 @@ def locate(name: str | os.PathLike) -> Path | str:
     return resolve_dir(name)
 
 
-def exists(where: Path | str) -> bool:
+def _call(where: Path | str, method: str):
+    """The store class's `method` for `where`, bound to it (the address, or the folder as a Path)."""
     milvus = _milvus(where)
-    return milvus.exists(where) if milvus else IndexStore.exists(Path(where))
+    bound = getattr(milvus or IndexStore, method)
+    return lambda *args: bound(where if milvus else Path(where), *args)
+
+
+def exists(where: Path | str) -> bool:
+    return _call(where, "exists")()
 
 
 def manifest_of(where: Path | str) -> dict:
-    milvus = _milvus(where)
-    return milvus.manifest_of(where) if milvus else IndexStore.manifest_of(Path(where))
+    return _call(where, "manifest_of")()
 
 
 def open_read(where: Path | str) -> Store:
     """Open for searching (read-only)."""
-    milvus = _milvus(where)
-    return milvus.open_read(where) if milvus else IndexStore.open_read(Path(where))
+    return _call(where, "open_read")()
 
 
 # ---- writing (the indexer) ----------------------------------------------------------------------
 def open_write(where: Path | str) -> Store:
-    milvus = _milvus(where)
-    return milvus.open_write(where) if milvus else IndexStore.open_write(Path(where))
+    return _call(where, "open_write")()
 
 
 def create(where: Path | str, model: dict, layer: str, preprocess: dict, spec: IndexSpec, dba=None) -> Store:
