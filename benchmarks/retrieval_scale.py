@@ -391,7 +391,10 @@ def milvus_build(task, db, name="v"):
     client.flush(name)
     times = {"insert_s": time.perf_counter() - t0}
     params = client.prepare_index_params()
-    params.add_index(field_name="vector", index_type=task["index_type"], metric_type="L2", params=task["build"])
+    # pymilvus 3.0.2 sends build params as flat keys, milvus-lite 3.2.2 reads only a "params" key
+    # and silently builds its defaults (HNSW M=16/efConstruction=200, IVF nlist=128): send both.
+    build = {**task["build"], "params": task["build"]}
+    params.add_index(field_name="vector", index_type=task["index_type"], metric_type="L2", params=build)
     incidents = create_index(client, name, params)
     times["create_index_s"] = time.perf_counter() - t0 - times["insert_s"]
     client.load_collection(name)
@@ -427,6 +430,7 @@ def milvus_worker(task, db, q, truth, before):
     out["index_info"] = client.describe_index("v", "vector")
     out["disk_bytes"] = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
     out["segment_indexes"] = len(list(Path(path).rglob("*.idx")))
+    out["built"] = milvus_built()
     print(f"    {task['engine']}: built in {out['build_s']:.1f}s, +{out['rss_anon_mib']:.0f} MiB anon", flush=True)
     save(task, out)
     if out["build_s"] > MILVUS_LIMIT_S:
@@ -445,6 +449,32 @@ def milvus_worker(task, db, q, truth, before):
         current.update(metric_type="L2", params={task["param"]: v})
 
     sweep(task, out, search, set_param, task["param"], task["values"], q, truth)
+
+
+def milvus_built(name: str = "v") -> list:
+    """What milvus-lite really built, per segment (its server runs in this process)."""
+    try:
+        from milvus_lite import server_manager
+
+        manager = next(v for v in vars(server_manager).values() if isinstance(v, server_manager.ServerManager))
+        db = next(iter(manager._servers.values()))[1]
+        col = next(c for key, c in db._collections.items() if key[-1] == name)
+        out = []
+        for seg in col._segment_cache.values():
+            index = seg.indexes["vector"]._index
+            hnsw = getattr(index, "hnsw", None)
+            out.append(
+                {
+                    "rows": seg.num_rows,
+                    "faiss": type(index).__name__,
+                    "nlist": getattr(index, "nlist", None),
+                    "M": hnsw.nb_neighbors(1) if hnsw else None,
+                    "efConstruction": hnsw.efConstruction if hnsw else None,
+                }
+            )
+        return out
+    except Exception as e:  # private internals of one milvus-lite version: report, do not fail
+        return [f"could not inspect milvus-lite: {type(e).__name__}: {e}"]
 
 
 def children_rss_mib() -> float:
