@@ -28,8 +28,11 @@ prefix in memory before its baseline, so its RSS growth is the engine's own memo
   - Milvus Lite (pymilvus MilvusClient on a .db; milvus-lite 3 runs its server in-process, as
     threads): HNSW (M=32, efConstruction=40, ef sweep) and IVF_FLAT (same nlist, nprobe sweep);
     build = insert in batches of 10,000 + flush + create_index + load (milvus-lite keeps
-    segments of ~100k rows, each with its own index, searched in turn).
-QPS: 1,000 queries as one batch, best of 2. Recall@10: overlap with exact search's top 10.
+    segments of up to ~130k rows, 8 at 1M, each with its own FAISS index, searched in turn; the
+    build params it really used are read back from the segments into the JSON).
+QPS: 1,000 queries as one batch, best of 2; exact search is timed at the start and again at the end
+of each size, and the better of the two is the baseline of every speedup (the machine may be shared).
+Recall@10: overlap with exact search's top 10.
 
 Needs: Debian's dataset-fashion-mnist (or ALEXSUITE_DATA), and the `milvus` extra
 (pip install -e '.[milvus]') unless --no-milvus. About 1 h on 2 cores at 1M, ~5 GB of memory.
@@ -271,10 +274,12 @@ def flat_worker(task, db, q, truth, before):
     faiss_index.add(exact, db, np.arange(len(db), dtype=np.int64), SPEC)
     out = {"engine": "faiss Flat (exact)", "build_s": round(time.perf_counter() - t0, 2), **growth(before, mem())}
     qps, ids = timed_search(exact, q, K, SPEC)
+    out["rows"] = [{"config": "", "qps": round(qps, 1), "recall@10": 1.0}]
+    if task.get("retime"):  # the second timing, at the end of the size: QPS only
+        return save(task, out)
     np.save(task["truth"], ids)
     out["index_bytes"] = int(len(faiss_index.faiss.serialize_index(exact)))
     out["relative_contrast_10"] = round(relative_contrast(db, q, exact, SPEC), 3)
-    out["rows"] = [{"config": "", "qps": round(qps, 1), "recall@10": 1.0}]
     print(f"    exact Flat: {qps:,.0f} QPS, relative contrast {out['relative_contrast_10']:.2f}", flush=True)
     save(task, out)
 
@@ -443,7 +448,8 @@ def milvus_worker(task, db, q, truth, before):
             t0 = time.perf_counter()
             res = client.search("v", data=x, limit=K, output_fields=["id"], search_params=current)
             best = min(best, time.perf_counter() - t0)
-        return len(x) / best, np.array([[h["id"] for h in hits] for hits in res])
+        # milvus-lite returns fewer than K hits where the probed lists hold fewer: pad as FAISS does
+        return len(x) / best, np.array([[h["id"] for h in hits] + [-1] * (K - len(hits)) for hits in res])
 
     def set_param(v):
         current.update(metric_type="L2", params={task["param"]: v})
@@ -515,12 +521,22 @@ def run_size(n: int, vec: dict, milvus: bool) -> dict:
         disk["build_s"] = round(ivf["train_s"] + disk["build"]["add_merge_s"], 2)
     if milvus:
         engines |= milvus_engines(n, base)
-    exact_qps = engines["faiss Flat (exact)"]["rows"][0]["qps"]
+    exact_qps = exact_baseline(engines["faiss Flat (exact)"], base)
     for e in engines.values():
         for r in e.get("rows", []):
             r["speedup"] = round(r["qps"] / exact_qps, 2)
         e["pick"] = pick(e.get("rows", []))
     return {"n": n, "nlist": nlist_for(n), "exact_qps": exact_qps, "engines": engines}
+
+
+def exact_baseline(flat: dict, base: dict) -> float:
+    """Exact QPS timed again after the other engines; the better of the two is the baseline (the
+    machine is shared: a busy minute would otherwise inflate every speedup)."""
+    again = in_subprocess({**base, "kind": "flat", "retime": True}).get("rows", [{}])[0].get("qps", 0.0)
+    flat["qps_timings"] = [flat["rows"][0]["qps"], again]
+    flat["rows"][0]["qps"] = max(flat["qps_timings"])
+    print(f"    exact Flat timed again: {again:,.0f} QPS; baseline {flat['rows'][0]['qps']:,.0f}", flush=True)
+    return flat["rows"][0]["qps"]
 
 
 def ivf_files(n: int, base: dict, trained: str, full: str) -> dict:
@@ -702,7 +718,7 @@ def report(args, vec: dict, sizes, results: list) -> None:
         print(f"goal {key}: {'MET' if goal['met'] else 'NOT MET'}: {json.dumps(goal)}")
     name = "retrieval_scale" if not args.quick else "retrieval_scale_quick"
     payload = {
-        "command": "python benchmarks/retrieval_scale.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/retrieval_scale.py", *sys.argv[1:]]),
         "vectors": {k: v for k, v in vec.items() if k not in ("chunk",)},
         "queries": N_QUERIES,
         "dim": DIM,
