@@ -85,6 +85,22 @@ def test_updates_keep_ids_and_refuse_another_model(trained_run, photos, tmp_path
         alexsuite.Index(address, model=other, device="cpu").add(photos, workers=0)
 
 
+def test_an_index_whose_rows_were_all_pruned_keeps_its_ids(trained_run, photos, tmp_path):
+    address = f"milvus-lite:{tmp_path / 'm.db'}/shapes"
+    index = alexsuite.Index(address, model=trained_run, device="cpu")
+    index.add(photos, workers=0)
+    top = max(index._open().all_rows())
+    for folder in list(photos.iterdir()):
+        shutil.rmtree(folder)
+    (report,) = index.add(photos, prune=True, workers=0)
+    assert (report.removed, report.total) == (24, 0)
+    (photos / "circle").mkdir()
+    Image.new("RGB", (40, 40), (0, 200, 0)).save(photos / "circle" / "green.png")
+    (report,) = index.add(photos, workers=0)
+    assert report.added == 1 and [r.id for r in index._open().all_rows().values()] == [top + 1]
+    index.close()
+
+
 KILLER = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path

@@ -294,6 +294,26 @@ def test_ids_are_never_reused_and_odd_names_are_skipped(loaded, photos, tmp_path
     store.close()
 
 
+def test_an_index_whose_rows_were_all_pruned_keeps_its_settings_and_ids(loaded, photos, tmp_path):
+    index_dir = tmp_path / "idx"
+    build(loaded, photos, index_dir, factory="IVF4,Flat")
+    store = IndexStore.open_read(index_dir)
+    top = max(store.row_ids())
+    store.close()
+    for folder in list(photos.iterdir()):
+        shutil.rmtree(folder)
+    report = build(loaded, photos, index_dir, prune=True)
+    assert (report.removed, report.total) == (72, 0)
+    (photos / "circle").mkdir()
+    Image.new("RGB", (40, 40), (0, 200, 0)).save(photos / "circle" / "green.png")
+    with pytest.raises(ConfigError, match="--rebuild"):  # still the index built with IVF4,Flat
+        build(loaded, photos, index_dir, factory="Flat")
+    assert build(loaded, photos, index_dir).added == 1
+    store = IndexStore.open_read(index_dir)
+    assert store.row_by_path(photos.resolve() / "circle" / "green.png").id == top + 1
+    store.close()
+
+
 def test_factory_strings_keep_cosine_a_cosine():
     spec = faiss_index.IndexSpec
     assert spec(64, "Flat", "cosine", pca=16).full_factory == "PCAW16,L2norm,Flat"

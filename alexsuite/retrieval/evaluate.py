@@ -79,7 +79,8 @@ def evaluate_retrieval(
     of one batched top-k search of all queries, re-ranking included."""
     rerank, dba = parse_rerank(rerank), parse_dba(dba)
     if store:
-        return _evaluate_in_milvus(db_vectors, db_labels, q_vectors, q_labels, spec, ks, chunk, params, store, rerank)
+        _check_for_milvus(rerank, dba, spec.pca)
+        return _evaluate_in_milvus(db_vectors, db_labels, q_vectors, q_labels, spec, ks, chunk, params, store)
     t0 = time.perf_counter()
     db = augment_arrays(db_vectors, dba, spec.metric) if dba else db_vectors
     index = faiss_index.create(spec)
@@ -89,30 +90,22 @@ def evaluate_retrieval(
     build_s = time.perf_counter() - t0
     qps = _queries_per_second(index, db, q_vectors, max(ks), spec, rerank)
     t0 = time.perf_counter()
-    ap, precision = _rank(index, db, q_vectors, db_labels, q_labels, spec, rerank, ks, chunk)
-    return {
-        "factory": spec.full_factory,
-        "metric": spec.metric,
-        "dim": spec.dim,
-        "rerank": str(rerank),
-        "dba": str(dba) if dba else "none",
-        "queries": int(len(q_vectors)),
-        "database": int(len(db_vectors)),
-        "mAP": ap,
-        **{f"precision@{k}": precision[k] for k in ks},
-        "queries_per_second": round(qps, 1),
-        "build_seconds": round(build_s, 3),
-        "rank_seconds": round(time.perf_counter() - t0, 3),
-        "warnings": advice,
-    }
+    ranked = _rank(_faiss_search(index, db, spec, rerank), q_vectors, db_labels, q_labels, ks, chunk)
+    seconds = (qps, build_s, time.perf_counter() - t0)
+    return _result(spec, spec.full_factory, (len(q_vectors), len(db_vectors)), ranked, seconds, rerank, dba, advice)
 
 
-def _evaluate_in_milvus(db, db_labels, queries, q_labels, spec, ks, chunk, params, address, rerank) -> dict:
+def _check_for_milvus(rerank: Rerank, dba, pca) -> None:
+    if rerank.on or dba or pca:
+        raise ConfigError(
+            "--rerank, --dba and --pca are measured on FAISS indexes: leave them out with a Milvus --index"
+        )
+
+
+def _evaluate_in_milvus(db, db_labels, queries, q_labels, spec, ks, chunk, params, address) -> dict:
     """evaluate_retrieval's measurements, the database in a Milvus collection (replaced)."""
     from .milvus_store import TOPK_MAX, MilvusStore
 
-    if rerank.on:
-        raise ConfigError("--rerank with a Milvus --index: re-ranking is measured on FAISS; leave out --index")
     t0 = time.perf_counter()
     MilvusStore.drop(address)
     model = {"source": "eval-retrieval", "fingerprint": "none", "arch": "none"}
@@ -129,40 +122,30 @@ def _evaluate_in_milvus(db, db_labels, queries, q_labels, spec, ks, chunk, param
         store.search(queries, max(ks))
         qps = len(queries) / max(time.perf_counter() - t0, 1e-9)
         t0 = time.perf_counter()
-        aps, precisions = [], {k: [] for k in ks}
-        for start in range(0, len(queries), chunk):
-            _, ids = store.search(queries[start : start + chunk], min(len(db), TOPK_MAX))
-            ap, prec = average_precision(ids, db_labels, q_labels[start : start + chunk], ks)
-            aps.append(ap)
-            for k in ks:
-                precisions[k].append(prec[k])
+        top = min(len(db), TOPK_MAX)
+        ranked = _rank(lambda q: store.search(q, top)[1], queries, db_labels, q_labels, ks, chunk)
     finally:
         store.close()
-    return {
-        "index": address,
-        "factory": spec.factory,
-        "metric": spec.metric,
-        "dim": spec.dim,
-        "queries": int(len(queries)),
-        "database": int(len(db)),
-        "mAP": float(np.concatenate(aps).mean()) if aps else 0.0,
-        **{f"precision@{k}": float(np.concatenate(precisions[k]).mean()) if aps else 0.0 for k in ks},
-        "queries_per_second": round(qps, 1),
-        "build_seconds": round(build_s, 3),
-        "rank_seconds": round(time.perf_counter() - t0, 3),
-        "rerank": "none",
-        "dba": "none",
-        "warnings": [],
-    }
+    result = _result(spec, spec.factory, (len(queries), len(db)), ranked, (qps, build_s, time.perf_counter() - t0))
+    return {"index": address, **result}
 
 
-def _rank(index, db, queries, db_labels, q_labels, spec, rerank: Rerank, ks, chunk: int) -> tuple[float, dict]:
-    """mAP and mean precision@k over the whole database's ranking, `chunk` queries at a time."""
+def _faiss_search(index, db, spec, rerank: Rerank):
+    """search(queries) -> ids of the whole database ranked for each, the queries expanded first
+    under `rerank`."""
+
+    def search(q):
+        q = expand_arrays(index, db, q, rerank, spec.metric) if rerank.on else q
+        return faiss_index.search(index, q, len(db), spec)[1]
+
+    return search
+
+
+def _rank(search, queries, db_labels, q_labels, ks, chunk: int) -> tuple[float, dict]:
+    """mAP and mean precision@k of the rankings `search(queries) -> ids` makes, `chunk` queries at a time."""
     aps, precisions = [], {k: [] for k in ks}
     for start in range(0, len(queries), chunk):
-        q = queries[start : start + chunk]
-        q = expand_arrays(index, db, q, rerank, spec.metric) if rerank.on else q
-        _, ids = faiss_index.search(index, q, len(db), spec)
+        ids = search(queries[start : start + chunk])
         ap, prec = average_precision(ids, db_labels, q_labels[start : start + chunk], ks)
         aps.append(ap)
         for k in ks:
@@ -170,6 +153,27 @@ def _rank(index, db, queries, db_labels, q_labels, spec, rerank: Rerank, ks, chu
     if not aps:
         return 0.0, {k: 0.0 for k in ks}
     return float(np.concatenate(aps).mean()), {k: float(np.concatenate(precisions[k]).mean()) for k in ks}
+
+
+def _result(spec, factory: str, counts, ranked, seconds, rerank="none", dba=None, warnings=()) -> dict:
+    """evaluate_retrieval's answer: counts (queries, database), ranked (mAP, precision by k),
+    seconds (queries per second, build, rank)."""
+    (queries, database), (ap, precision), (qps, build_s, rank_s) = counts, ranked, seconds
+    return {
+        "factory": factory,
+        "metric": spec.metric,
+        "dim": spec.dim,
+        "rerank": str(rerank),
+        "dba": str(dba) if dba else "none",
+        "queries": int(queries),
+        "database": int(database),
+        "mAP": ap,
+        **{f"precision@{k}": p for k, p in precision.items()},
+        "queries_per_second": round(qps, 1),
+        "build_seconds": round(build_s, 3),
+        "rank_seconds": round(rank_s, 3),
+        "warnings": list(warnings),
+    }
 
 
 def _queries_per_second(index, db, queries, k: int, spec, rerank: Rerank) -> float:
@@ -190,11 +194,8 @@ def evaluate_model_retrieval(
     evaluate_retrieval. `progress(total, name)` returns a callable taking a number of images
     done, with .close()."""
     rerank, dba = parse_rerank(opts.rerank), parse_dba(opts.dba)  # bad settings fail before any embedding
-    if opts.index and (rerank.on or dba or opts.pca):
-        raise ConfigError(
-            "--rerank, --dba and --pca are measured on FAISS indexes: leave them out with a Milvus --index"
-        )
     if opts.index:
+        _check_for_milvus(rerank, dba, opts.pca)
         from .milvus_store import milvus_index, parse_address
 
         milvus_index(IndexSpec(8, opts.factory, opts.metric), parse_address(opts.index)[0])  # fails before embedding

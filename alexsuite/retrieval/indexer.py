@@ -268,8 +268,8 @@ def _broadcast(ctx: DistContext, payload):
 
 def _prepare(store_dir: Path | str, loaded, root: Path, opts: IndexOptions, report: IndexReport, warn, files=None):
     store = backend.open_write(store_dir) if backend.exists(store_dir) else None
-    if store is not None and store.is_empty() and not store.count():
-        store.close()  # nothing was ever committed (e.g. training failed): new settings may apply
+    if store is not None and _never_committed(store):
+        store.close()  # e.g. training failed: new settings may apply
         store = None
     if store is not None:
         store.check_vectors_present(str(root))
@@ -297,6 +297,14 @@ def _prepare(store_dir: Path | str, loaded, root: Path, opts: IndexOptions, repo
         order = np.random.default_rng(0).permutation(len(plan.embed))
         plan.embed = [plan.embed[i] for i in order]
     return plan, store
+
+
+def _never_committed(store: Store) -> bool:
+    """Created, but nothing committed. An index whose rows were all pruned was committed: it keeps
+    its settings and its ids."""
+    if is_milvus(store.root):
+        return not store.count() and not store.next_id()
+    return store.index is None and not store.count()
 
 
 def _drop_orphans(store: Store, warn) -> None:
@@ -548,15 +556,7 @@ class _Writer:
             for advice in faiss_index.train(self.index, vectors[: self.train_size], store.spec, self.device):
                 self.warn(advice)
         radii = self._add(vectors, ids, deleted)  # step 1
-        with store.db:  # step 2
-            if radii is not None:
-                store.set_radii(*radii, deleted)
-            store.db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in deleted])
-            store.db.executemany(
-                "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)", [(int(i), *r) for i, r in zip(ids, rows)]
-            )
-            store.db.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?", self.pending_touch)
-            store.set_next_id(self.next_id + len(rows))
+        self._commit_rows(ids, rows, deleted, self.next_id + len(rows), radii)  # step 2
         if deleted and store.remove_vectors(self.index, deleted) and self.index.is_trained:
             store.index = self.index
             store.save_index()  # step 3
@@ -564,6 +564,18 @@ class _Writer:
         report.added += len(rows) - len(replaced)
         self.next_id += len(rows)
         self.vectors, self.files, self.pending_removals, self.pending_touch = [], [], [], []
+
+    def _commit_rows(self, ids, rows: list, deleted: list, next_id: int, radii: tuple | None = None) -> None:
+        """One SQLite transaction: the deleted rows out, the new rows in under `ids`, the touched
+        rows' size and mtime, the id counter, and under --dba the radii (ids, radii)."""
+        db = self.store.db
+        with db:
+            if radii is not None:
+                self.store.set_radii(*radii, deleted)
+            db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in deleted])
+            db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)", [(int(i), *r) for i, r in zip(ids, rows)])
+            db.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?", self.pending_touch)
+            self.store.set_next_id(next_id)
 
     def _add(self, vectors, ids: np.ndarray, deleted: list) -> tuple | None:
         """Step 1: the new vectors into index.faiss, saved. Under --dba they go in augmented, with
@@ -617,13 +629,7 @@ class _Writer:
         store.save_index()
         for f in files:
             f.unlink(missing_ok=True)
-        with store.db:
-            store.db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in deleted])
-            store.db.executemany(
-                "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)", [(int(i), *r) for i, r in zip(ids, rows)]
-            )
-            store.db.executemany("UPDATE images SET size = ?, mtime_ns = ? WHERE id = ?", self.pending_touch)
-            store.set_next_id(self.next_id)
+        self._commit_rows(ids, rows, deleted, self.next_id)
         report.updated += len(replaced)
         report.added += len(rows) - len(replaced)
         self.pending_removals, self.pending_touch = [], []
