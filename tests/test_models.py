@@ -59,6 +59,24 @@ def test_lrn_is_torchs_lrn_and_the_papers_formula():
     assert torch.allclose(create_model("alexnet", 10).body[2](x)[:, c], expected, atol=1e-12)
 
 
+@pytest.mark.parametrize("beta", [0.75, 0.6])
+def test_lrn_gradient_written_out_matches_autograd(beta):
+    x = torch.randn(2, 9, 4, 4, dtype=torch.float64, requires_grad=True)
+    lrn = LocalResponseNorm(5, alpha=0.3, beta=beta, k=1.5)  # a large alpha: the window matters
+    assert torch.autograd.gradcheck(lrn, (x,))
+    assert torch.allclose(lrn(x), nn.LocalResponseNorm(5, alpha=0.3, beta=beta, k=1.5)(x), atol=1e-12)
+
+
+def test_lrn_under_bf16_keeps_its_denominator_in_fp32():
+    # ReLU-sized activations put d at ~2.006, which bf16 (spacing 1/64 at 2) rounds to k = 2:
+    # a systematic 0.2% error that survives averaging, unlike the output's own rounding.
+    x = (3.5 + 0.3 * torch.randn(4, 16, 8, 8)).bfloat16()
+    ref = nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)(x.float())
+    out = LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)(x)
+    assert out.dtype == torch.bfloat16
+    assert abs(float((out.float() / ref).mean()) - 1) < 5e-4
+
+
 @pytest.mark.parametrize("size", [28, 32, 64])
 def test_small_alexnet_takes_28_to_64_px(size):
     model = create_model("alexnet-small", 10).eval()

@@ -24,24 +24,31 @@ DROPOUT = 0.5  # on fc6 and fc7 (AlexNet §4.2)
 ACTIVATION = "relu"  # AlexNet §3.1; "tanh" only for Figure 1's comparison
 
 
+def lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """The LRN formula. Its channel-window sum is one banded 1x1 convolution: torch's own LRN
+    sums with avg_pool3d, which dominated alexnet-small's training step (CHANGELOG.md)."""
+    c = torch.arange(x.shape[1], device=x.device)
+    band = ((c[:, None] - c[None, :]).abs() <= size // 2).to(x.dtype) * (alpha / size)
+    window_sum = F.conv2d(x * x, band[:, :, None, None])
+    # In fp32 at least, as autocast keeps its norms: bf16 would round k + window_sum (~2.01) to k.
+    # Autocast runs pow in fp32 anyway, so under bf16 this costs no extra pass.
+    d = window_sum.to(torch.promote_types(x.dtype, torch.float32)) + k
+    return (x * d.pow(-beta)).to(x.dtype)
+
+
 class LocalResponseNorm(nn.Module):
     """Cross-channel LRN, b_c = a_c / (k + alpha/n * sum_{|c'-c|<=n/2} a_c'^2)^beta, the same
-    function as torch.nn.LocalResponseNorm (tests pin them together) but faster to train on a
-    CPU: the channel-window sum is one banded 1x1 convolution instead of avg_pool3d, which
-    dominated alexnet-small's training step (CHANGELOG.md)."""
+    function as torch.nn.LocalResponseNorm (tests pin them together). `fused`, when set (by
+    training.speed), is a compiled `lrn` for a training run and its validation: its elementwise
+    passes, up to a third of alexnet-small's eager step, fused into one kernel each way."""
 
     def __init__(self, size: int, alpha: float, beta: float, k: float):
         super().__init__()
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
-
-    def _band(self, channels: int, like: torch.Tensor) -> torch.Tensor:
-        c = torch.arange(channels, device=like.device)
-        window = (c[:, None] - c[None, :]).abs() <= self.size // 2
-        return (window.to(like.dtype) * (self.alpha / self.size))[:, :, None, None]
+        self.fused = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        window_sum = F.conv2d(x * x, self._band(x.shape[1], x))
-        return x * (window_sum + self.k).pow(-self.beta)
+        return (self.fused or lrn)(x, self.size, self.alpha, self.beta, self.k)
 
 
 def paper_lrn() -> LocalResponseNorm:
