@@ -21,3 +21,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"--device {name}: alexsuite runs on cpu or cuda")
     return device
+
+
+def native_bf16(device: torch.device) -> str | None:
+    """What runs bf16 natively on `device` (None: emulated, slower than fp32): the CPU
+    instructions oneDNN uses (AMX, AVX512-BF16), or the GPU's compute capability."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"CUDA sm_{major}{minor}" if torch.cuda.is_bf16_supported(including_emulation=False) else None
+    if torch.cpu._is_amx_tile_supported():
+        return "AMX"
+    if torch.cpu._is_avx512_bf16_supported():
+        return "AVX512-BF16"
+    return None

@@ -47,7 +47,8 @@ class ConsoleReporter(Reporter):
         resumed = f", resuming at epoch {info['start_epoch'] + 1}" if info["start_epoch"] else ""
         ddp = f" x {info['world']} processes" if info["world"] > 1 else ""
         self._say(
-            f"{info['arch']} ({info['parameters']:,} parameters) on {info['device']}{ddp}: "
+            f"{info['arch']} ({info['parameters']:,} parameters) on {info['device']}{ddp}, {info['precision']}"
+            f"{'' if info['compiled'] == 'off' else ', compiled: ' + info['compiled']}: "
             f"{info['train']:,} training / {info['val']:,} validation images, "
             f"{info['classes']} classes{resumed}\nrun directory: {info['run_dir']}"
         )

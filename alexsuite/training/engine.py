@@ -14,6 +14,7 @@ from ..data.paste import paste, paste_params
 from ..distributed import DistContext
 from ..errors import TrainingDiverged
 from ..evaluation.classification import topk_correct
+from . import speed
 
 
 def autocast_for(device: torch.device, enabled: bool):
@@ -90,7 +91,7 @@ def _batch_input(parts: TrainingParts, batch, cfg, epoch: int, global_size: int)
         if len(batch.labels)
         else torch.zeros(0, 3, pre.crop_size, pre.crop_size, device=device)
     )
-    return images, batch.labels.to(device, non_blocking=True)
+    return speed.batch_format(images, cfg.channels_last), batch.labels.to(device, non_blocking=True)
 
 
 def _step(parts: TrainingParts, images, labels, amp: bool, totals: dict, on_batch, where) -> None:

@@ -17,11 +17,11 @@ from ..errors import ConfigError
 from ..fileio import atomic_write_bytes, atomic_write_text
 from ..models.alexnet import count_parameters
 from ..reporting import NoProgress, Reporter
-from . import rundir
+from . import rundir, speed
 from .config import TrainConfig
 from .engine import TrainingParts, train_one_epoch
 from .evaluate import evaluate
-from .setup import TrainingData, build_parts, load_data
+from .setup import TrainingData, build_parts, compile_mode, load_data
 
 
 @dataclass
@@ -88,7 +88,7 @@ def _start_or_resume(cfg: TrainConfig, run_dir, resume) -> tuple[TrainConfig, Pa
             raise ConfigError(
                 f"a {saved.schedule} run is planned over its {saved.epochs} epochs; resume it without changing --epochs"
             )
-        saved.epochs, saved.device, saved.workers = cfg.epochs, cfg.device, cfg.workers
+        saved.epochs, saved.device, saved.workers, saved.compile = cfg.epochs, cfg.device, cfg.workers, cfg.compile
         cfg, run_dir = saved, ckpt_path.parent
     else:  # a resume reads these from wherever it is started
         if cfg.paste_on:
@@ -113,6 +113,10 @@ def _open_run_dir(run: _Run) -> None:
     skipped = getattr(data.train, "skipped_files", []) + getattr(data.val, "skipped_files", [])
     if skipped:
         reporter.warn(f"ignored {len(skipped)} file(s) that are not images or cannot be read, e.g. {skipped[0]}")
+    computes_in, warning = speed.precision(cfg.amp, parts.device)
+    compiled, compile_warning = compile_mode(cfg, parts.device, parts.steps_per_epoch)
+    for message in filter(None, (warning, compile_warning)):
+        reporter.warn(message)
     reporter.start(
         {
             "run_dir": str(run_dir),
@@ -122,6 +126,8 @@ def _open_run_dir(run: _Run) -> None:
             "val": len(data.val),
             "classes": len(data.train.classes),
             "device": str(parts.device),
+            "precision": computes_in,
+            "compiled": compiled,
             "world": parts.ctx.world,
             "start_epoch": run.progress.epoch,
             "epochs": cfg.epochs,
@@ -190,7 +196,7 @@ def _save(run: _Run, epoch: int, rng: list, improved: bool) -> None:
         "classes": list(data.train.classes),
         "preprocess": json.dumps(parts.pre.to_dict()),
         "config": cfg.to_json(),
-        "model": parts.raw_model.state_dict(),
+        "model": {k: v.contiguous() for k, v in parts.raw_model.state_dict().items()},  # NCHW, whatever trained
         "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict(),
         "epoch": epoch,

@@ -17,6 +17,7 @@ from ..errors import CheckpointError, ConfigError, DataError, ImageDecodeError
 from ..fileio import file_sha256
 from ..models.alexnet import create_model, load_torchvision_state_dict
 from ..models.checkpoint import read_checkpoint
+from . import speed
 from .config import TrainConfig
 from .engine import TrainingParts
 
@@ -72,21 +73,26 @@ def build_parts(cfg: TrainConfig, data: TrainingData, state: dict | None, ctx: D
     takes its preprocessing from last.pt and its weights later, from the same file."""
     pre = _saved_preprocess(state) if state else preprocess_for(cfg, data.train, data.backgrounds)
     classes = len(data.train.classes)
-    raw = (create_model(cfg.arch, classes, cfg.dropout, cfg.activation) if state else build_model(cfg, classes)).to(
-        device
-    )
+    raw = create_model(cfg.arch, classes, cfg.dropout, cfg.activation) if state else build_model(cfg, classes)
+    raw = speed.to_memory_format(raw.to(device), cfg.channels_last)
     model = raw
     if ctx.enabled:
         model = torch.nn.parallel.DistributedDataParallel(
             raw, device_ids=[device.index] if device.type == "cuda" else None
         )
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
+    model = speed.compiled(model, raw, compile_mode(cfg, device, steps_per_epoch)[0])
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     epoch_sched, step_sched = make_schedulers(cfg, optimizer, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
     return TrainingParts(
         model, raw, optimizer, pre, device, ctx, epoch_sched, step_sched, scaler, data.backgrounds, steps_per_epoch
     )
+
+
+def compile_mode(cfg: TrainConfig, device, steps_per_epoch: int) -> tuple[str, str | None]:
+    """speed.compile_mode for this run's planned training images."""
+    return speed.compile_mode(cfg.compile, device, cfg.epochs * steps_per_epoch * cfg.batch_size, cfg.crop_size)
 
 
 PASTED_SAMPLE = 2048  # images pasted to estimate a --paste-on run's statistics (~2M pixels at 32 px)
