@@ -37,6 +37,10 @@ bench: setup
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/relu_vs_tanh.py
 	$(BIN)/python benchmarks/train_fashion_mnist.py
+	$(BIN)/python benchmarks/train_fashion_mnist.py --amp --epochs 26 --seed 0 --out runs/bench/fm-amp-s0 \
+	    --json benchmarks/results/train_fashion_mnist_amp_seed0.json
+	$(BIN)/python benchmarks/train_fashion_mnist.py --amp --epochs 26 --seed 1 --out runs/bench/fm-amp-s1 \
+	    --json benchmarks/results/train_fashion_mnist_amp_seed1.json
 	$(BIN)/python benchmarks/index_build.py
 	$(BIN)/python benchmarks/retrieval_quality.py
 	$(BIN)/python benchmarks/search_cold_start.py
