@@ -39,6 +39,8 @@ class TrainingParts:
     scaler: object | None  # CUDA --amp's GradScaler
     backgrounds: torch.Tensor | None  # --paste-on's bank: each image is pasted onto one of them first
     steps_per_epoch: int
+    compiled: str = "off"  # what --compile chose for this run (speed.compile_mode)
+    compile_warning: str | None = None  # why it fell back to eager, said once at the start
 
     @property
     def scheduler(self):

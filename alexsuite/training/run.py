@@ -21,7 +21,7 @@ from . import rundir, speed
 from .config import TrainConfig
 from .engine import TrainingParts, train_one_epoch
 from .evaluate import evaluate
-from .setup import TrainingData, build_parts, compile_mode, load_data
+from .setup import TrainingData, build_parts, load_data
 
 
 @dataclass
@@ -114,8 +114,7 @@ def _open_run_dir(run: _Run) -> None:
     if skipped:
         reporter.warn(f"ignored {len(skipped)} file(s) that are not images or cannot be read, e.g. {skipped[0]}")
     computes_in, warning = speed.precision(cfg.amp, parts.device)
-    compiled, compile_warning = compile_mode(cfg, parts.device, parts.steps_per_epoch)
-    for message in filter(None, (warning, compile_warning)):
+    for message in filter(None, (warning, parts.compile_warning)):
         reporter.warn(message)
     reporter.start(
         {
@@ -127,7 +126,7 @@ def _open_run_dir(run: _Run) -> None:
             "classes": len(data.train.classes),
             "device": str(parts.device),
             "precision": computes_in,
-            "compiled": compiled,
+            "compiled": parts.compiled,
             "world": parts.ctx.world,
             "start_epoch": run.progress.epoch,
             "epochs": cfg.epochs,

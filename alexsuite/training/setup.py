@@ -81,18 +81,27 @@ def build_parts(cfg: TrainConfig, data: TrainingData, state: dict | None, ctx: D
             raw, device_ids=[device.index] if device.type == "cuda" else None
         )
     steps_per_epoch = max(1, len(data.train) // cfg.batch_size)
-    model = speed.compiled(model, raw, compile_mode(cfg, device, steps_per_epoch)[0])
+    images = cfg.epochs * steps_per_epoch * cfg.batch_size
+    compiled, compile_warning = speed.compile_mode(cfg.compile, device, images, cfg.crop_size)
+    model = speed.compiled(model, raw, compiled)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     epoch_sched, step_sched = make_schedulers(cfg, optimizer, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
     return TrainingParts(
-        model, raw, optimizer, pre, device, ctx, epoch_sched, step_sched, scaler, data.backgrounds, steps_per_epoch
+        model,
+        raw,
+        optimizer,
+        pre,
+        device,
+        ctx,
+        epoch_sched,
+        step_sched,
+        scaler,
+        data.backgrounds,
+        steps_per_epoch,
+        compiled,
+        compile_warning,
     )
-
-
-def compile_mode(cfg: TrainConfig, device, steps_per_epoch: int) -> tuple[str, str | None]:
-    """speed.compile_mode for this run's planned training images."""
-    return speed.compile_mode(cfg.compile, device, cfg.epochs * steps_per_epoch * cfg.batch_size, cfg.crop_size)
 
 
 PASTED_SAMPLE = 2048  # images pasted to estimate a --paste-on run's statistics (~2M pixels at 32 px)
