@@ -27,13 +27,15 @@ def training_curves(history: list[dict], out) -> None:
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
+    validated = [r for r in history if r["val_top1"] is not None]  # --val-every skips some epochs
+    val_epochs = [r["epoch"] for r in validated]
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
+    ax_loss.plot(val_epochs, [r["val_loss"] for r in validated], "o-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
     ax_err.plot(epochs, [1 - r["train_top1"] for r in history], "o-", label="train")
-    ax_err.plot(epochs, [1 - r["val_top1"] for r in history], "o-", label="validation top-1")
-    ax_err.plot(epochs, [1 - r["val_top5"] for r in history], "s--", label="validation top-5", alpha=0.6)
+    ax_err.plot(val_epochs, [1 - r["val_top1"] for r in validated], "o-", label="validation top-1")
+    ax_err.plot(val_epochs, [1 - r["val_top5"] for r in validated], "s--", label="validation top-5", alpha=0.6)
     ax_err.set(xlabel="epoch", ylabel="error rate", title="Error")
     for ax in (ax_loss, ax_err):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

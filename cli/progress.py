@@ -57,10 +57,14 @@ class ConsoleReporter(Reporter):
         return Bar(total, desc, enabled=not self.quiet)
 
     def epoch(self, row: dict) -> None:
+        val = (
+            f"val top-1 {row['val_top1']:.4f}  top-5 {row['val_top5']:.4f}"
+            if row["val_top1"] is not None
+            else "not validated (--val-every)"
+        )
         self._say(
             f"epoch {row['epoch']:>3}  lr {row['lr']:.2g}  loss {row['train_loss']:.4f}  "
-            f"train top-1 {row['train_top1']:.4f}  val top-1 {row['val_top1']:.4f}  "
-            f"top-5 {row['val_top5']:.4f}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s"
+            f"train top-1 {row['train_top1']:.4f}  {val}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s"
         )
 
     def note(self, message: str) -> None:

@@ -36,6 +36,7 @@ from .progress import ConsoleReporter
 @option(TrainConfig, "weight_decay", type=float)
 @option(TrainConfig, "schedule", type=click.Choice(SCHEDULES))
 @option(TrainConfig, "plateau_patience", "--patience", type=int)
+@option(TrainConfig, "val_every", type=click.IntRange(min=1))
 @option(TrainConfig, "dropout", type=float)
 @option(TrainConfig, "pca_lighting", "--no-pca-lighting", help="Turn off the paper's PCA colour augmentation.")
 @option(TrainConfig, "paste_on", type=click.Path(exists=True, file_okay=False))
@@ -72,6 +73,7 @@ def train(data, epochs, out, resume, as_json, quiet, **options):
       alexsuite train fashion-mnist --epochs 15 --schedule onecycle --lr 0.05
       alexsuite train photos/ --val-split 0.1 --arch alexnet --device cuda
       alexsuite train fashion-mnist --amp              # bf16: ~2x on CPUs with native bf16
+      alexsuite train fashion-mnist --schedule onecycle --lr 0.04 --val-every 5
       alexsuite train --resume runs/train/exp          # after an interruption
       torchrun --nproc_per_node 4 -m alexsuite.cli train photos/ --arch alexnet
 

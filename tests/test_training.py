@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexsuite.errors import CheckpointError, ImageDecodeError
+from alexsuite.errors import CheckpointError, ConfigError, ImageDecodeError
 from alexsuite.fileio import atomic_write_bytes
 from alexsuite.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from alexsuite.training.config import TrainConfig
@@ -60,6 +60,23 @@ def test_resume_reaches_the_same_state_as_an_uninterrupted_run(shapes_dir, tmp_p
     ha = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     hb = json.loads((tmp_path / "interrupted" / "metrics.json").read_text())
     assert [r["val_top1"] for r in ha] == [r["val_top1"] for r in hb]
+
+
+def test_val_every_skips_validation_without_changing_the_training(shapes_dir, tmp_path):
+    cfg = dict(data=str(shapes_dir), epochs=3, batch_size=12, lr=0.02, schedule="onecycle", workers=0, device="cpu")
+    every = train(TrainConfig(**cfg), run_dir=tmp_path / "every")
+    sparse = train(TrainConfig(val_every=2, **cfg), run_dir=tmp_path / "sparse")
+    a, b = _weights(tmp_path / "every" / "last.pt"), _weights(tmp_path / "sparse" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # epoch 2 is the 2nd, epoch 3 the last: both validated, with the same numbers as every epoch's run
+    assert [r["val_top1"] for r in sparse.history] == [None] + [r["val_top1"] for r in every.history[1:]]
+    rows = (tmp_path / "sparse" / "metrics.csv").read_text().splitlines()
+    assert rows[1].split(",")[4:7] == ["", "", ""]  # val_loss, val_top1, val_top5 left empty
+    assert sparse.best_top1 == max(r["val_top1"] for r in every.history[1:])
+    assert (tmp_path / "sparse" / "best.pt").exists() and (tmp_path / "sparse" / "curves.png").stat().st_size > 0
+    with pytest.raises(ConfigError, match="--val-every 1"):
+        train(TrainConfig(**{**cfg, "schedule": "plateau"}, val_every=2), run_dir=tmp_path / "plateau")
+    assert not (tmp_path / "plateau").exists()
 
 
 def test_corrupt_images_are_skipped_and_counted_or_fatal_with_strict(shapes_dir, tmp_path):

@@ -66,6 +66,9 @@ def iterate(
         collate_fn=_collate,
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
+        # its own seed source: a DataLoader otherwise draws one from the global RNG, so whether
+        # validation ran would change the dropout masks of the training that follows
+        generator=torch.Generator().manual_seed(0),
     )
     for step, (images, labels, failures) in enumerate(loader):
         if strict and failures:

@@ -52,6 +52,11 @@ class TrainConfig:
         "AlexNet §5",
     )
     plateau_patience: int = setting(2, "Epochs without improvement before lr/10.")
+    val_every: int = setting(
+        1,
+        "Validate (and update best.pt) every N epochs and always after the last; "
+        "the plateau schedule reads every epoch's validation, so it needs 1.",
+    )
     dropout: float = setting(DROPOUT, "Dropout on fc6 and fc7.", "AlexNet §4.2")
     activation: str = setting(ACTIVATION, "relu, or tanh for Figure 1's comparison.", "AlexNet §3.1")
     pca_lighting: bool = setting(True, "The paper's PCA colour augmentation.", "AlexNet §4.1")
@@ -117,6 +122,13 @@ class TrainConfig:
             raise ConfigError(f"--seed must fit in 64 bits, got {self.seed}")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise ConfigError("--epochs and --batch-size must be positive")
+        if self.val_every < 1:
+            raise ConfigError(f"--val-every must be 1 or more, got {self.val_every}")
+        if self.val_every > 1 and self.schedule == "plateau":
+            raise ConfigError(
+                "--schedule plateau lowers the lr on each epoch's validation: use --val-every 1, "
+                "or --schedule cosine/onecycle"
+            )
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.momentum < 0 or self.weight_decay < 0 or self.workers < 0:

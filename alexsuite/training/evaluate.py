@@ -80,10 +80,12 @@ def evaluate(
     strict: bool = False,
     on_batch=None,
 ) -> dict:
-    """{"top1", "top5", "loss", "images", "skipped"} over `dataset` (split across DDP ranks)."""
+    """{"top1", "top5", "loss", "images", "skipped"} over `dataset` (split across DDP ranks);
+    with ten_crop also "centre_top1" and "centre_top5", the centre crop's own scores from the
+    same pass."""
     model.eval()
     plan = batching.epoch_batches(len(dataset), batch_size, 0, 0, shuffle=False, drop_last=False)
-    n = c1 = c5 = 0
+    n = c1 = c5 = centre1 = centre5 = 0
     loss_sum = 0.0
     skipped = []
     for batch in batching.iterate(dataset, plan, ctx.rank, ctx.world, workers, strict):
@@ -93,8 +95,10 @@ def evaluate(
         images, labels = batch.images.to(device, non_blocking=True), batch.labels.to(device)
         if ten_crop:
             # Average the softmax of the ten crops, one crop at a time (batch stays cache-sized).
-            probs = sum(F.softmax(model(crop), 1) for crop in transforms.ten_crops(images, pre)) / 10
-            logits = probs.log()
+            crops = [model(crop) for crop in transforms.ten_crops(images, pre)]
+            logits = (sum(F.softmax(c, 1) for c in crops) / 10).log()
+            h1, h5 = topk_correct(crops[_CENTRE], labels)
+            centre1, centre5 = centre1 + h1, centre5 + h5
         else:
             logits = model(transforms.center_crop(images, pre))
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
@@ -102,7 +106,7 @@ def evaluate(
         c1, c5, n = c1 + h1, c5 + h5, n + len(labels)
         if on_batch:
             on_batch(len(labels))
-    n, c1, c5, loss_sum, n_skipped = ctx.all_sum([n, c1, c5, loss_sum, len(skipped)])
+    n, c1, c5, centre1, centre5, loss_sum, n_skipped = ctx.all_sum([n, c1, c5, centre1, centre5, loss_sum, len(skipped)])
     n = int(n)
     return {
         "top1": c1 / n if n else 0.0,
@@ -112,4 +116,8 @@ def evaluate(
         "skipped": int(n_skipped),
         "skipped_examples": [str(e) for e in skipped[:3]],
         "ten_crop": ten_crop,
+        **({"centre_top1": centre1 / n if n else 0.0, "centre_top5": centre5 / n if n else 0.0} if ten_crop else {}),
     }
+
+
+_CENTRE = 4  # transforms.ten_crops' fifth crop is center_crop's

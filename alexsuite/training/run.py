@@ -135,7 +135,8 @@ def _open_run_dir(run: _Run) -> None:
 
 
 def _epoch(run: _Run, epoch: int) -> None:
-    """Train one epoch, validate, step the plateau schedule, save (rank 0) and report."""
+    """Train one epoch, validate (every --val-every epochs and the last), step the plateau
+    schedule, save (rank 0) and report."""
     cfg, data, parts, progress, reporter = run.cfg, run.data, run.parts, run.progress, run.reporter
     ctx = parts.ctx
     bar = (
@@ -146,16 +147,7 @@ def _epoch(run: _Run, epoch: int) -> None:
     lr = parts.optimizer.param_groups[0]["lr"]
     with closing(bar):
         stats = train_one_epoch(parts, data.train, cfg, epoch, on_batch=bar)
-    val = evaluate(
-        parts.raw_model,
-        data.val,
-        parts.pre,
-        parts.device,
-        batch_size=cfg.eval_batch_size,
-        workers=cfg.workers,
-        ctx=ctx,
-        strict=cfg.strict,
-    )
+    val = _validate(run) if _validates(cfg, epoch) else _NOT_VALIDATED
     if parts.epoch_scheduler is not None:
         parts.epoch_scheduler.step(val["top1"])
     row = {
@@ -171,8 +163,8 @@ def _epoch(run: _Run, epoch: int) -> None:
         "skipped": stats["skipped"] + val["skipped"],
     }
     progress.history.append(row)
-    improved = val["top1"] > progress.best
-    progress.best = max(progress.best, val["top1"])
+    improved = val["top1"] is not None and val["top1"] > progress.best
+    progress.best = max(progress.best, val["top1"]) if improved else progress.best
     rng = rundir.rng_states(ctx, parts.device)  # a collective: every rank takes part
     if ctx.is_main:
         _save(run, epoch, rng, improved)
@@ -185,6 +177,28 @@ def _epoch(run: _Run, epoch: int) -> None:
             )
         reporter.epoch(row)
     ctx.barrier()
+
+
+# An epoch that --val-every skips: its row's validation columns stay empty.
+_NOT_VALIDATED = {"loss": None, "top1": None, "top5": None, "skipped": 0, "skipped_examples": []}
+
+
+def _validates(cfg: TrainConfig, epoch: int) -> bool:
+    return (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
+
+
+def _validate(run: _Run) -> dict:
+    parts = run.parts
+    return evaluate(
+        parts.raw_model,
+        run.data.val,
+        parts.pre,
+        parts.device,
+        batch_size=run.cfg.eval_batch_size,
+        workers=run.cfg.workers,
+        ctx=parts.ctx,
+        strict=run.cfg.strict,
+    )
 
 
 def _save(run: _Run, epoch: int, rng: list, improved: bool) -> None:

@@ -64,6 +64,8 @@ def test_train_then_eval_json(shapes_dir, tmp_path):
     assert 0 <= metrics["top1"] <= metrics["top5"] <= 1 and metrics["images"] == 24
     ten = json.loads(run("eval", out / "best.pt", shapes_dir, "--ten-crop", "--json", "--workers", "0").stdout)
     assert ten["ten_crop"] is True and ten["images"] == 24
+    # the ten crops include the centre one, scored on its own in the same pass
+    assert (ten["centre_top1"], ten["centre_top5"]) == (metrics["top1"], metrics["top5"])
 
 
 def test_alexnet_small_trains_at_a_larger_input_and_both_detection_modes_read_it(shapes_dir, tmp_path):
