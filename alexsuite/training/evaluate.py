@@ -106,7 +106,9 @@ def evaluate(
         c1, c5, n = c1 + h1, c5 + h5, n + len(labels)
         if on_batch:
             on_batch(len(labels))
-    n, c1, c5, centre1, centre5, loss_sum, n_skipped = ctx.all_sum([n, c1, c5, centre1, centre5, loss_sum, len(skipped)])
+    n, c1, c5, centre1, centre5, loss_sum, n_skipped = ctx.all_sum(
+        [n, c1, c5, centre1, centre5, loss_sum, len(skipped)]
+    )
     n = int(n)
     return {
         "top1": c1 / n if n else 0.0,
