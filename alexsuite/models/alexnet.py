@@ -99,7 +99,7 @@ class AlexNet(nn.Module):
     @property
     def pool5_dim(self) -> int:
         """Length of one flattened pool5 vector: what fc6 reads."""
-        return next(m for m in self.classifier if isinstance(m, nn.Linear)).in_features
+        return next(m for m in self.classifier.modules() if isinstance(m, nn.Linear)).in_features  # fc6 may be factored
 
     def conv5(self, x: torch.Tensor) -> torch.Tensor:
         return self.body[:-1](x)  # the last body module is the pool5 max-pool

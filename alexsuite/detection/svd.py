@@ -1,0 +1,59 @@
+"""Truncated SVD of fc6 and fc7 (Fast R-CNN §3.1; docs/references.md): each fully connected
+layer W (out x in) becomes two thinner ones, Sigma_t V_t^T (t x in, no bias) then U_t (out x t,
+W's bias), so a forward pass costs t (in + out) instead of in x out multiply-adds. The paper
+keeps the top 1024 singular values of fc6 and 256 of fc7 of CaffeNet's 4096-wide layers."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+PAPER_RANKS, PAPER_WIDTH = (1024, 256), 4096  # fc6, fc7 of CaffeNet (Fast R-CNN §3.1)
+
+
+def default_ranks(fc_width: int) -> tuple[int, int]:
+    """The paper's ranks scaled to the net's fc width (alexnet-small, 1024 wide: 256, 64)."""
+    return tuple(max(1, round(r * fc_width / PAPER_WIDTH)) for r in PAPER_RANKS)
+
+
+def parse_ranks(text: str, fc_width: int) -> tuple[int, int]:
+    """'auto' (default_ranks) or 'R6,R7', each from 1 to the layer's width."""
+    if text == "auto":
+        return default_ranks(fc_width)
+    try:
+        ranks = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        ranks = ()
+    if len(ranks) != 2 or not all(1 <= r <= fc_width for r in ranks):
+        raise ConfigError(
+            f"--svd {text!r}: give 'auto' or the fc6 and fc7 ranks as R6,R7, each from 1 to {fc_width} "
+            f"(the paper: 1024,256 of 4096)"
+        )
+    return ranks
+
+
+def factor(layer: nn.Linear, rank: int) -> nn.Sequential:
+    """`layer` as two linear layers through its top `rank` singular directions."""
+    rank = min(rank, *layer.weight.shape)  # no more directions than the matrix has
+    u, s, vh = torch.linalg.svd(layer.weight.detach().double(), full_matrices=False)
+    first = nn.Linear(layer.in_features, rank, bias=False)
+    second = nn.Linear(rank, layer.out_features)
+    with torch.no_grad():
+        first.weight.copy_(s[:rank, None] * vh[:rank])
+        second.weight.copy_(u[:, :rank])
+        second.bias.copy_(layer.bias)
+    return nn.Sequential(first, second).to(layer.weight.device)
+
+
+def compressed(model, ranks: tuple[int, int]):
+    """A copy of `model` whose fc6 and fc7 are factored to `ranks`; their positions in the
+    classifier stay, so features(layer) and head(layer) still stop at the same places."""
+    out = copy.deepcopy(model)
+    linears = [i for i, m in enumerate(out.classifier) if isinstance(m, nn.Linear)][:2]
+    for i, rank in zip(linears, ranks):
+        out.classifier[i] = factor(out.classifier[i], rank)
+    return out
