@@ -15,6 +15,7 @@ __all__ = [
     "box_iou",
     "clip",
     "nms_per_class",
+    "select_per_class",
     "encode",
     "decode",
     "context_window",
@@ -23,6 +24,7 @@ __all__ = [
 ]
 
 NMS_IOU = 0.3  # greedy NMS per class at this overlap (rcnn_test.m)
+MAX_PER_CLASS = 100  # at most 100 boxes per class and image before NMS (rcnn_test.m)
 CONTEXT_PADDING = 16  # px of image around each warped region, at a 227 px crop (R-CNN §2.1)
 
 # R-CNN's bounding-box regression targets (R-CNN appendix C; docs/references.md).
@@ -74,6 +76,43 @@ def nms_per_class(
     return batched_nms(boxes.float(), scores.float(), labels, iou)
 
 
+def select_per_class(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    keep: torch.Tensor,
+    width: int,
+    height: int,
+    nms: float = NMS_IOU,
+    max_per_class: int = MAX_PER_CLASS,
+    deltas=None,
+):
+    """R-CNN's test-time selection (R-CNN §2.2, rcnn_test.m) from one image's boxes (N, 4) and
+    their scores (N, K): per class, the boxes `keep` (N, K) marks, at most max_per_class of them,
+    best first, moved by `deltas(c, rows)` (box regression) when given, then NMS per class.
+    Returns (rows into `boxes`, class indices, the boxes moved) of those kept, best first."""
+    rows, labels, moved = [], [], []
+    for c in range(scores.shape[1]):
+        s = scores[:, c]
+        r = torch.nonzero(keep[:, c]).flatten()
+        r = r[torch.argsort(s[r], descending=True)][:max_per_class]
+        if not len(r):
+            continue
+        b = boxes[r]
+        if deltas is not None:
+            b = clip(decode(b, deltas(c, r)), width, height)
+        rows.append(r)
+        labels.append(torch.full((len(r),), c, dtype=torch.long, device=r.device))
+        moved.append(b)
+    if not rows:
+        none = torch.zeros(0, dtype=torch.long, device=boxes.device)
+        return none, none, torch.zeros(0, 4, device=boxes.device)
+    r, lab, b = torch.cat(rows), torch.cat(labels), torch.cat(moved)
+    ok = valid(b)
+    r, lab, b = r[ok], lab[ok], b[ok]
+    kept = nms_per_class(b, scores[r, lab], lab, nms)
+    return r[kept], lab[kept], b[kept]
+
+
 def context_window(boxes: torch.Tensor, crop: int, padding: int = CONTEXT_PADDING) -> torch.Tensor:
     """The image region R-CNN warps for each box (R-CNN §2.1, appendix A; docs/references.md): the box grown so
     that, once warped to crop x crop, it is surrounded by `padding` pixels of context, i.e.
@@ -103,8 +142,11 @@ class Truth:
 
 @dataclass
 class Detections:
-    """One image's detections: boxes (M, 4), scores (M,), class indices (M,)."""
+    """One image's detections: boxes (M, 4), scores (M,), class indices (M,), and the raw
+    SVM scores (M,) behind `scores` when a detector made them (its scores are then their
+    calibrated probabilities, or the same raw scores when it has no calibration)."""
 
     boxes: torch.Tensor
     scores: torch.Tensor
     labels: torch.Tensor
+    svm_scores: torch.Tensor | None = None

@@ -77,7 +77,11 @@ class DemoConfig:
         "rcnn", "How the test photos are read: rcnn (the paper) or fast (RoI pooling on conv5).", "R-CNN §2.2"
     )
     pictures: int = setting(6, "Test scenes drawn with their detections.")
-    picture_threshold: float = setting(-0.5, "SVM score to draw a box: this small detector's scores run low.")
+    picture_threshold: float = setting(
+        default_of(DetectSettings, "threshold"),
+        "Draw the boxes whose calibrated probability of being right is above this.",
+        "Platt 1999",
+    )
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     workers: int = setting(2, "Decoding and proposal processes.")
     seed: int = setting(0, "Seed of training, scenes and fine-tuning.")

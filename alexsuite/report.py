@@ -161,9 +161,10 @@ def _detection(m: dict, p: dict, cfg) -> str:
 articles from the test split: selective-search proposals, the backbone fine-tuned on warped proposals,
 fc7 features, one linear SVM per class with hard negatives, box regression on pool5, NMS at 0.3.</p>
 <table><tr><th>class</th><th>AP@0.5</th></tr>{ap_rows}</table>
-<p>The first test scenes, with every box whose SVM score is above {cfg.picture_threshold:g} after
-NMS (<code>alexsuite detect --threshold {cfg.picture_threshold:g}</code>); captions give the truth and
-what was found, with scores.</p>
+<p>The first test scenes, with every box whose probability of being right (its SVM score
+Platt-scaled on held-out training images) is above {cfg.picture_threshold:g} after NMS
+(<code>alexsuite detect --threshold {cfg.picture_threshold:g}</code>); captions give the truth and what
+was found, with probabilities.</p>
 <div class=grid>{detections}</div>
 """
 

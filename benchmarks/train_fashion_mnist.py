@@ -25,9 +25,9 @@ from _common import machine
 from alexsuite.data.datasets import resolve_eval
 from alexsuite.devices import native_bf16
 from alexsuite.models.checkpoint import load_model
+from alexsuite.training import speed
 from alexsuite.training.config import TrainConfig
 from alexsuite.training.evaluate import evaluate
-from alexsuite.training import speed
 from alexsuite.training.run import train
 
 REFERENCE = {"top1": 0.903, "images_per_s": 350.0, "epochs": 8, "seconds": 22 * 60}

@@ -51,8 +51,9 @@ from .progress import Bar
     "--json",
     "as_json",
     is_flag=True,
-    help='JSON Lines: {"image", "width", "height", "detections": [{"label", "score", "box": [x1, y1, x2, y2]}]} '
-    "per image, boxes in 0-based pixel corners.",
+    help='JSON Lines: {"image", "width", "height", "detections": [{"label", "score", "svm_score", "box": '
+    "[x1, y1, x2, y2]}]} per image: score the probability that the box is right, svm_score the raw SVM "
+    "score, boxes in 0-based pixel corners.",
 )
 @click.option(
     "--format",
@@ -71,15 +72,15 @@ from .progress import Bar
 )
 def detect_cmd(images, detector, out, cache, as_json, fmt, coco_file, **settings):
     """Detect objects in each of IMAGES (files, folders searched recursively, or quoted globs)
-    with an R-CNN detector: selective-search proposals, fc7 features, per-class SVM scores,
-    box regression, NMS.
+    with an R-CNN detector: selective-search proposals, fc7 features, per-class SVM scores
+    calibrated into the probability that the box is right, box regression, NMS.
 
     \b
     Examples:
-      alexsuite detect runs/demo/scenes/JPEGImages/test_0004.jpg --threshold -0.5 --out runs/boxes
-      alexsuite detect photo.jpg                                 # table of boxes
+      alexsuite detect runs/demo/scenes/JPEGImages/test_0004.jpg --threshold 0.3 --out runs/boxes
+      alexsuite detect photo.jpg                                 # boxes more likely right than not
       alexsuite detect photos/*.jpg --mode fast --out runs/boxes # pictures with boxes drawn
-      alexsuite detect photo.jpg --threshold -0.5 --json         # more boxes, JSON Lines
+      alexsuite detect photo.jpg --threshold 0.1 --json          # more boxes, JSON Lines
       alexsuite detect coco/images --format coco --coco coco/annotations.json > results.json
 
     Prints a table per image (or JSON Lines); with --out, writes OUT/<image name>.png (images
@@ -93,6 +94,8 @@ def detect_cmd(images, detector, out, cache, as_json, fmt, coco_file, **settings
     records = []
     images = expand_paths(images, missing_ok=True, warn=warn)
     detector = Detector(detector, opts.device)
+    if not detector.calibrated(opts.mode):
+        warn(detector.uncalibrated_note(opts.mode))
     bar = Bar(len(images), "proposals", enabled=not as_json)
     network = Bar(len(images), f"detect ({opts.mode})", enabled=not as_json and len(images) > 1)
     start = time.perf_counter()

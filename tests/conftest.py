@@ -98,9 +98,10 @@ def val_index(trained_run, val_photos) -> Path:
     return root
 
 
-def make_voc_scenes(root: Path, split: str, n: int, seed: int, size=(128, 104)) -> Path:
+def make_voc_scenes(root: Path, split: str, n: int, seed: int, size=(128, 104), classes=CLASSES) -> Path:
     """A Pascal VOC split: n smooth random backgrounds, each with 1-2 shape tiles (conftest's
-    shapes, 30-44 px) pasted apart; the tiles are the objects. Boxes 1-based inclusive, as VOC."""
+    shapes of `classes`, 30-44 px) pasted apart; the tiles are the objects. Boxes 1-based
+    inclusive, as VOC."""
     rng = np.random.default_rng(seed)
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -111,7 +112,7 @@ def make_voc_scenes(root: Path, split: str, n: int, seed: int, size=(128, 104)) 
         scene = Image.fromarray(coarse).resize((w, h), Image.BILINEAR)
         objects, placed = [], []
         for _ in range(int(rng.integers(1, 3))):
-            kind = CLASSES[int(rng.integers(len(CLASSES)))]
+            kind = classes[int(rng.integers(len(classes)))]
             s = int(rng.integers(30, 45))
             for _try in range(20):
                 x, y = int(rng.integers(0, w - s)), int(rng.integers(0, h - s))

@@ -9,6 +9,7 @@ from ..embedding import DEFAULT_LAYER
 from ..proposals import WORKERS, ProposalSettings
 from ..settings import setting
 from . import bbox_regression, svm
+from .calibration import CalibrationSettings
 from .finetune import FinetuneSettings
 from .framing import Framing
 
@@ -36,6 +37,11 @@ class DetectorConfig:
     )
     ridge: float = setting(
         bbox_regression.RIDGE_LAMBDA, "Ridge regularisation of the box regressors.", "R-CNN appendix C"
+    )
+    calibration: CalibrationSettings = setting(
+        factory=CalibrationSettings,
+        help="Platt scaling of the SVM scores into probabilities that a box is right.",
+        source="Platt 1999",
     )
     proposals: ProposalSettings = setting(factory=ProposalSettings, help="Selective search.", source="Selective search")
     proposal_cache: str | None = setting(

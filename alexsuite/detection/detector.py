@@ -1,12 +1,13 @@
 """A trained R-CNN detector: the fine-tuned backbone, one linear SVM per class on `layer`
-features, one ridge box regressor per class on pool5 features, and how to run them on an
-image (R-CNN §2.2 "test-time detection"; docs/references.md).
+features, one ridge box regressor per class on pool5 features, Platt scaling of the SVM scores
+into probabilities per class and test mode (calibration.py), and how to run them on an image
+(R-CNN §2.2 "test-time detection"; docs/references.md).
 
 On disk it is a directory:
     detector.json   format, classes, layer, feature scales, settings, metrics, and the sha256
                     of the two weight files (written last: a directory without it is unfinished)
     backbone.pt     the fine-tuned network, an alexsuite checkpoint (loads weights-only)
-    heads.pt        SVM and regressor weights, plain tensors (loads weights-only)
+    heads.pt        SVM, regressor and calibration weights, plain tensors (loads weights-only)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..boxes import NMS_IOU, Detections, clip, decode, nms_per_class, valid
+from ..boxes import MAX_PER_CLASS, NMS_IOU, Detections, select_per_class, valid
 from ..boxes import mirror as mirror_boxes
 from ..data.transforms import Preprocess
 from ..embedding import LAYERS
@@ -26,13 +27,13 @@ from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_write_bytes, atomic_write_text, file_sha256
 from ..models.checkpoint import load_model, save_checkpoint
 from ..settings import from_dict
+from .calibration import logits, threshold_logit
 from .config import DetectorConfig
 from .features import feature_dims
 from .framing import Framing
-from .regions import head_features, region_pool5
+from .regions import MODES, head_features, region_pool5
 
 FORMAT = "alexsuite-detector/1"
-MAX_PER_CLASS = 100  # at most 100 boxes per class and image before NMS (rcnn_test.m)
 TARGET_FEATURE_NORM = 20.0  # features scaled to this mean L2 norm for the SVMs (rcnn_feature_stats.m)
 
 
@@ -51,6 +52,12 @@ class Detector:
     info: dict = field(default_factory=dict)
     framing: Framing = Framing()  # the region each box is read from, as in training
     config: DetectorConfig | None = None  # the settings it was trained with (None: not recorded)
+    calibration: dict = field(default_factory=dict)  # test mode -> (K, 2) Platt (a, b) per class
+
+    def calibrated(self, mode: str = "rcnn") -> bool:
+        """Whether its scores in `mode` are probabilities (else raw SVM scores: trained before
+        calibration, with --calibration-folds 0, or rcnn features only and read in fast mode)."""
+        return mode in self.calibration
 
     @property
     def device(self) -> torch.device:
@@ -79,7 +86,7 @@ class Detector:
         image: torch.Tensor,
         proposals: torch.Tensor,
         mode: str = "rcnn",
-        threshold: float = 0.0,
+        threshold: float = 0.5,
         nms: float = NMS_IOU,
         regress: bool = True,
         max_per_class: int = MAX_PER_CLASS,
@@ -88,7 +95,7 @@ class Detector:
         """Detections of one uint8 (3, H, W) image from its proposals."""
         boxes, scores, pool5 = self.score(image, proposals, mode, mirror)
         return self.select(
-            boxes, scores, pool5, image.shape[-1], image.shape[-2], threshold, nms, regress, max_per_class
+            boxes, scores, pool5, image.shape[-1], image.shape[-2], threshold, nms, regress, max_per_class, mode
         )
 
     @torch.no_grad()
@@ -99,34 +106,32 @@ class Detector:
         pool5,
         width: int,
         height: int,
-        threshold: float = 0.0,
+        threshold: float = 0.5,
         nms: float = NMS_IOU,
         regress: bool = True,
         max_per_class: int = MAX_PER_CLASS,
+        mode: str = "rcnn",
     ) -> Detections:
-        """From score()'s output: per class, the boxes scoring above `threshold` (at most
-        max_per_class, best first), moved by the class's regressor, then NMS per class."""
-        out_boxes, out_scores, out_labels = [], [], []
-        for c in range(len(self.classes)):
-            s = scores[:, c]
-            keep = torch.nonzero(s > threshold).flatten()
-            keep = keep[torch.argsort(s[keep], descending=True)][:max_per_class]
-            if not len(keep):
-                continue
-            b = boxes[keep]
-            if regress and self.reg_weight is not None:
-                deltas = pool5[keep] * self.pool5_scale @ self.reg_weight[c] + self.reg_bias[c]
-                b = clip(decode(b, deltas), width, height)
-            out_boxes.append(b)
-            out_scores.append(s[keep])
-            out_labels.append(torch.full((len(keep),), c, dtype=torch.long, device=b.device))
-        if not out_boxes:
-            return Detections(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long))
-        b, s, lab = torch.cat(out_boxes), torch.cat(out_scores), torch.cat(out_labels)
-        ok = valid(b)
-        b, s, lab = b[ok], s[ok], lab[ok]
-        kept = nms_per_class(b, s, lab, nms)
-        return Detections(b[kept].cpu(), s[kept].cpu(), lab[kept].cpu())
+        """From score()'s output: per class, the boxes whose probability of being right is above
+        `threshold` (at most max_per_class, best first), moved by the class's regressor, then NMS
+        per class; returned best first, scores those probabilities, svm_scores the raw scores.
+        Uncalibrated in `mode`, scores stay raw and the threshold reads them as sigmoid(score):
+        0.5 keeps those above 0, the SVM's margin. Within a class, boxes are ranked by the raw
+        scores: float32 probabilities tie where the sigmoid saturates."""
+        params = self.calibration.get(mode)
+        z = scores if params is None else logits(scores, params.to(scores.device))
+        deltas = None
+        if regress and self.reg_weight is not None:
+
+            def deltas(c, rows):
+                return pool5[rows] * self.pool5_scale @ self.reg_weight[c] + self.reg_bias[c]
+
+        keep = z > threshold_logit(threshold)
+        rows, labels, b = select_per_class(boxes, scores, keep, width, height, nms, max_per_class, deltas)
+        raw = scores[rows, labels]
+        shown = raw if params is None else torch.sigmoid(z[rows, labels])
+        order = torch.argsort(shown, descending=True, stable=True)  # classes' scales differ: best first as shown
+        return Detections(b[order].cpu(), shown[order].cpu(), labels[order].cpu(), svm_scores=raw[order].cpu())
 
 
 def save_detector(det: Detector, out: Path, checkpoint: dict) -> None:
@@ -137,6 +142,7 @@ def save_detector(det: Detector, out: Path, checkpoint: dict) -> None:
     heads = {"svm_weight": det.svm_weight.cpu(), "svm_bias": det.svm_bias.cpu()}
     if det.reg_weight is not None:
         heads.update(reg_weight=det.reg_weight.cpu(), reg_bias=det.reg_bias.cpu())
+    heads.update({f"platt_{mode}": p.cpu() for mode, p in det.calibration.items()})
     atomic_write_bytes(out / "heads.pt", lambda f: torch.save(heads, f))
     meta = {
         "format": FORMAT,
@@ -200,6 +206,7 @@ def load_detector(path, device="cpu") -> Detector:
         info={k: v for k, v in meta.items() if k not in ("files", "framing")},
         framing=framing,
         config=config,
+        calibration={m: heads[f"platt_{m}"] for m in MODES if f"platt_{m}" in heads},
     )
 
 
@@ -256,7 +263,19 @@ def _read_heads(path: Path, device, classes: int, widths: tuple[int, int]) -> di
             raise CheckpointError(f"{path}: its box regressors do not fit the detector; train the detector again")
     if not all(v.is_floating_point() for v in heads.values() if isinstance(v, torch.Tensor)):
         raise CheckpointError(f"{path}: its weights are not floating-point numbers; train the detector again")
+    _check_calibration(path, heads, classes)
     return heads
+
+
+def _check_calibration(path: Path, heads: dict, classes: int) -> None:
+    """Platt parameters, where present (detectors written before calibration have none): one
+    (a, b) per class and test mode, a > 0 so that they keep the SVM's ranking."""
+    for key, value in heads.items():
+        if not key.startswith("platt_"):
+            continue
+        ok = key[len("platt_") :] in MODES and isinstance(value, torch.Tensor) and value.shape == (classes, 2)
+        if not ok or not (value.is_floating_point() and bool(torch.isfinite(value).all() and (value[:, 0] > 0).all())):
+            raise CheckpointError(f"{path}: its score calibration ({key}) does not fit the detector; train it again")
 
 
 def _framing(meta: dict, meta_file: Path) -> Framing:

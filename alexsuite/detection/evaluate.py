@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..boxes import Truth
+from ..boxes import Detections, Truth
 from ..errors import DataError, MissingExtra
 from ..evaluation.coco import coco_ap, coco_mapping, coco_results, image_id, load_coco
 from ..evaluation.detection import average_precision, proposal_recall
@@ -107,11 +107,17 @@ def _collect(classes: list[str], items, results, on_image) -> dict:
         labels = torch.tensor([index.get(lab, -1) for lab in item.labels], dtype=torch.long)
         run["truths"].append(Truth(item.boxes[known], labels[known], item.difficult[known]))
         run["images"].append(item.image)
-        run["found"].append(r.detections)
-        run["plain"].append(r.unregressed)
+        run["found"].append(_ranked(r.detections))
+        run["plain"].append(_ranked(r.unregressed))
         run["proposals"].append(r.proposals)
         run["network"] += r.seconds
     return run
+
+
+def _ranked(d: Detections) -> Detections:
+    """Boxes scored by their raw SVM scores where they have them: calibration keeps their order,
+    but float32 probabilities tie where the sigmoid saturates, and ties would reorder AP's list."""
+    return d if d.svm_scores is None else replace(d, scores=d.svm_scores)
 
 
 def _score(classes: list[str], run: dict) -> dict:

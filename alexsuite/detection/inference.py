@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -42,17 +42,15 @@ class ImageDetections:
         return None if self.failure is None else str(self.failure)
 
     def to_dict(self) -> dict:
-        """Exactly what `alexsuite detect --json` prints for this image: boxes in 0-based pixel corners."""
+        """Exactly what `alexsuite detect --json` prints for this image: boxes in 0-based pixel
+        corners, "score" the probability that the box is right (a raw SVM score from a detector
+        trained before calibration) and "svm_score" the raw SVM score."""
         d = self.detections
-        found = [] if d is None else zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist())
         out = {
             "image": self.image,
             "width": self.width,
             "height": self.height,
-            "detections": [
-                {"label": self.classes[int(c)], "score": round(s, 4), "box": [round(v, 1) for v in b]}
-                for b, s, c in found
-            ],
+            "detections": [] if d is None else _detection_dicts(d, self.classes),
         }
         if self.failure is not None:
             out["error"] = self.error
@@ -71,6 +69,17 @@ class ImageDetections:
         return viz.to_pil(self.save)
 
 
+def _detection_dicts(d: Detections, classes: list[str]) -> list[dict]:
+    raw = d.svm_scores.tolist() if d.svm_scores is not None else [None] * len(d.scores)
+    out = []
+    for b, s, r, c in zip(d.boxes.tolist(), d.scores.tolist(), raw, d.labels.tolist()):
+        one = {"label": classes[int(c)], "score": round(s, 4)}
+        if r is not None:
+            one["svm_score"] = round(r, 4)
+        out.append({**one, "box": [round(v, 1) for v in b]})
+    return out
+
+
 def proposal_settings(det: Detector) -> ProposalSettings:
     """The selective-search settings the detector was trained with."""
     return det.config.proposals if det.config is not None else ProposalSettings()
@@ -87,7 +96,11 @@ class DetectSettings:
         "R-CNN §2.2",
     )
     threshold: float = setting(
-        0.0, "Keep boxes whose SVM score is above this (0 is the SVM's margin; lower finds more).", "R-CNN §2.2"
+        0.5,
+        "Keep boxes whose calibrated probability of being right (IoU >= 0.5 with an object of its "
+        "class) is above this; 0 keeps all. A detector trained before calibration reads it as "
+        "sigmoid(SVM score): 0.5 keeps scores above 0.",
+        "Platt 1999",
     )
     nms: float = setting(NMS_IOU, "NMS overlap per class.", "rcnn_test.m")
     regress: bool = setting(True, "Move each box by its class's box regressor.", "R-CNN appendix C")
@@ -103,7 +116,10 @@ class DetectSettings:
 
     def check(self) -> DetectSettings:
         require(self.mode in MODES, f"--mode {self.mode!r}: choose one of {', '.join(MODES)}")
-        require(not math.isnan(self.threshold), "--threshold must be a number, not nan")
+        require(
+            not math.isnan(self.threshold) and self.threshold <= 1,
+            f"--threshold is a probability: give a number up to 1 (0 keeps all), got {self.threshold}",
+        )
         require(finite(self.nms, 0, 1), f"--nms must be a number from 0 to 1, got {self.nms}")
         return self
 
@@ -145,7 +161,7 @@ def _detect_one(det: Detector, item: ImageInput, rgb, props, opts: DetectSetting
     scored = det.score(image, torch.from_numpy(props) * scale, opts.mode, opts.mirror)
 
     def select(regress: bool) -> Detections:
-        found = det.select(*scored, sw, sh, opts.threshold, opts.nms, regress, opts.max_per_class)
+        found = det.select(*scored, sw, sh, opts.threshold, opts.nms, regress, opts.max_per_class, opts.mode)
         return _rescale(found, scale, w, h)
 
     result = ImageDetections(
@@ -171,4 +187,4 @@ def _bounded(rgb, max_side: int = MAX_SIDE):
 
 def _rescale(d: Detections, scale: float, width: int, height: int) -> Detections:
     """Boxes back in the original image's pixels (rounding may overshoot its edge by a fraction)."""
-    return d if scale == 1.0 else Detections(clip(d.boxes / scale, width, height), d.scores, d.labels)
+    return d if scale == 1.0 else replace(d, boxes=clip(d.boxes / scale, width, height))

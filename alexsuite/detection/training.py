@@ -7,7 +7,8 @@ started again with the same command, resumes where it stopped:
 3. `layer` and pool5 features of every box          (cache/features/<weights>/, one file per image)
 4. one linear SVM per class, hard-negative mining   (positives: ground truth; negatives: IoU < 0.3)
 5. one ridge box regressor per class on pool5       (proposals with IoU >= 0.6)
-6. the detector directory (detector.py), detector.json written last
+6. Platt scaling of the SVM scores, per class and test mode, fitted on held-out folds (calibration.py)
+7. the detector directory (detector.py), detector.json written last
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..models.checkpoint import LoadedModel, load_model, weights_fingerprint
 from ..proposals import propose
 from ..reporting import Reporter
 from . import features as feature_cache
+from .calibration import fit_classes, fold_of, held_out_detections
 from .config import DetectorConfig
 from .detector import TARGET_FEATURE_NORM, Detector, save_detector
 from .finetune import BACKGROUND, build_windows, finetune, replace_head
@@ -96,7 +98,9 @@ def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter
         regressors = train_regressors(
             loads, len(run.items), run.truths, len(run.data.classes), scales[1], cfg.regression_iou, cfg.ridge
         )
-    return _write(run, svms, regressors, scales)
+    with run.timed("calibration"):
+        calibration = _calibrate(run, loads, scales)
+    return _write(run, svms, regressors, scales, calibration)
 
 
 def _open(cfg: DetectorConfig, out: Path, reporter: Reporter) -> _Run:
@@ -106,6 +110,7 @@ def _open(cfg: DetectorConfig, out: Path, reporter: Reporter) -> _Run:
     cfg.framing.check()
     cfg.proposals.check()
     cfg.svm.check()
+    cfg.calibration.check()
     device = resolve_device(cfg.device)
     data = read_detection_set(cfg.data, cfg.split, cfg.images)
     if not data.classes:
@@ -299,8 +304,29 @@ def _svms(run: _Run, loads, scale: float):
     return weight, bias
 
 
-def _write(run: _Run, svms, regressors, scales) -> TrainedDetector:
-    """Stage 6: the detector directory, detector.json last, and metrics.json beside it."""
+def _calibrate(run: _Run, loads, scales) -> dict:
+    """Stage 6: per test mode, (K, 2) Platt parameters fitted on each fold's detections by the
+    SVMs and regressors trained on the other folds; none (raw scores) when that cannot be done."""
+    settings, classes, n = run.cfg.calibration, run.data.classes, len(run.items)
+    folds = len(fold_of(n, settings.folds)) if settings.folds else 0
+    run.metrics["calibration"] = {"folds": folds}
+    if folds < 2:
+        if settings.folds:
+            run.reporter.warn("one training image cannot be split into folds: scores stay raw SVM scores")
+        return {}
+    with closing(run.reporter.progress(folds * len(classes), "calibration")) as bar:
+        held = held_out_detections(loads, run.items, run.truths, len(classes), scales, run.cfg, on_class=bar)
+    params = {}
+    for mode, per_class in zip(run.modes, held):
+        if not any(len(scores) for scores, _ in per_class):
+            run.reporter.warn(f"no held-out detections in {mode} mode: its scores stay raw SVM scores")
+            continue
+        params[mode], run.metrics["calibration"][mode] = fit_classes(per_class, classes, settings)
+    return params
+
+
+def _write(run: _Run, svms, regressors, scales, calibration: dict) -> TrainedDetector:
+    """Stage 7: the detector directory, detector.json last, and metrics.json beside it."""
     (svm_w, svm_b), (reg_w, reg_b, pairs) = svms, regressors
     classes, loaded, device = run.data.classes, run.loaded, run.device
     metrics = {**run.metrics, "regression_pairs": dict(zip(classes, pairs)), "seconds": run.seconds}
@@ -315,6 +341,7 @@ def _write(run: _Run, svms, regressors, scales) -> TrainedDetector:
             "finetune",
             "svms",
             "regression_pairs",
+            "calibration",
             "seconds",
         )
     }
@@ -336,6 +363,7 @@ def _write(run: _Run, svms, regressors, scales) -> TrainedDetector:
         info={"config": asdict(run.cfg), "backbone_source": str(loaded.source), "metrics": metrics},
         framing=run.cfg.framing,
         config=run.cfg,
+        calibration={mode: p.to(device) for mode, p in calibration.items()},
     )
     save_detector(det, run.out, checkpoint)
     atomic_write_text(run.out / "metrics.json", json.dumps(metrics, indent=2))

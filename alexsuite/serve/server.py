@@ -52,6 +52,8 @@ class Service:
             from ..api.detector import Detector
 
             self.detector = Detector(settings.detector, settings.device)
+            if not self.detector.calibrated():
+                warn(self.detector.uncalibrated_note())
         self._detecting = threading.Lock()
         self._groups: dict = {}  # (index version, threshold) -> duplicate groups
 
