@@ -10,8 +10,11 @@ from ..proposals import WORKERS, ProposalSettings
 from ..settings import setting
 from . import bbox_regression, svm
 from .calibration import CalibrationSettings
+from .fast_rcnn import FastRCNNSettings
 from .finetune import FinetuneSettings
 from .framing import Framing
+
+METHODS = ("rcnn", "fast-rcnn")
 
 
 @dataclass
@@ -20,6 +23,15 @@ class DetectorConfig:
     backbone: str = setting(
         help="The network to start from: an `alexsuite train` run directory or checkpoint, "
         "or torchvision's alexnet-owt-7be5be79.pth."
+    )
+    method: str = setting(
+        "rcnn",
+        "rcnn: fine-tune, then SVMs and box regressors on cached features (R-CNN). fast-rcnn: "
+        "the network ends in a softmax and box regression trained together, end to end (Fast R-CNN).",
+        "Fast R-CNN §2",
+    )
+    fast_rcnn: FastRCNNSettings = setting(
+        factory=FastRCNNSettings, help="Fast R-CNN's training and test scales.", source="Fast R-CNN §2.3"
     )
     split: str = setting("train", "Pascal VOC: the ImageSets/Main split to train on.")
     images: str | None = setting(None, "COCO: the image folder (default: the .json file's folder).")

@@ -29,6 +29,9 @@ from ..models.checkpoint import load_model, save_checkpoint
 from ..settings import from_dict
 from .calibration import logits, threshold_logit
 from .config import DetectorConfig
+from .fast_rcnn import FastRCNNSettings
+from .fast_rcnn_detector import METHOD as FAST_RCNN
+from .fast_rcnn_detector import FastRCNNDetector
 from .features import feature_dims
 from .framing import Framing
 from .regions import MODES, head_features, region_pool5
@@ -134,29 +137,42 @@ class Detector:
         return Detections(b[order].cpu(), shown[order].cpu(), labels[order].cpu(), svm_scores=raw[order].cpu())
 
 
-def save_detector(det: Detector, out: Path, checkpoint: dict) -> None:
+def save_detector(det: Detector | FastRCNNDetector, out: Path, checkpoint: dict) -> None:
     """Write the directory; detector.json goes last, so a crash leaves no loadable half."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "detector.json").unlink(missing_ok=True)
     save_checkpoint(out / "backbone.pt", {**checkpoint, "model": det.model.state_dict()})
-    heads = {"svm_weight": det.svm_weight.cpu(), "svm_bias": det.svm_bias.cpu()}
-    if det.reg_weight is not None:
-        heads.update(reg_weight=det.reg_weight.cpu(), reg_bias=det.reg_bias.cpu())
-    heads.update({f"platt_{mode}": p.cpu() for mode, p in det.calibration.items()})
+    heads, fields = _fast_rcnn_parts(det) if isinstance(det, FastRCNNDetector) else _rcnn_parts(det)
     atomic_write_bytes(out / "heads.pt", lambda f: torch.save(heads, f))
     meta = {
         "format": FORMAT,
         "classes": det.classes,
-        "layer": det.layer,
-        "feature_scale": det.feature_scale,
-        "pool5_scale": det.pool5_scale,
+        **fields,
         "preprocess": det.preprocess.to_dict(),
-        "framing": asdict(det.framing),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "files": {name: file_sha256(out / name) for name in ("backbone.pt", "heads.pt")},
         **det.info,
     }
     atomic_write_text(out / "detector.json", json.dumps(meta, indent=2))
+
+
+def _rcnn_parts(det: Detector) -> tuple[dict, dict]:
+    """(heads.pt's tensors, detector.json's fields) of an R-CNN detector."""
+    heads = {"svm_weight": det.svm_weight.cpu(), "svm_bias": det.svm_bias.cpu()}
+    if det.reg_weight is not None:
+        heads.update(reg_weight=det.reg_weight.cpu(), reg_bias=det.reg_bias.cpu())
+    heads.update({f"platt_{mode}": p.cpu() for mode, p in det.calibration.items()})
+    fields = {
+        "layer": det.layer,
+        "feature_scale": det.feature_scale,
+        "pool5_scale": det.pool5_scale,
+        "framing": asdict(det.framing),
+    }
+    return heads, fields
+
+
+def _fast_rcnn_parts(det: FastRCNNDetector) -> tuple[dict, dict]:
+    return {"box_weight": det.box_weight.cpu(), "box_bias": det.box_bias.cpu()}, {"method": FAST_RCNN}
 
 
 def default_detector() -> Path:
@@ -170,7 +186,7 @@ def default_detector() -> Path:
     return found[-1].parent
 
 
-def load_detector(path, device="cpu") -> Detector:
+def load_detector(path, device="cpu") -> Detector | FastRCNNDetector:
     d = Path(path)
     meta_file = d / "detector.json"
     if not meta_file.is_file():
@@ -190,6 +206,8 @@ def load_detector(path, device="cpu") -> Detector:
     pre, framing = _preprocess(meta["preprocess"], meta_file), _framing(meta, meta_file)
     if pre != loaded.preprocess:
         raise CheckpointError(f"{meta_file}: its preprocessing is not backbone.pt's; train the detector again")
+    if meta.get("method") == FAST_RCNN:
+        return _fast_rcnn_detector(d / "heads.pt", meta, loaded, config, device)
     widths = feature_dims(loaded.model, meta["layer"], framing)
     heads = _read_heads(d / "heads.pt", device, len(meta["classes"]), widths)
     return Detector(
@@ -210,6 +228,39 @@ def load_detector(path, device="cpu") -> Detector:
     )
 
 
+def _fast_rcnn_detector(path: Path, meta: dict, loaded, config, device) -> FastRCNNDetector:
+    """A Fast R-CNN detector: its network must end in K + 1 classes and heads.pt hold the box
+    layer for them."""
+    k = len(meta["classes"])
+    heads = _load_heads(path, device)
+    fc = loaded.model.classifier[-1].in_features
+    shapes = {"box_weight": (4 * (k + 1), fc), "box_bias": (4 * (k + 1),)}
+    ok = isinstance(heads, dict) and all(
+        isinstance(heads.get(n), torch.Tensor) and heads[n].shape == shape and heads[n].is_floating_point()
+        for n, shape in shapes.items()
+    )
+    if not ok or loaded.model.num_classes != k + 1:
+        raise CheckpointError(f"{path}: no box layer for the detector's {k} classes; train the detector again")
+    return FastRCNNDetector(
+        loaded.model.eval(),
+        loaded.preprocess,
+        list(meta["classes"]),
+        heads["box_weight"],
+        heads["box_bias"],
+        config.fast_rcnn if config is not None else FastRCNNSettings(),
+        info={key: v for key, v in meta.items() if key != "files"},
+        config=config,
+    )
+
+
+def _load_heads(path: Path, device):
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch raises several types for foreign, pickled or truncated files
+        why = "holding objects safe loading refuses" if "Weights only" in str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: not a detector's heads file ({why}); train the detector again") from None
+
+
 _META_TYPES = {
     "classes": list,
     "layer": str,
@@ -228,8 +279,10 @@ def _read_meta(meta_file: Path) -> dict:
         raise CheckpointError(f"{meta_file}: unreadable ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_file}: not an {FORMAT} file")
-    wrong = [k for k, kind in _META_TYPES.items() if not isinstance(meta.get(k), kind)]
-    if "layer" not in wrong and meta["layer"] not in LAYERS:
+    fast = meta.get("method") == FAST_RCNN  # no SVM features: no layer or feature scales
+    types = {k: kind for k, kind in _META_TYPES.items() if not fast or k in ("classes", "preprocess", "files")}
+    wrong = [k for k, kind in types.items() if not isinstance(meta.get(k), kind)]
+    if "layer" in types and "layer" not in wrong and meta["layer"] not in LAYERS:
         wrong.append("layer")
     if wrong or not all(isinstance(c, str) for c in meta["classes"]):
         raise CheckpointError(
@@ -249,11 +302,7 @@ def _read_heads(path: Path, device, classes: int, widths: tuple[int, int]) -> di
     """heads.pt, loaded weights-only and checked against the detector's classes and feature
     `widths` (SVM features, pool5): a file that is not what save_detector wrote (even with its
     sha256 updated in detector.json) is refused in one line."""
-    try:
-        heads = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # torch raises several types for foreign, pickled or truncated files
-        why = "holding objects safe loading refuses" if "Weights only" in str(e) else type(e).__name__
-        raise CheckpointError(f"{path}: not a detector's heads file ({why}); train the detector again") from None
+    heads = _load_heads(path, device)
     svm_ok = isinstance(heads, dict) and all(isinstance(heads.get(k), torch.Tensor) for k in ("svm_weight", "svm_bias"))
     if not svm_ok or heads["svm_weight"].shape != (classes, widths[0]) or heads["svm_bias"].shape != (classes,):
         raise CheckpointError(f"{path}: no SVM weights for the detector's {classes} classes; train the detector again")

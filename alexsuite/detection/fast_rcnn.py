@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..boxes import box_iou, decode, encode, mirror
+from ..boxes import box_iou, encode, mirror
 from ..data import transforms
 from ..errors import TrainingDiverged
 from ..fileio import atomic_write_bytes, open_regular
@@ -158,8 +158,9 @@ def score_rois(
     settings: FastRCNNSettings,
     chunk: int = 1024,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(class probabilities (N, K + 1), regressed boxes (N, K + 1, 4)) of an image's boxes: the
-    conv body once per scale in use, each box at the scale nearest the net's input in area."""
+    """(class probabilities (N, K + 1), box deltas (N, K + 1, 4), boxes.encode's form) of an
+    image's boxes: the conv body once per scale in use, each box at the scale nearest the net's
+    input in area."""
     device = next(model.parameters()).device
     image, boxes = image.to(device), boxes.float().to(device)
     h, w = image.shape[-2:]
@@ -179,9 +180,7 @@ def score_rois(
         deltas.append(fc7 @ box_weight.T + box_bias)
     probs = torch.cat(probs) if probs else torch.empty(0, model.num_classes, device=device)
     deltas = torch.cat(deltas) if deltas else torch.empty(0, 4 * model.num_classes, device=device)
-    classes = probs.shape[1]
-    regressed = decode(boxes.repeat_interleave(classes, 0), deltas.reshape(-1, 4)).reshape(len(boxes), classes, 4)
-    return probs, regressed
+    return probs, deltas.reshape(len(boxes), probs.shape[1], 4)
 
 
 def _test_scales(boxes: torch.Tensor, factors: list[float], crop: int) -> torch.Tensor:

@@ -33,10 +33,13 @@ from ..fileio import atomic_write_text, check_free_space, file_sha256
 from ..models.checkpoint import LoadedModel, load_model, weights_fingerprint
 from ..proposals import propose
 from ..reporting import Reporter
+from . import fast_rcnn
 from . import features as feature_cache
 from .calibration import fit_classes, fold_of, held_out_detections
-from .config import DetectorConfig
+from .config import METHODS, DetectorConfig
 from .detector import TARGET_FEATURE_NORM, Detector, save_detector
+from .fast_rcnn_detector import METHOD as FAST_RCNN
+from .fast_rcnn_detector import FastRCNNDetector
 from .finetune import BACKGROUND, build_windows, finetune, replace_head
 from .framing import Framing
 from .heads import train_regressors, train_svms
@@ -87,6 +90,10 @@ def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter
     run = _open(cfg, Path(out), reporter)
     with run.timed("proposals"):
         _proposals(run)
+    if cfg.method == FAST_RCNN:
+        with run.timed("fast_rcnn"):
+            box = _fast_rcnn(run)
+        return _write_fast_rcnn(run, box)
     _warn_if_features_will_not_fit(run)
     with run.timed("finetune"):
         _finetune(run)
@@ -111,6 +118,9 @@ def _open(cfg: DetectorConfig, out: Path, reporter: Reporter) -> _Run:
     cfg.proposals.check()
     cfg.svm.check()
     cfg.calibration.check()
+    cfg.fast_rcnn.check()
+    if cfg.method not in METHODS:
+        raise ConfigError(f"--method {cfg.method!r}: choose one of {', '.join(METHODS)}")
     device = resolve_device(cfg.device)
     data = read_detection_set(cfg.data, cfg.split, cfg.images)
     if not data.classes:
@@ -323,6 +333,62 @@ def _calibrate(run: _Run, loads, scales) -> dict:
             continue
         params[mode], run.metrics["calibration"][mode] = fit_classes(per_class, classes, settings)
     return params
+
+
+def _fast_rcnn(run: _Run):
+    """Fast R-CNN's one training stage: the network and its box layer end to end on the
+    proposals (fast_rcnn.py), resumable from cache/fast_rcnn.pt; returns the box layer."""
+    cfg, loaded = run.cfg, run.loaded
+    settings = cfg.fast_rcnn
+    iterations = settings.schedule(len(run.items))
+    run.load_image = feature_cache.image_loader(run.items)
+    scales = fast_rcnn.net_scales(settings, loaded.preprocess.crop_size)
+    run.reporter.note(
+        f"Fast R-CNN: {loaded.arch}, {iterations} iterations of {settings.images_per_batch} images x "
+        f"{settings.rois_per_image} RoIs, images scaled to {', '.join(map(str, scales))} px (shorter side)"
+    )
+    kept = DetectionSet(run.items, run.data.classes, run.data.source)
+    key = json.dumps({"backbone_sha256": file_sha256(loaded.source), "data": kept.source, "classes": kept.classes})
+    with closing(run.reporter.progress(iterations, "Fast R-CNN")) as bar:
+        box, run.metrics["fast_rcnn"] = fast_rcnn.train(
+            loaded.model,
+            loaded.preprocess,
+            run.proposals,
+            run.truths,
+            run.load_image,
+            len(run.data.classes),
+            settings,
+            run.device,
+            run.cache / "fast_rcnn.pt",
+            on_step=bar,
+            key=key,
+        )
+    return box
+
+
+def _write_fast_rcnn(run: _Run, box) -> TrainedDetector:
+    """The detector directory of a Fast R-CNN run, detector.json last."""
+    loaded, classes = run.loaded, run.data.classes
+    keys = ("training_images", "skipped_images", "clipped_boxes", "dropped_boxes", "proposal_recall", "fast_rcnn")
+    metrics = {**{k: run.metrics[k] for k in keys}, "seconds": run.seconds}
+    checkpoint = {k: loaded.checkpoint[k] for k in ("arch", "preprocess", "config") if k in loaded.checkpoint}
+    checkpoint.update(
+        arch=loaded.arch, classes=[BACKGROUND, *classes], preprocess=json.dumps(loaded.preprocess.to_dict())
+    )
+    weight, bias = fast_rcnn.unnormalised(box)
+    det = FastRCNNDetector(
+        loaded.model.eval(),
+        loaded.preprocess,
+        list(classes),
+        weight,
+        bias,
+        run.cfg.fast_rcnn,
+        info={"config": asdict(run.cfg), "backbone_source": str(loaded.source), "metrics": metrics},
+        config=run.cfg,
+    )
+    save_detector(det, run.out, checkpoint)
+    atomic_write_text(run.out / "metrics.json", json.dumps(metrics, indent=2))
+    return TrainedDetector(run.out, det, metrics)
 
 
 def _write(run: _Run, svms, regressors, scales, calibration: dict) -> TrainedDetector:

@@ -353,3 +353,50 @@ def test_detect_skips_a_missing_file_and_goes_on(trained_detector, voc_scenes, t
     assert result.exit_code == 0, result.output
     assert [json.loads(x)["image"] for x in result.stdout.splitlines()] == [str(photo)]
     assert "skipped" in result.stderr and "gone.jpg: no such file" in result.stderr
+
+
+def test_fast_rcnn_trains_resumes_and_runs_through_detect_and_eval_detector(voc_scenes, trained_run, tmp_path):
+    """--method fast-rcnn: one training stage after the proposals, then the same detect and
+    eval-detector commands; its scores are softmax probabilities. A run started again after it
+    finished resumes from its cache and writes the same detector."""
+    out = tmp_path / "fast"
+    args = ["train-detector", voc_scenes, "--backbone", trained_run, "--method", "fast-rcnn"]
+    args += ["--fast-rcnn-iters", 40, "--max-boxes", 300, "--out", out, "--workers", 0, "--json"]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["fast_rcnn"]["iterations"] == 40 and "svms" not in metrics
+    meta = json.loads((out / "detector.json").read_text())
+    assert meta["method"] == "fast-rcnn" and meta["config"]["method"] == "fast-rcnn"
+    det = load_detector(out)
+    assert det.method == "fast-rcnn" and det.model.num_classes == len(det.classes) + 1
+    weights = torch.load(out / "heads.pt", weights_only=True)["box_weight"]
+    again = run(*args)
+    assert again.exit_code == 0 and json.loads(again.stdout)["fast_rcnn"]["resumed_at"] == 40
+    assert torch.equal(torch.load(out / "heads.pt", weights_only=True)["box_weight"], weights)
+
+    images = sorted((voc_scenes / "JPEGImages").glob("val_*.jpg"))[:3]
+    result = run("detect", *images, "--detector", out, "--threshold", 0, "--json", "--workers", 0)
+    assert result.exit_code == 0, result.output
+    found = [d for line in result.stdout.splitlines() for d in json.loads(line)["detections"]]
+    assert found and all(0 <= d["score"] <= 1 for d in found)
+    result = run("eval-detector", voc_scenes, "--split", "val", "--detector", out, "--json", "--workers", 0)
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.stdout)
+    assert 0 < scored["map"] <= 1
+
+
+def test_a_fast_rcnn_detector_without_its_box_layer_is_refused(voc_scenes, trained_run, tmp_path):
+    from alexsuite.errors import CheckpointError
+    from alexsuite.fileio import file_sha256
+
+    out = tmp_path / "fast"
+    args = ["train-detector", voc_scenes, "--backbone", trained_run, "--method", "fast-rcnn"]
+    result = run(*args, "--fast-rcnn-iters", 2, "--max-boxes", 100, "--out", out, "--workers", 0, "-q")
+    assert result.exit_code == 0, result.output
+    torch.save({"box_weight": torch.zeros(3, 3)}, out / "heads.pt")
+    meta = json.loads((out / "detector.json").read_text())
+    meta["files"]["heads.pt"] = file_sha256(out / "heads.pt")
+    (out / "detector.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="no box layer"):
+        load_detector(out)
