@@ -33,6 +33,7 @@ from .progress import Bar
 @option(DetectSettings, "threshold", type=float)
 @option(DetectSettings, "nms", type=click.FloatRange(0, 1))
 @option(DetectSettings, "mirror")
+@option(DetectSettings, "svd", metavar="auto|R6,R7")
 @option(
     DetectSettings, "regress", "--no-regression", help="Keep the proposals' own boxes (no bounding-box regression)."
 )
@@ -73,7 +74,8 @@ from .progress import Bar
 def detect_cmd(images, detector, out, cache, as_json, fmt, coco_file, **settings):
     """Detect objects in each of IMAGES (files, folders searched recursively, or quoted globs)
     with an R-CNN detector: selective-search proposals, fc7 features, per-class SVM scores
-    calibrated into the probability that the box is right, box regression, NMS.
+    calibrated into the probability that the box is right, box regression, NMS. A Fast R-CNN
+    detector (train-detector --method fast-rcnn) scores the proposals with its own softmax.
 
     \b
     Examples:
@@ -81,6 +83,7 @@ def detect_cmd(images, detector, out, cache, as_json, fmt, coco_file, **settings
       alexsuite detect photo.jpg                                 # boxes more likely right than not
       alexsuite detect photos/*.jpg --mode fast --out runs/boxes # pictures with boxes drawn
       alexsuite detect photo.jpg --threshold 0.1 --json          # more boxes, JSON Lines
+      alexsuite detect photos/ --svd auto                        # fc6/fc7 factored: faster
       alexsuite detect coco/images --format coco --coco coco/annotations.json > results.json
 
     Prints a table per image (or JSON Lines); with --out, writes OUT/<image name>.png (images

@@ -30,6 +30,7 @@ from .progress import Bar
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None, help="COCO: the image folder.")
 @option(DetectSettings, "mode", type=click.Choice(MODES))
 @option(DetectSettings, "mirror")
+@option(DetectSettings, "svd", metavar="auto|R6,R7")
 @click.option(
     "--cache", type=click.Path(file_okay=False), default=None, help="Cache proposals here (by image content)."
 )
@@ -48,6 +49,7 @@ def eval_detector_cmd(data, detector, split, images, cache, as_json, **settings)
       alexsuite eval-detector runs/demo/scenes --split test --detector runs/demo/detector
       alexsuite eval-detector data/scenes --split val --detector runs/detector/scenes
       alexsuite eval-detector data/scenes --mode fast --json
+      alexsuite eval-detector data/scenes --split val --svd auto   # what truncated SVD costs
 
     Prints a per-class table (or one JSON object); writes nothing unless --cache.
     """
@@ -72,7 +74,8 @@ def eval_detector_cmd(data, detector, split, images, cache, as_json, **settings)
             f"warning: objects of classes the detector does not know were not scored: {unknown}", fg="yellow", err=True
         )
     click.echo(
-        f"{dataset.source}: {result['images']} images, {opts.mode} mode{', mirrored too' if opts.mirror else ''}"
+        f"{dataset.source}: {result['images']} images, {result['mode']} mode"
+        f"{', mirrored too' if opts.mirror else ''}{f', fc6/fc7 through SVD {opts.svd}' if opts.svd else ''}"
     )
     coco = result.get("coco")
     per_category = coco["per_category"] if coco else {}

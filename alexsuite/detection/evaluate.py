@@ -58,7 +58,14 @@ def evaluate_detector(
         "network": run["network"] / n,
         "total": (time.perf_counter() - start) / n,
     }
-    out = {"mode": opts.mode, "mirror": opts.mirror, **_score(det.classes, run), "seconds_per_image": seconds}
+    mode = getattr(det, "method", opts.mode)  # a fast-rcnn detector has one mode, its own
+    out = {
+        "mode": mode,
+        "mirror": opts.mirror,
+        "svd": opts.svd or None,
+        **_score(det.classes, run),
+        "seconds_per_image": seconds,
+    }
     if data.coco_file is not None:
         out["coco"], out["warnings"] = _coco_score(det.classes, data, run)
     return out

@@ -5,6 +5,7 @@ back as errors, in order, and never stop the others."""
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from ..proposals import WORKERS, ProposalSettings, propose
 from ..settings import finite, require, setting
 from .detector import MAX_PER_CLASS, Detector
 from .regions import MODES, image_tensor
+from .svd import with_svd
 
 MAX_SIDE = 2000  # longer side the network reads an image at; bounds memory on huge photos
 
@@ -92,7 +94,8 @@ class DetectSettings:
     mode: str = setting(
         "rcnn",
         "rcnn: warp every proposal through the network (the paper). fast: one conv pass "
-        "per image scale and RoI pooling on conv5, same SVMs.",
+        "per image scale and RoI pooling on conv5, same SVMs. A fast-rcnn detector has one way "
+        "and ignores this.",
         "R-CNN §2.2",
     )
     threshold: float = setting(
@@ -111,6 +114,13 @@ class DetectSettings:
         "vectors (AlexNet's test-time reflections; not R-CNN's): up to twice the network time.",
         "AlexNet §4.1",
     )
+    svd: str = setting(
+        "",
+        "Truncated SVD of fc6 and fc7 while detecting: auto keeps the paper's 1024 and 256 of "
+        "4096 singular values, scaled to the net's width (alexnet-small: 256,64); or give R6,R7. "
+        "Off unless given.",
+        "Fast R-CNN §3.1",
+    )
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     workers: int = setting(WORKERS, "Processes computing proposals.")
 
@@ -121,6 +131,10 @@ class DetectSettings:
             f"--threshold is a probability: give a number up to 1 (0 keeps all), got {self.threshold}",
         )
         require(finite(self.nms, 0, 1), f"--nms must be a number from 0 to 1, got {self.nms}")
+        require(
+            self.svd in ("", "auto") or re.fullmatch(r"[0-9]+,[0-9]+", self.svd) is not None,
+            f"--svd {self.svd!r}: give auto or the fc6 and fc7 ranks as R6,R7 (the paper: 1024,256)",
+        )
         return self
 
 
@@ -136,6 +150,7 @@ def run_detector(
     """Yield an ImageDetections per image (paths or ImageInputs), in order; `settings`: the
     proposals' (default: the detector's own)."""
     opts.check()
+    det = with_svd(det, opts.svd)
     inputs = [i if isinstance(i, ImageInput) else ImageInput(str(i), path=Path(i)) for i in images]
     boxes = propose(
         inputs, settings or proposal_settings(det), cache_dir=cache_dir, workers=opts.workers, on_image=on_proposals

@@ -11,6 +11,7 @@ from PIL import Image
 
 from alexsuite.cli.main import main
 from alexsuite.detection.detector import load_detector
+from alexsuite.detection.svd import fc_width
 
 
 def run(*args):
@@ -400,3 +401,27 @@ def test_a_fast_rcnn_detector_without_its_box_layer_is_refused(voc_scenes, train
     (out / "detector.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="no box layer"):
         load_detector(out)
+
+
+def test_svd_keeping_every_singular_value_detects_the_same_and_a_bad_rank_is_one_line(trained_detector, voc_scenes):
+    """--svd factors fc6 and fc7 while detecting: at full rank the boxes and scores are the
+    unfactored ones; eval-detector records the ranks it ran with; a rank past the layer's width
+    is refused in one line that says what to give."""
+    images = sorted((voc_scenes / "JPEGImages").glob("val_*.jpg"))[:2]
+    width = fc_width(load_detector(trained_detector).model)
+
+    def found(*extra):
+        result = run(
+            "detect", *images, "--detector", trained_detector, "--threshold", 0, "--json", "--workers", 0, *extra
+        )
+        assert result.exit_code == 0, result.output
+        return [d for line in result.stdout.splitlines() for d in json.loads(line)["detections"]]
+
+    plain, full = found(), found("--svd", f"{width},{width}")
+    assert plain and [d["label"] for d in full] == [d["label"] for d in plain]
+    assert [d["score"] for d in full] == pytest.approx([d["score"] for d in plain], abs=2e-3)
+    result = run("eval-detector", voc_scenes, "--detector", trained_detector, "--svd", "auto", "--json", "--workers", 0)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["svd"] == "auto" and 0 < json.loads(result.stdout)["map"] <= 1
+    bad = run("detect", *images, "--detector", trained_detector, "--svd", f"{width + 1},8", "--workers", 0)
+    assert bad.exit_code != 0 and "--svd" in bad.output and "R6,R7" in bad.output and "Traceback" not in bad.output
