@@ -98,6 +98,8 @@ def from_dict(cls, data: dict, where: str):
             value = from_dict(kind, value, f"{where}: {name}")
         elif not _type_ok(value, kind):
             raise ConfigError(f"{where}: {name} is {value!r}, not of its kind ({kind})")
+        elif typing.get_origin(kind) is tuple and isinstance(value, list):
+            value = tuple(value)  # JSON has no tuples: a saved (600,) comes back as [600]
         values[name] = value
     try:
         return cls(**values)
