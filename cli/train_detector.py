@@ -62,6 +62,7 @@ def _scales(ctx, param, value):
 @option(DetectorConfig, "method", type=click.Choice(METHODS))
 @option(FastRCNNSettings, "iterations", "--fast-rcnn-iters", "fast_rcnn_iters", type=click.IntRange(min=0))
 @option(FastRCNNSettings, "scales", "--scales", type=click.UNPROCESSED, metavar="PX[,PX...]", callback=_scales)
+@option(FastRCNNSettings, "max_size", type=click.IntRange(min=1))
 @option(DetectorConfig, "split")
 @option(DetectorConfig, "images", type=click.Path(exists=True, file_okay=False))
 @click.option(
@@ -96,6 +97,7 @@ def train_detector_cmd(
     method,
     fast_rcnn_iters,
     scales,
+    max_size,
     split,
     images,
     out,
@@ -135,7 +137,7 @@ def train_detector_cmd(
 
     --method fast-rcnn trains Fast R-CNN instead: after the proposals, one stage trains the
     network with a softmax and a box-regression head together (2 images x 64 RoIs a batch,
-    lr 0.001, the paper's 40k iterations scaled to your images; cache/fast_rcnn.pt).
+    lr 0.001 or --lr, the paper's 40k iterations scaled to your images; cache/fast_rcnn.pt).
 
     Each stage is cached under OUT/cache: run the same command again after an interruption
     and it carries on. Writes the detector directory (detector.json, backbone.pt, heads.pt,
@@ -152,7 +154,10 @@ def train_detector_cmd(
         data=data,
         backbone=backbone,
         method=method,
-        fast_rcnn=FastRCNNSettings(iterations=fast_rcnn_iters, scales=scales, seed=seed),
+        # --lr and --recolour serve either method
+        fast_rcnn=FastRCNNSettings(
+            iterations=fast_rcnn_iters, scales=scales, max_size=max_size, seed=seed, lr=lr, recolour=recolour
+        ),
         split=split,
         images=images,
         layer=layer,

@@ -21,7 +21,7 @@ from ..data import transforms
 from ..errors import TrainingDiverged
 from ..fileio import atomic_write_bytes, open_regular
 from ..settings import finite, require, setting
-from .finetune import best_overlaps
+from .finetune import best_overlaps, recolour
 
 PAPER_CROP = 227  # the paper's scales are for CaffeNet's 227 px input; other nets scale them
 PAPER_IMAGES, PAPER_ITERATIONS = 5011, 40_000  # VOC07 trainval; 30k + 10k iterations (Fast R-CNN §3.1)
@@ -58,6 +58,12 @@ class FastRCNNSettings:
     max_size: int = setting(1000, "Longer image side cap, in the same terms.", "Fast R-CNN config.py MAX_SIZE")
     frozen: int = setting(1, "Conv layers kept fixed from the backbone (conv1 for CaffeNet).", "Fast R-CNN §4.5")
     flip: bool = setting(True, "Mirror half of the training images.", "Fast R-CNN §2.3")
+    recolour: bool = setting(
+        False,
+        "Shuffle and scale each training image's colour channels (not the paper's; as R-CNN's "
+        "--recolour): objects in colours the backbone never saw.",
+        "finetune.recolour",
+    )
     checkpoint_every: int = setting(200, "Iterations between resumable saves.")
     seed: int = setting(0, "Seed of the mini-batches, dropout and the new heads.")
 
@@ -293,7 +299,8 @@ class Trainer:
                 image, boxes = image.flip(-1), mirror(boxes, image.shape[-1])
                 t = t * torch.tensor([-1.0, 1.0, 1.0, 1.0], device=self.device)
             factor = image_scale(*image.shape[-2:], scale, s.max_size, crop)
-            fmap = self.model.conv5(scaled_input(image, factor, self.pre))
+            x = scaled_input(image, factor, self.pre)
+            fmap = self.model.conv5(recolour(x, self.pre, g) if s.recolour else x)
             rois = torch.cat([torch.zeros(len(pick), 1, device=self.device), boxes * factor], 1)
             pool5.append(roi_pool5(self.model, fmap, rois))
             labels.append(r.labels[pick].to(self.device))

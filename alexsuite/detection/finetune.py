@@ -42,7 +42,7 @@ class FinetuneSettings:
     bg_iou: float = setting(0.5, "A window is background when IoU < this with every object.", "R-CNN §2.3")
     lr: float = setting(
         0.001,
-        "Fine-tuning learning rate, a tenth of the pre-training rate; a backbone "
+        "Fine-tuning learning rate (either method), a tenth of the pre-training rate; a backbone "
         "trained from scratch here, far from your images, needs more (e.g. 0.04).",
         "rcnn fine-tuning solver",
     )
@@ -54,7 +54,7 @@ class FinetuneSettings:
     flip: bool = setting(True, "Mirror half of the windows.", "rcnn fine-tuning solver")
     recolour: bool = setting(
         False,
-        "Fine-tuning sees each window with its colour channels shuffled and scaled "
+        "Fine-tuning sees each window (fast-rcnn: each image) with its colour channels shuffled and scaled "
         "by U(0.6, 1.4) (not in R-CNN; for objects that come in any colour).",
     )
     fast_fraction: float = setting(

@@ -33,6 +33,7 @@ from ..fileio import atomic_write_text, check_free_space, file_sha256
 from ..models.checkpoint import LoadedModel, load_model, weights_fingerprint
 from ..proposals import propose
 from ..reporting import Reporter
+from ..settings import default_of
 from . import fast_rcnn
 from . import features as feature_cache
 from .calibration import fit_classes, fold_of, held_out_detections
@@ -40,7 +41,7 @@ from .config import METHODS, DetectorConfig
 from .detector import TARGET_FEATURE_NORM, Detector, save_detector
 from .fast_rcnn_detector import METHOD as FAST_RCNN
 from .fast_rcnn_detector import FastRCNNDetector
-from .finetune import BACKGROUND, build_windows, finetune, replace_head
+from .finetune import BACKGROUND, FinetuneSettings, build_windows, finetune, replace_head
 from .framing import Framing
 from .heads import train_regressors, train_svms
 
@@ -88,6 +89,7 @@ class _Run:
 
 def train_detector(cfg: DetectorConfig, out: Path, reporter: Reporter = Reporter()) -> TrainedDetector:
     run = _open(cfg, Path(out), reporter)
+    _advise_on_a_scratch_backbone(run)
     with run.timed("proposals"):
         _proposals(run)
     if cfg.method == FAST_RCNN:
@@ -136,6 +138,36 @@ def _open(cfg: DetectorConfig, out: Path, reporter: Reporter) -> _Run:
         raise ConfigError(f"{cfg.backbone}: input size {loaded.preprocess.crop_size} px is too small to warp regions")
     (out / "cache").mkdir(parents=True, exist_ok=True)
     return _Run(cfg, out, data, loaded, device, reporter)
+
+
+# What works on a backbone `alexsuite train` trained from scratch, far from the images it will
+# detect on (docs/detection.md, "Recipes on scenes-dev"); the paper's settings assume ImageNet.
+SCRATCH_RECIPE = {
+    "rcnn": "--lr 0.04 --finetune-iters 4000 --recolour --fast-fraction 0.5",
+    "fast-rcnn": "--lr 0.01, and --scales/--max-size that make your objects about the net's input "
+    "(scenes-dev: --scales 1800 --max-size 3000)",
+}
+
+
+def from_scratch(loaded: LoadedModel) -> bool:
+    """Whether the backbone is an `alexsuite train` run that started from random weights."""
+    try:
+        cfg = json.loads(loaded.checkpoint.get("config") or "null")
+    except (TypeError, ValueError):
+        return False
+    return isinstance(cfg, dict) and not cfg.get("weights") and not cfg.get("pretrained")
+
+
+def _advise_on_a_scratch_backbone(run: _Run) -> None:
+    """One line, when the paper's fine-tuning rate meets a backbone trained from scratch here."""
+    cfg = run.cfg
+    recipe = SCRATCH_RECIPE.get(cfg.method)
+    lr = cfg.fast_rcnn.lr if cfg.method == FAST_RCNN else cfg.finetune.lr
+    if recipe and lr == default_of(FinetuneSettings, "lr") and from_scratch(run.loaded):
+        run.reporter.warn(
+            f"{cfg.backbone} was trained from scratch, and the paper's fine-tuning settings assume "
+            f"ImageNet weights: for such a backbone pass {recipe} (docs/detection.md)"
+        )
 
 
 DETECTOR_NAMES = {"detector.json", "backbone.pt", "heads.pt", "metrics.json", "cache"}

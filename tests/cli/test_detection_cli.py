@@ -169,6 +169,9 @@ def test_train_detector_command_and_its_errors(voc_scenes, trained_run, tmp_path
     )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["detector"] == str(out) and (out / "detector.json").exists()
+    # the backbone was trained from scratch here, and --lr was left at the paper's: one line says what to pass
+    advice = [line for line in result.stderr.splitlines() if "trained from scratch" in line]
+    assert len(advice) == 1 and "--lr 0.04 --finetune-iters 4000 --recolour --fast-fraction 0.5" in advice[0]
     recorded = json.loads((out / "detector.json").read_text())
     assert recorded["framing"] == {"shape": "warp+square", "padding": [16, 0]}
     assert recorded["config"]["finetune"]["image_fraction"] == 0.25
