@@ -175,4 +175,6 @@ def test_torchrun_two_cpu_processes_match_one_process(shapes_dir, tmp_path, amp)
     ha = json.loads((tmp_path / "one" / "metrics.json").read_text())[0]
     hb = json.loads((tmp_path / "two" / "metrics.json").read_text())[0]
     assert ha["train_loss"] == pytest.approx(hb["train_loss"], rel=rel)
-    assert ha["val_top1"] == hb["val_top1"]
+    # bf16 weights a rounding apart may flip one near-tie validation image (24 here: an AVX2 CPU's
+    # emulated bf16 did); fp32 must agree exactly
+    assert ha["val_top1"] == pytest.approx(hb["val_top1"], abs=1 / 24 + 1e-9 if amp else 0)
