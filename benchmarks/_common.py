@@ -2,6 +2,7 @@
 
 import json
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -43,3 +44,13 @@ def write_result(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({**payload, "machine": machine()}, indent=1))
     return path
+
+
+def run_main(main) -> None:
+    """Run a benchmark's main; a full disk or a missing backbone ends in one line, as the CLI's."""
+    from alexsuite.errors import AlexsuiteError
+
+    try:
+        main()
+    except AlexsuiteError as e:
+        sys.exit(f"error: {e}")

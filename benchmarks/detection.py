@@ -25,10 +25,9 @@ reflections, not R-CNN's), reported apart from the paper's recipe.
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from _common import SCENES_DEV, write_result
+from _common import SCENES_DEV, run_main, write_result
 
 from alexsuite.data.detection_sets import DetectionSet, read_voc
 from alexsuite.detection.config import DetectorConfig
@@ -38,7 +37,7 @@ from alexsuite.detection.finetune import FinetuneSettings
 from alexsuite.detection.framing import FRAMING_CHOICES, Framing, parse_padding
 from alexsuite.detection.inference import DetectSettings
 from alexsuite.detection.training import train_detector
-from alexsuite.errors import AlexsuiteError, ConfigError
+from alexsuite.errors import ConfigError
 
 
 def end_to_end(det, data, mode, mirror=False):
@@ -180,7 +179,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except AlexsuiteError as e:  # a full disk, a missing backbone: one line, as the CLI gives
-        sys.exit(f"error: {e}")
+    run_main(main)

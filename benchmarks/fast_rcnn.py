@@ -15,10 +15,9 @@ net (`--svd auto`), and the R-CNN detector's rcnn-mode mAP in the same run when
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from _common import SCENES_DEV, write_result
+from _common import SCENES_DEV, run_main, write_result
 
 from alexsuite.data.detection_sets import read_voc
 from alexsuite.detection.config import DetectorConfig
@@ -27,7 +26,6 @@ from alexsuite.detection.evaluate import evaluate_detector
 from alexsuite.detection.fast_rcnn import FastRCNNSettings
 from alexsuite.detection.inference import DetectSettings
 from alexsuite.detection.training import train_detector
-from alexsuite.errors import AlexsuiteError
 
 KEYS = ("map", "map_voc07", "map_no_regression", "map_voc07_no_regression")
 
@@ -100,7 +98,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except AlexsuiteError as e:  # a full disk, a missing backbone: one line, as the CLI gives
-        sys.exit(f"error: {e}")
+    run_main(main)
