@@ -41,7 +41,7 @@ from .config import METHODS, DetectorConfig
 from .detector import TARGET_FEATURE_NORM, Detector, save_detector
 from .fast_rcnn_detector import METHOD as FAST_RCNN
 from .fast_rcnn_detector import FastRCNNDetector
-from .finetune import BACKGROUND, FinetuneSettings, build_windows, finetune, replace_head
+from .finetune import BACKGROUND, build_windows, finetune, replace_head
 from .framing import Framing
 from .heads import train_regressors, train_svms
 
@@ -162,8 +162,8 @@ def _advise_on_a_scratch_backbone(run: _Run) -> None:
     """One line, when the paper's fine-tuning rate meets a backbone trained from scratch here."""
     cfg = run.cfg
     recipe = SCRATCH_RECIPE.get(cfg.method)
-    lr = cfg.fast_rcnn.lr if cfg.method == FAST_RCNN else cfg.finetune.lr
-    if recipe and lr == default_of(FinetuneSettings, "lr") and from_scratch(run.loaded):
+    settings = cfg.fast_rcnn if cfg.method == FAST_RCNN else cfg.finetune  # whose lr trains this method
+    if recipe and settings.lr == default_of(type(settings), "lr") and from_scratch(run.loaded):
         run.reporter.warn(
             f"{cfg.backbone} was trained from scratch, and the paper's fine-tuning settings assume "
             f"ImageNet weights: for such a backbone pass {recipe} (docs/detection.md)"
@@ -379,8 +379,7 @@ def _fast_rcnn(run: _Run):
         f"Fast R-CNN: {loaded.arch}, {iterations} iterations of {settings.images_per_batch} images x "
         f"{settings.rois_per_image} RoIs, images scaled to {', '.join(map(str, scales))} px (shorter side)"
     )
-    kept = DetectionSet(run.items, run.data.classes, run.data.source)
-    key = json.dumps({"backbone_sha256": file_sha256(loaded.source), "data": kept.source, "classes": kept.classes})
+    key = _fast_rcnn_key(run)
     with closing(run.reporter.progress(iterations, "Fast R-CNN")) as bar:
         box, run.metrics["fast_rcnn"] = fast_rcnn.train(
             loaded.model,
@@ -398,15 +397,29 @@ def _fast_rcnn(run: _Run):
     return box
 
 
+def _fast_rcnn_key(run: _Run) -> str:
+    """What a cached Fast R-CNN run must share with this one to be resumed: as _finetune_key,
+    every training box, label and proposal (an edited annotation starts over)."""
+    h = hashlib.sha256()
+    for (boxes, labels), proposals in zip(run.truths, run.proposals):
+        for t in (boxes.float(), labels, proposals.float()):
+            h.update(t.contiguous().numpy().tobytes())
+    return json.dumps(
+        {
+            "backbone_sha256": file_sha256(run.loaded.source),
+            "data": run.data.source,
+            "classes": run.data.classes,
+            "boxes": h.hexdigest()[:16],
+        },
+        sort_keys=True,
+    )
+
+
 def _write_fast_rcnn(run: _Run, box) -> TrainedDetector:
     """The detector directory of a Fast R-CNN run, detector.json last."""
     loaded, classes = run.loaded, run.data.classes
     keys = ("training_images", "skipped_images", "clipped_boxes", "dropped_boxes", "proposal_recall", "fast_rcnn")
     metrics = {**{k: run.metrics[k] for k in keys}, "seconds": run.seconds}
-    checkpoint = {k: loaded.checkpoint[k] for k in ("arch", "preprocess", "config") if k in loaded.checkpoint}
-    checkpoint.update(
-        arch=loaded.arch, classes=[BACKGROUND, *classes], preprocess=json.dumps(loaded.preprocess.to_dict())
-    )
     weight, bias = fast_rcnn.unnormalised(box)
     det = FastRCNNDetector(
         loaded.model.eval(),
@@ -417,6 +430,17 @@ def _write_fast_rcnn(run: _Run, box) -> TrainedDetector:
         run.cfg.fast_rcnn,
         info={"config": asdict(run.cfg), "backbone_source": str(loaded.source), "metrics": metrics},
         config=run.cfg,
+    )
+    return _save(run, det, metrics)
+
+
+def _save(run: _Run, det: Detector | FastRCNNDetector, metrics: dict) -> TrainedDetector:
+    """Either method's detector directory (detector.json last) and metrics.json beside it;
+    backbone.pt keeps the backbone's own record, its classes now background and the detector's."""
+    loaded = run.loaded
+    checkpoint = {k: loaded.checkpoint[k] for k in ("arch", "preprocess", "config") if k in loaded.checkpoint}
+    checkpoint.update(
+        arch=loaded.arch, classes=[BACKGROUND, *det.classes], preprocess=json.dumps(loaded.preprocess.to_dict())
     )
     save_detector(det, run.out, checkpoint)
     atomic_write_text(run.out / "metrics.json", json.dumps(metrics, indent=2))
@@ -443,10 +467,6 @@ def _write(run: _Run, svms, regressors, scales, calibration: dict) -> TrainedDet
             "seconds",
         )
     }
-    checkpoint = {k: loaded.checkpoint[k] for k in ("arch", "preprocess", "config") if k in loaded.checkpoint}
-    checkpoint.update(
-        arch=loaded.arch, classes=[BACKGROUND, *classes], preprocess=json.dumps(loaded.preprocess.to_dict())
-    )
     det = Detector(
         loaded.model.eval(),
         loaded.preprocess,
@@ -463,6 +483,4 @@ def _write(run: _Run, svms, regressors, scales, calibration: dict) -> TrainedDet
         config=run.cfg,
         calibration={mode: p.to(device) for mode, p in calibration.items()},
     )
-    save_detector(det, run.out, checkpoint)
-    atomic_write_text(run.out / "metrics.json", json.dumps(metrics, indent=2))
-    return TrainedDetector(run.out, det, metrics)
+    return _save(run, det, metrics)
