@@ -53,7 +53,7 @@ def eval_detector_cmd(data, detector, split, images, cache, as_json, **settings)
 
     Prints a per-class table (or one JSON object); writes nothing unless --cache.
     """
-    opts = DetectSettings(**settings)
+    opts = DetectSettings(**settings).check()
     det = load_detector(detector or default_detector(), resolve_device(opts.device))
     dataset = read_detection_set(data, split, images)
     bar = Bar(len(dataset), "proposals", enabled=not as_json)
