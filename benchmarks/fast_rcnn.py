@@ -43,6 +43,14 @@ def scored(det, val, cache, **settings) -> dict:
     return row
 
 
+def given(args) -> dict:
+    """The Fast R-CNN settings given on the command line; the rest keep FastRCNNSettings' defaults."""
+    out = {"lr": args.lr, "max_size": args.max_size}
+    if args.scales:
+        out["scales"] = tuple(int(v) for v in args.scales.split(","))
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=SCENES_DEV, help="a Pascal VOC set (default: the developers' scenes-dev)")
@@ -51,8 +59,8 @@ def main():
     ap.add_argument("--backbone", default="runs/bench/fashion-mnist-paste-leaveout/last.pt")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=None, help="train-detector --lr (default: the paper's 0.001)")
-    ap.add_argument("--scales", default="600", help="train-detector --scales (the paper's px at 227)")
-    ap.add_argument("--max-size", type=int, default=1000, help="longer side cap (the paper's px at 227)")
+    ap.add_argument("--scales", default=None, help="train-detector --scales (default: the paper's 600)")
+    ap.add_argument("--max-size", type=int, default=None, help="train-detector --max-size (default: the paper's 1000)")
     ap.add_argument("--recolour", action="store_true", help="train-detector --recolour")
     ap.add_argument("--rcnn-detector", default=None, help="an R-CNN detector on the same backbone, to compare")
     ap.add_argument("--cache", default="runs/bench/proposals-cache", help="proposal cache for the mAP runs")
@@ -64,13 +72,7 @@ def main():
             backbone=args.backbone,
             method="fast-rcnn",
             proposal_cache=args.cache,
-            fast_rcnn=FastRCNNSettings(
-                seed=args.seed,
-                recolour=args.recolour,
-                max_size=args.max_size,
-                scales=tuple(int(v) for v in args.scales.split(",")),
-                **({"lr": args.lr} if args.lr else {}),
-            ),
+            fast_rcnn=FastRCNNSettings(seed=args.seed, recolour=args.recolour, **given(args)),
         )
         train_detector(cfg, Path(args.detector))
     val = read_voc(args.data, "val")
