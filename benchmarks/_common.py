@@ -3,6 +3,7 @@
 import json
 import platform
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -54,3 +55,15 @@ def run_main(main) -> None:
         main()
     except AlexsuiteError as e:
         sys.exit(f"error: {e}")
+
+
+def fc_seconds(model, rois: int, repeat: int = 3) -> float:
+    """fc6 + fc7 on `rois` pool5 rows (the best of `repeat`)."""
+    x = torch.randn(rois, model.pool5_dim)
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeat):
+            start = time.perf_counter()
+            model.head(x, "fc7")
+            best = min(best, time.perf_counter() - start)
+    return best

@@ -17,7 +17,7 @@ import tempfile
 import time
 
 import torch
-from _common import SCENES_DEV, write_result
+from _common import SCENES_DEV, fc_seconds, write_result
 
 from alexsuite.data.decode import decode_image
 from alexsuite.data.detection_sets import read_voc
@@ -72,18 +72,6 @@ def timed_run(det, mode, paths, cache, boxes):
 
 def image_loader_for(paths):
     return lambda i: regions.image_tensor(decode_image(paths[i]))
-
-
-def fc_seconds(model, rois: int, repeat: int = 3) -> float:
-    """fc6 + fc7 on `rois` pool5 rows (the best of `repeat`)."""
-    x = torch.randn(rois, model.pool5_dim)
-    best = float("inf")
-    with torch.no_grad():
-        for _ in range(repeat):
-            start = time.perf_counter()
-            model.head(x, "fc7")
-            best = min(best, time.perf_counter() - start)
-    return best
 
 
 def conv_pixels(det, mode, method, image, boxes) -> float:

@@ -142,10 +142,19 @@ def test_truncated_svd_keeps_the_layers_places_and_approximates_them():
     torch.manual_seed(0)
     model = build_small(num_classes=4).eval()
     assert svd.default_ranks(1024) == (256, 64) and svd.default_ranks(4096) == (1024, 256)
-    full = svd.compressed(model, (1024, 1024))  # every singular value kept: the same function
     x = torch.randn(3, model.pool5_dim)
-    assert full.pool5_dim == model.pool5_dim
-    assert torch.allclose(full.head(x, "fc7"), model.head(x, "fc7"), atol=1e-4)
+    fc6, fc7 = model.classifier[0], model.classifier[3]
+    for layer in (fc6, fc7):  # every singular value kept: the same function
+        v = torch.randn(3, layer.in_features)
+        assert torch.allclose(svd.factor(layer, min(layer.weight.shape))(v), layer(v), atol=1e-4)
+    # a rank that saves no multiply-adds keeps the layer whole (fc6, 576 -> 1024: up to rank 368)
+    fc7_only = svd.compressed(model, (1024, 128))
+    assert isinstance(fc7_only.classifier[0], torch.nn.Linear) and isinstance(
+        fc7_only.classifier[3], torch.nn.Sequential
+    )
+    assert fc7_only.pool5_dim == model.pool5_dim and fc7_only.head(x, "fc7").shape == model.head(x, "fc7").shape
+    assert isinstance(svd.compressed(model, (368, 128)).classifier[0], torch.nn.Sequential)
+    assert isinstance(svd.compressed(model, (369, 128)).classifier[0], torch.nn.Linear)
     small = svd.compressed(model, (64, 16))
 
     def size(m):

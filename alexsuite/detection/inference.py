@@ -118,6 +118,7 @@ class DetectSettings:
         "",
         "Truncated SVD of fc6 and fc7 while detecting: auto keeps the paper's 1024 and 256 of "
         "4096 singular values, scaled to the net's width (alexnet-small: 256,64); or give R6,R7. "
+        "A rank that would not save work keeps its layer whole (alexnet-small's fc6 above 368). "
         "Off unless given.",
         "Fast R-CNN §3.1",
     )
