@@ -284,19 +284,24 @@ def _finetune(run: _Run) -> None:
 
 def _finetune_key(backbone_digest: str, data: DetectionSet, windows, framing: Framing) -> str:
     """What a cached fine-tuning run must share with this one to be resumed."""
-    h = hashlib.sha256(windows.boxes.float().contiguous().numpy().tobytes())
-    h.update(windows.labels.numpy().tobytes())  # every box and label: an edited annotation starts over
+    digest = _digest([windows.boxes.float(), windows.labels])  # an edited annotation starts over
+    return _resume_key(backbone_digest, data, windows=digest, version=FINETUNE_VERSION, framing=asdict(framing))
+
+
+def _resume_key(backbone_digest: str, data: DetectionSet, **what) -> str:
+    """A training stage's resume key: the backbone, the data and what else the stage trains on."""
     return json.dumps(
-        {
-            "backbone_sha256": backbone_digest,
-            "data": data.source,
-            "classes": data.classes,
-            "windows": h.hexdigest()[:16],
-            "version": FINETUNE_VERSION,
-            "framing": asdict(framing),
-        },
+        {"backbone_sha256": backbone_digest, "data": data.source, "classes": data.classes, **what},
         sort_keys=True,
     )
+
+
+def _digest(tensors) -> str:
+    """A short hash of every tensor's bytes, in order."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _features(run: _Run):
@@ -400,19 +405,8 @@ def _fast_rcnn(run: _Run):
 def _fast_rcnn_key(run: _Run) -> str:
     """What a cached Fast R-CNN run must share with this one to be resumed: as _finetune_key,
     every training box, label and proposal (an edited annotation starts over)."""
-    h = hashlib.sha256()
-    for (boxes, labels), proposals in zip(run.truths, run.proposals):
-        for t in (boxes.float(), labels, proposals.float()):
-            h.update(t.contiguous().numpy().tobytes())
-    return json.dumps(
-        {
-            "backbone_sha256": file_sha256(run.loaded.source),
-            "data": run.data.source,
-            "classes": run.data.classes,
-            "boxes": h.hexdigest()[:16],
-        },
-        sort_keys=True,
-    )
+    tensors = [t for (boxes, labels), p in zip(run.truths, run.proposals) for t in (boxes.float(), labels, p.float())]
+    return _resume_key(file_sha256(run.loaded.source), run.data, boxes=_digest(tensors))
 
 
 def _write_fast_rcnn(run: _Run, box) -> TrainedDetector:
