@@ -47,6 +47,16 @@ def write_result(name: str, payload: dict) -> Path:
     return path
 
 
+def detector_arguments(ap, detector: str) -> None:
+    """The options every scenes-dev detector benchmark that trains shares: the data, the detector
+    directory, --train, the backbone and the proposal cache."""
+    ap.add_argument("--data", default=SCENES_DEV, help="a Pascal VOC set (default: the developers' scenes-dev)")
+    ap.add_argument("--detector", default=detector)
+    ap.add_argument("--train", action="store_true", help="train the detector first (resumes from its cache)")
+    ap.add_argument("--backbone", default="runs/bench/fashion-mnist-paste-leaveout/last.pt")
+    ap.add_argument("--cache", default="runs/bench/proposals-cache", help="proposal cache for the mAP runs")
+
+
 def run_main(main) -> None:
     """Run a benchmark's main; a full disk or a missing backbone ends in one line, as the CLI's."""
     from alexsuite.errors import AlexsuiteError

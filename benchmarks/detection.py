@@ -27,7 +27,7 @@ import argparse
 import json
 from pathlib import Path
 
-from _common import SCENES_DEV, run_main, write_result
+from _common import detector_arguments, run_main, write_result
 
 from alexsuite.data.detection_sets import DetectionSet, read_voc
 from alexsuite.detection.config import DetectorConfig
@@ -55,10 +55,7 @@ def padding(text):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=SCENES_DEV, help="a Pascal VOC set (default: the developers' scenes-dev)")
-    ap.add_argument("--detector", default="runs/bench/scenes-det-leaveout")
-    ap.add_argument("--train", action="store_true", help="train the detector first (resumes from its cache)")
-    ap.add_argument("--backbone", default="runs/bench/fashion-mnist-paste-leaveout/last.pt")
+    detector_arguments(ap, "runs/bench/scenes-det-leaveout")
     ap.add_argument("--finetune-iters", type=int, default=4000)
     ap.add_argument(
         "--lr",
@@ -85,7 +82,6 @@ def main():
         default=0,
         help="fine-tuning seed (new head, window sampling): other seeds measure the run-to-run spread",
     )
-    ap.add_argument("--cache", default="runs/bench/proposals-cache", help="proposal cache for the mAP runs")
     ap.add_argument("--result", default="detection_leaveout", help="writes benchmarks/results/RESULT.json")
     ap.add_argument("--timing-images", type=int, default=30)
     ap.add_argument(

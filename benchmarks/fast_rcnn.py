@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from _common import SCENES_DEV, run_main, write_result
+from _common import detector_arguments, run_main, write_result
 
 from alexsuite.data.detection_sets import read_voc
 from alexsuite.detection.config import DetectorConfig
@@ -53,17 +53,13 @@ def given(args) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=SCENES_DEV, help="a Pascal VOC set (default: the developers' scenes-dev)")
-    ap.add_argument("--detector", default="runs/bench/scenes-fast-rcnn")
-    ap.add_argument("--train", action="store_true", help="train the detector first (resumes from its cache)")
-    ap.add_argument("--backbone", default="runs/bench/fashion-mnist-paste-leaveout/last.pt")
+    detector_arguments(ap, "runs/bench/scenes-fast-rcnn")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=None, help="train-detector --lr (default: the paper's 0.001)")
     ap.add_argument("--scales", default=None, help="train-detector --scales (default: the paper's 600)")
     ap.add_argument("--max-size", type=int, default=None, help="train-detector --max-size (default: the paper's 1000)")
     ap.add_argument("--recolour", action="store_true", help="train-detector --recolour")
     ap.add_argument("--rcnn-detector", default=None, help="an R-CNN detector on the same backbone, to compare")
-    ap.add_argument("--cache", default="runs/bench/proposals-cache", help="proposal cache for the mAP runs")
     ap.add_argument("--result", default="fast_rcnn", help="writes benchmarks/results/RESULT.json")
     args = ap.parse_args()
     if args.train:
